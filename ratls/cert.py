@@ -1,0 +1,154 @@
+"""Build and parse ratls/1 certificates (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import warnings
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from . import cmw
+from .claims import Claims, decode_claims
+from .errors import EvidenceError, UsageError
+from .evidence import Evidence
+
+BACKDATE = dt.timedelta(minutes=5)
+MAX_CERT_BYTES = 512 * 1024
+CURVES = {"p256": ec.SECP256R1, "p384": ec.SECP384R1}
+
+
+def generate_key(curve: str = "p256") -> ec.EllipticCurvePrivateKey:
+    try:
+        return ec.generate_private_key(CURVES[curve]())
+    except KeyError:
+        raise UsageError(f"unknown key curve '{curve}'", hint="use p256 or p384") from None
+
+
+def spki_der(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def build_collection(claims_cbor: bytes, evidence: Evidence) -> cmw.CmwCollection:
+    items: dict[str, cmw.CmwRecord | cmw.CmwCollection] = {
+        "claims": cmw.CmwRecord(cmw.MEDIA_CLAIMS, claims_cbor),
+        "cpu": cmw.CmwRecord(evidence.media_type, evidence.raw),
+    }
+    if evidence.endorsements:
+        items["endorsements"] = cmw.CmwCollection(
+            None, {k: cmw.CmwRecord(cmw.MEDIA_PKIX_CERT, v) for k, v in evidence.endorsements.items()})
+    return cmw.CmwCollection(cmw.RATLS_COLLECTION_TYPE, items)
+
+
+def _san(names: list[str]) -> x509.SubjectAlternativeName:
+    entries: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            entries.append(x509.DNSName(name))
+    return x509.SubjectAlternativeName(entries)
+
+
+def build_certificate(key: ec.EllipticCurvePrivateKey, claims_cbor: bytes, evidence: Evidence, *,
+                      not_before: dt.datetime, not_after: dt.datetime, common_name: str,
+                      sans: list[str]) -> x509.Certificate:
+    """Self-signed certificate carrying the CMW collection in id-pe-cmw (non-critical)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    ext_value = cmw.encode_extension_value(build_collection(claims_cbor, evidence))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(cmw.OID_CMW), ext_value), critical=False)
+    )
+    if sans:
+        builder = builder.add_extension(_san(sans), critical=False)
+    hash_alg = hashes.SHA384() if isinstance(key.curve, ec.SECP384R1) else hashes.SHA256()
+    return builder.sign(key, hash_alg)
+
+
+@dataclass(frozen=True)
+class RatlsCertificate:
+    cert: x509.Certificate
+    collection: cmw.CmwCollection
+    claims_cbor: bytes
+    claims: Claims
+    evidence: Evidence
+
+    @property
+    def spki_sha256(self) -> bytes:
+        return hashlib.sha256(spki_der(self.cert.public_key())).digest()  # type: ignore[arg-type]
+
+    @property
+    def cert_sha256(self) -> str:
+        return hashlib.sha256(self.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+    def sans(self) -> list[str]:
+        try:
+            ext = self.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return []
+        return [str(v) for v in ext.get_values_for_type(x509.DNSName)] + \
+               [str(v) for v in ext.get_values_for_type(x509.IPAddress)]
+
+
+def load_x509(data: bytes) -> x509.Certificate:
+    if len(data) > MAX_CERT_BYTES:
+        raise EvidenceError(f"certificate is {len(data)} bytes, over the {MAX_CERT_BYTES}-byte limit")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if b"-----BEGIN CERTIFICATE" in data:
+                return x509.load_pem_x509_certificate(data)
+            return x509.load_der_x509_certificate(data)
+        except ValueError as exc:
+            raise EvidenceError(f"not a readable X.509 certificate: {exc}",
+                                hint="the file may be truncated; fetch it again") from None
+
+
+def parse_ratls(cert: x509.Certificate) -> RatlsCertificate:
+    """Extract and decode the CMW collection and claims. Parsing only: nothing is verified."""
+    try:
+        ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(cmw.OID_CMW))
+    except x509.ExtensionNotFound:
+        raise EvidenceError("certificate has no RA-TLS evidence (extension id-pe-cmw 1.3.6.1.5.5.7.1.35)",
+                            hint="this is an ordinary TLS certificate, not one issued by a ratls gateway") from None
+    except ValueError as exc:
+        raise EvidenceError(f"certificate extensions are malformed: {exc}") from None
+    if ext.critical:
+        raise EvidenceError("the id-pe-cmw extension is marked critical; ratls/1 requires non-critical")
+    value = ext.value
+    if not isinstance(value, x509.UnrecognizedExtension):
+        raise EvidenceError("id-pe-cmw extension could not be read as raw bytes")
+    collection = cmw.decode_extension_value(value.value)
+    if collection.collection_type not in (None, cmw.RATLS_COLLECTION_TYPE):
+        raise EvidenceError(f"CMW collection type '{collection.collection_type}' is not ratls/1")
+    claims_rec = collection.record("claims")
+    if claims_rec.media_type != cmw.MEDIA_CLAIMS:
+        raise EvidenceError(f"claims record has media type '{claims_rec.media_type}', expected {cmw.MEDIA_CLAIMS}")
+    claims = decode_claims(claims_rec.value)
+    cpu = collection.record("cpu")
+    endorsements: dict[str, bytes] = {}
+    coll = collection.collection("endorsements")
+    if coll is not None:
+        for label, item in coll.items.items():
+            if not isinstance(item, cmw.CmwRecord):
+                raise EvidenceError(f"endorsement '{label}' must be a record")
+            endorsements[label] = item.value
+    evidence = Evidence(claims.platform, cpu.media_type, cpu.value, endorsements)
+    return RatlsCertificate(cert, collection, claims_rec.value, claims, evidence)

@@ -1,0 +1,279 @@
+"""The ``ratls`` command line. Exit codes: 0 success, 1 a security verdict failed,
+2 bad usage or unreadable input (the message says what and how to fix it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from . import __version__, registry
+from .appraisal import Appraisal
+from .cert import generate_key, load_x509, parse_ratls
+from .errors import RatlsError, UsageError
+from .evidence import Evidence
+from .pipeline import verify_certificate, verify_evidence
+from .policy import Policy, load_policy
+from .timeutil import parse_duration, parse_time, utcnow
+from .trust import Trust
+
+EXIT_OK, EXIT_VERDICT, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 too; keep our own wording
+        self.print_usage(sys.stderr)
+        print(f"ratls: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} '{path}': {exc.strerror}", hint="check the path") from None
+
+
+def _now(args: argparse.Namespace) -> datetime:
+    return parse_time(args.at) if getattr(args, "at", None) else utcnow()
+
+
+def _policy(args: argparse.Namespace) -> Policy | None:
+    return load_policy(args.policy) if getattr(args, "policy", None) else None
+
+
+def _trust(args: argparse.Namespace) -> Trust:
+    crls = [_read(p, "CRL") for p in (getattr(args, "crl", None) or [])]
+    return Trust(crls=crls, require_crl=getattr(args, "require_crl", False),
+                 kds_offline=not getattr(args, "online", False),
+                 kds_cache_dir=Path(args.kds_cache) if getattr(args, "kds_cache", None) else None)
+
+
+def _emit(appraisal: Appraisal, as_json: bool, extra: dict[str, object] | None = None) -> int:
+    if as_json:
+        doc = appraisal.to_json()
+        if extra:
+            doc.update(extra)
+        print(json.dumps(doc, indent=2))
+    else:
+        print(appraisal.summary())
+    return EXIT_OK if appraisal.ok else EXIT_VERDICT
+
+
+# ---- commands ----
+
+def cmd_evidence_verify(args: argparse.Namespace) -> int:
+    platform = registry.get(args.platform)
+    report = _read(args.report, "report")
+    endorsements: dict[str, bytes] = {}
+    if args.vcek:
+        data = _read(args.vcek, "VCEK/VLEK certificate")
+        endorsements["vcek"] = data  # VCEK or VLEK: the certificate itself says which
+    if args.chain:
+        endorsements["chain"] = _read(args.chain, "certificate chain")
+    if args.sim_dir and platform.simulated:
+        from .platforms.sim.chain import load_chain
+        endorsements = {**load_chain(Path(args.sim_dir)).endorsements(), **endorsements}
+    evidence = Evidence(platform.name, platform.media_type, report, endorsements)
+    expected = bytes.fromhex(args.report_data) if args.report_data else None
+    appraisal = verify_evidence(evidence, policy=_policy(args), now=_now(args), trust=_trust(args),
+                                expected_report_data=expected)
+    return _emit(appraisal, args.json)
+
+
+def _load_cert_arg(target: str, timeout: float = 10.0) -> bytes:
+    if target.startswith("https://") or (":" in target and not Path(target).exists()):
+        from .client.fetch import fetch_certificate, parse_target
+        return fetch_certificate(parse_target(target), timeout=timeout)
+    return _read(target, "certificate")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    policy = load_policy(args.policy)
+    cert = _load_cert_arg(args.target)
+    nonce = None
+    appraisal, rc = verify_certificate(cert, policy=policy, now=_now(args), trust=_trust(args), nonce=nonce)
+    extra = {"certificate_sha256": rc.cert_sha256, "pubkey_sha256": rc.spki_sha256.hex()} if rc else None
+    return _emit(appraisal, args.json, extra)
+
+
+def cmd_cert_issue(args: argparse.Namespace) -> int:
+    options = {"state_dir": Path(args.sim_dir)} if args.sim_dir and args.platform == "sim" else {}
+    platform = registry.get(args.platform, **options)
+    from .issue import issue_certificate
+    key = generate_key(args.curve)
+    lifetime = parse_duration(args.lifetime, what="--lifetime")
+    if lifetime < timedelta(minutes=1):
+        raise UsageError("--lifetime must be at least 1m")
+    issued = issue_certificate(platform, key, now=_now(args), lifetime=lifetime, sans=args.san or None,
+                               common_name=args.cn)
+    if platform.simulated:
+        print("WARNING: SIMULATED platform - this certificate carries no hardware evidence", file=sys.stderr)
+    Path(args.out_cert).write_bytes(issued.cert.public_bytes(serialization.Encoding.PEM))
+    passphrase = os.environ.get(args.key_passphrase_env) if args.key_passphrase_env else None
+    if args.key_passphrase_env and not passphrase:
+        raise UsageError(f"environment variable {args.key_passphrase_env} is empty or unset")
+    encryption = (serialization.BestAvailableEncryption(passphrase.encode()) if passphrase
+                  else serialization.NoEncryption())
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    fd = os.open(args.out_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key_pem)
+    print(f"wrote {args.out_cert} and {args.out_key} (mode 0600) for platform {platform.name}")
+    return EXIT_OK
+
+
+def cmd_cert_show(args: argparse.Namespace) -> int:
+    rc = parse_ratls(load_x509(_read(args.file, "certificate")))
+    from .platforms.snp.abi import parse_report
+    info: dict[str, object] = {
+        "subject": rc.cert.subject.rfc4514_string(),
+        "sans": rc.sans(),
+        "not_before": rc.cert.not_valid_before_utc.isoformat(),
+        "not_after": rc.cert.not_valid_after_utc.isoformat(),
+        "certificate_sha256": rc.cert_sha256,
+        "pubkey_sha256": rc.spki_sha256.hex(),
+        "claims": rc.claims.to_json(),
+        "evidence": {"platform": rc.evidence.platform, "media_type": rc.evidence.media_type,
+                     "bytes": len(rc.evidence.raw), "endorsements": sorted(rc.evidence.endorsements)},
+    }
+    if rc.evidence.media_type.startswith("application/vnd.amd.sev-snp"):
+        info["report"] = parse_report(rc.evidence.raw).summary()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        if rc.evidence.platform == "sim":
+            print("SIMULATED platform - not hardware evidence")
+        for key, value in info.items():
+            print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    return EXIT_OK
+
+
+def cmd_policy_init(args: argparse.Namespace) -> int:
+    from .platforms.snp.certs import fingerprint, load_certificate
+    from .policy_init import policy_from_observation
+    cert = _load_cert_arg(args.source)
+    rc = parse_ratls(load_x509(cert))
+    now = _now(args)
+    trust = _trust(args)
+    sim_root = None
+    if rc.evidence.platform == "sim" and "ark" in rc.evidence.endorsements:
+        sim_root = fingerprint(load_certificate(rc.evidence.endorsements["ark"], "simulated ARK"))
+        trust.simulated_roots = (sim_root,)
+    appraisal, _ = verify_certificate(cert, policy=None, now=now, trust=trust)
+    if not appraisal.ok:
+        print(appraisal.summary(), file=sys.stderr)
+        print("ratls: refusing to write a policy from evidence that is not authentic", file=sys.stderr)
+        return EXIT_VERDICT
+    text = policy_from_observation(appraisal, rc, now, sim_root=sim_root)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out} (trust on first use: review it before relying on it)", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_sim_root(args: argparse.Namespace) -> int:
+    from .platforms.sim.chain import default_state_dir, load_or_create
+    state = Path(args.sim_dir) if args.sim_dir else default_state_dir()
+    chain = load_or_create(state)
+    print(json.dumps({"state_dir": str(state), "root_sha256": chain.root_sha256,
+                      "measurement": chain.measurement.hex()}, indent=2))
+    return EXIT_OK
+
+
+# ---- parser ----
+
+def _common_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--at", metavar="TIME", help="verify as of TIME (ISO 8601 or Unix seconds) instead of now")
+    p.add_argument("--json", action="store_true", help="print the Appraisal as JSON (schema ratls-appraisal/1)")
+    p.add_argument("--crl", action="append", metavar="FILE", help="AMD CRL (PEM or DER); repeatable")
+    p.add_argument("--require-crl", action="store_true", help="fail unless a CRL for the product is supplied")
+    p.add_argument("--online", action="store_true", help="allow fetching missing VCEKs from AMD KDS")
+    p.add_argument("--kds-cache", metavar="DIR", help="on-disk cache for AMD KDS responses")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ratls", description="RA-TLS certificates with hardware attestation evidence")
+    parser.add_argument("--version", action="version", version=f"ratls {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ev = sub.add_parser("evidence", help="raw hardware evidence").add_subparsers(dest="sub", required=True,
+                                                                                 parser_class=_Parser)
+    evv = ev.add_parser("verify", help="verify a raw attestation report (no certificate)")
+    evv.add_argument("--platform", required=True, help="snp (sev-snp) or sim")
+    evv.add_argument("--report", required=True, metavar="R.bin", help="raw ATTESTATION_REPORT (1184 bytes)")
+    evv.add_argument("--vcek", metavar="FILE", help="VCEK or VLEK certificate, PEM or DER")
+    evv.add_argument("--chain", metavar="FILE", help="ASK/ASVK (+ARK) PEM; the ARK must match a pinned AMD root")
+    evv.add_argument("--policy", metavar="P", help="appraise against this policy (else authenticity only)")
+    evv.add_argument("--report-data", metavar="HEX", help="require REPORT_DATA to equal these 64 bytes")
+    evv.add_argument("--sim-dir", metavar="DIR", help="simulated platform state directory (platform sim)")
+    _common_verify(evv)
+    evv.set_defaults(func=cmd_evidence_verify)
+
+    v = sub.add_parser("verify", help="full RA-TLS verification of a certificate file or a live server")
+    v.add_argument("target", metavar="FILE|https://HOST:PORT")
+    v.add_argument("--policy", required=True, metavar="P")
+    _common_verify(v)
+    v.set_defaults(func=cmd_verify)
+
+    cert = sub.add_parser("cert", help="issue or inspect RA-TLS certificates").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser)
+    ci = cert.add_parser("issue", help="issue a certificate bound to fresh evidence")
+    ci.add_argument("--platform", required=True, help="sim or snp")
+    ci.add_argument("--out-cert", required=True, metavar="C")
+    ci.add_argument("--out-key", required=True, metavar="K")
+    ci.add_argument("--san", action="append", metavar="NAME", help="DNS name or IP; repeatable")
+    ci.add_argument("--cn", default="ratls-gateway", help="subject common name")
+    ci.add_argument("--lifetime", default="24h", help="validity, e.g. 24h (default), 30m, 7d")
+    ci.add_argument("--curve", default="p256", choices=["p256", "p384"])
+    ci.add_argument("--key-passphrase-env", metavar="VAR", help="encrypt the key with the passphrase in $VAR")
+    ci.add_argument("--sim-dir", metavar="DIR", help="simulated platform state directory")
+    ci.add_argument("--at", metavar="TIME", help=argparse.SUPPRESS)
+    ci.set_defaults(func=cmd_cert_issue)
+    cs = cert.add_parser("show", help="decode a certificate's claims and evidence (no verification)")
+    cs.add_argument("file")
+    cs.add_argument("--json", action="store_true")
+    cs.set_defaults(func=cmd_cert_show)
+
+    pol = sub.add_parser("policy", help="policy tooling").add_subparsers(dest="sub", required=True,
+                                                                         parser_class=_Parser)
+    pi = pol.add_parser("init", help="write a starting policy from observed evidence (trust on first use)")
+    pi.add_argument("--from", dest="source", required=True, metavar="FILE|URL")
+    pi.add_argument("--out", metavar="P")
+    pi.add_argument("--at", metavar="TIME")
+    pi.set_defaults(func=cmd_policy_init)
+
+    sim = sub.add_parser("sim", help="the simulated platform").add_subparsers(dest="sub", required=True,
+                                                                              parser_class=_Parser)
+    sr = sim.add_parser("root", help="print the simulated root fingerprint to pin in a policy")
+    sr.add_argument("--sim-dir", metavar="DIR")
+    sr.set_defaults(func=cmd_sim_root)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"ratls: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RatlsError as exc:
+        # Unreadable input (policy, certificate file, configuration) is a usage problem;
+        # verdicts are reported through the Appraisal and exit 1.
+        print(f"ratls: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Client-side helpers: fetch a server's certificate, verify it, pin it."""

@@ -1,0 +1,41 @@
+"""Typed errors. Every error carries a message that says what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class RatlsError(Exception):
+    """Base class for every error raised by this project."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class EvidenceError(RatlsError):
+    """Evidence (a report, a certificate, a CMW) is malformed or cannot be authenticated."""
+
+
+class PolicyViolation(RatlsError):
+    """Authentic evidence that the policy does not accept."""
+
+
+class PolicyError(RatlsError):
+    """A policy file that cannot be loaded: wrong syntax, unknown key, wrong type."""
+
+
+class ConfigError(RatlsError):
+    """A configuration problem on the operator's side (missing file, bad option, missing binary)."""
+
+
+class CollectionError(RatlsError):
+    """The platform could not produce evidence (no device, kernel refused, concurrent writer)."""
+
+
+class UsageError(RatlsError):
+    """The caller used the CLI or API wrongly."""

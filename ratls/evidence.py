@@ -1,0 +1,40 @@
+"""Platform-neutral evidence and what a platform verifier hands back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .appraisal import Check
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Raw hardware evidence plus the endorsements a verifier may need offline."""
+
+    platform: str
+    media_type: str
+    raw: bytes
+    endorsements: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class VerifiedEvidence:
+    """What the verify step established. ``authentic`` is False if any check failed.
+
+    ``report_data`` is the 64-byte user data the hardware signed; the generic pipeline
+    compares it with the claims binding. ``parsed`` is the platform's typed report.
+    """
+
+    platform: str
+    report_data: bytes
+    checks: list[Check]
+    parsed: Any
+    simulated: bool = False
+    measurements: dict[str, str] = field(default_factory=dict)
+    tcb: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def authentic(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)

@@ -1,0 +1,1 @@
+"""Platform implementations: one folder per TEE (abi, collect, verify, appraise)."""

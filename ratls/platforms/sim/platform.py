@@ -1,0 +1,68 @@
+"""The simulated platform as a registry platform."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from ...appraisal import Check, failed, passed
+from ...evidence import Evidence, VerifiedEvidence
+from ...policy import Policy
+from ...trust import Trust
+from ..snp.abi import Product, parse_report
+from ..snp.appraise import appraise_snp
+from ..snp.certs import ProductRoots, fingerprint, load_certificate
+from ..snp.platform import MEDIA_TYPE, _DEFAULT_CACHE, key_material
+from ..snp.verify import NoCache, SnpTrust, verify_snp
+from .chain import SimChain, load_or_create
+
+
+class SimPlatform:
+    name = "sim"
+    media_type = MEDIA_TYPE
+    simulated = True
+
+    def __init__(self, *, state_dir: Path | None = None, chain: SimChain | None = None) -> None:
+        self._state_dir = state_dir
+        self._chain = chain
+
+    @property
+    def chain(self) -> SimChain:
+        if self._chain is None:
+            self._chain = load_or_create(self._state_dir)
+        return self._chain
+
+    def collect(self, report_data: bytes) -> Evidence:
+        chain = self.chain
+        report = chain.sign_report(chain.report_fields(report_data))
+        return Evidence(self.name, self.media_type, report, chain.endorsements())
+
+    def verify(self, evidence: Evidence, trust: Trust, now: datetime) -> VerifiedEvidence:
+        report = parse_report(evidence.raw)
+        ark_der = evidence.endorsements.get("ark")
+        ask_der = evidence.endorsements.get("ask")
+        root_check: Check
+        roots: dict[Product, ProductRoots] = {}
+        if ark_der is None or ask_der is None:
+            root_check = failed("sim.root", "simulated evidence carries no ARK/ASK")
+        else:
+            ark = load_certificate(ark_der, "simulated ARK")
+            ask = load_certificate(ask_der, "simulated ASK")
+            fp = fingerprint(ark)
+            if fp in trust.simulated_roots:
+                root_check = passed("sim.root", f"SIMULATED root {fp} is pinned by the caller")
+                roots = {Product.MILAN: ProductRoots(Product.MILAN, ark, ask, None)}
+            else:
+                root_check = failed("sim.root", f"SIMULATED root {fp} is not pinned "
+                                                "(policy simulated.root_sha256); refusing simulated evidence")
+        keys = key_material(evidence, None)
+        if keys is not None:
+            keys.intermediates = [c for c in keys.intermediates if c.subject != c.issuer]
+        cache = trust.signature_cache if trust.signature_cache is not None else _DEFAULT_CACHE
+        snp_trust = SnpTrust(roots=roots, simulated=True, cache=cache if cache is not False else NoCache())
+        verified = verify_snp(report, keys, snp_trust, now, platform=self.name)
+        verified.checks.insert(0, root_check)
+        return verified
+
+    def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
+        return appraise_snp(verified.parsed, policy.snp)

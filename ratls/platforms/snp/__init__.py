@@ -1,0 +1,1 @@
+"""AMD SEV-SNP: abi (bytes <-> typed report), collect, verify, appraise."""

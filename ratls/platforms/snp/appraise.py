@@ -1,0 +1,103 @@
+"""SEV-SNP policy appraisal of an already verified report. Pure: no I/O, no crypto."""
+
+from __future__ import annotations
+
+from ...appraisal import Check, failed, passed
+from ...policy import SnpPolicy
+from .abi import SnpReport
+
+
+def _in_list(name: str, value: bytes, allowed: list[bytes] | None, label: str) -> list[Check]:
+    if allowed is None:
+        return []
+    if value in allowed:
+        return [passed(name, f"{label} {value.hex()} is allowed")]
+    return [failed(name, f"{label} {value.hex()} is not in the policy's {len(allowed)} allowed value(s)")]
+
+
+def appraise_snp(report: SnpReport, policy: SnpPolicy) -> list[Check]:
+    checks: list[Check] = []
+    if policy.measurements is None:
+        checks.append(failed("policy.snp.measurement", "the policy lists no accepted measurements "
+                                                       "(sev-snp.measurements); refusing to accept any launch digest"))
+    else:
+        checks += _in_list("policy.snp.measurement", report.measurement, policy.measurements, "measurement")
+
+    product = report.product.value if report.product else None
+    if policy.products is not None:
+        if product is None or product in policy.products:
+            checks.append(passed("policy.snp.product", f"product {product or 'unknown (v2 report)'} accepted"))
+        else:
+            checks.append(failed("policy.snp.product", f"product {product} is not in {policy.products}"))
+
+    minimum = policy.min_tcb.get(product or "", policy.min_tcb.get("*")) if policy.min_tcb else None
+    if minimum is not None:
+        have = report.reported_tcb.components()
+        low = [f"{n} {have.get(n)} < {v}" for n, v in minimum.items() if n in have and have[n] < v]
+        if low:
+            checks.append(failed("policy.snp.min-tcb", "REPORTED_TCB below the minimum: " + ", ".join(low)))
+        else:
+            checks.append(passed("policy.snp.min-tcb", f"REPORTED_TCB {report.reported_tcb} meets the minimum"))
+
+    rules = policy.guest_policy
+    gp = report.policy
+    for attr, label in (("debug", "DEBUG"), ("migrate_ma", "MIGRATE_MA"), ("smt", "SMT"),
+                        ("single_socket", "SINGLE_SOCKET"), ("cxl_allow", "CXL_ALLOW"),
+                        ("mem_aes_256_xts", "MEM_AES_256_XTS"), ("ciphertext_hiding", "CIPHERTEXT_HIDING"),
+                        ("page_swap_disable", "PAGE_SWAP_DISABLE")):
+        want = getattr(rules, attr)
+        if want is None:
+            continue
+        have_bit = getattr(gp, attr)
+        # debug/migrate_ma/smt/cxl are permissions: "false" forbids them, "true" tolerates them.
+        # The others are hardening requirements: "true" requires them.
+        permission = attr in ("debug", "migrate_ma", "smt", "cxl_allow")
+        ok = (have_bit == want) if not permission else (want or not have_bit)
+        name = f"policy.snp.guest-policy.{attr}"
+        if ok:
+            checks.append(passed(name, f"guest policy {label}={int(have_bit)}"))
+        else:
+            verb = "allows" if have_bit else "does not set"
+            checks.append(failed(name, f"guest policy {verb} {label} (policy 0x{gp.raw:x}); the policy requires "
+                                       f"{label}={'1' if want else '0'}"))
+
+    if policy.vmpl is not None:
+        if report.vmpl in policy.vmpl:
+            checks.append(passed("policy.snp.vmpl", f"VMPL {report.vmpl} accepted"))
+        else:
+            checks.append(failed("policy.snp.vmpl", f"report was requested at VMPL {report.vmpl}, policy accepts "
+                                                    f"{policy.vmpl}"))
+    if policy.signing_keys is not None:
+        kind = report.signer_info.signing_key.value
+        ok = kind in policy.signing_keys
+        checks.append((passed if ok else failed)("policy.snp.signing-key",
+                                                 f"signed by {kind.upper()}; accepted: {policy.signing_keys}"))
+    if policy.host_data is not None:
+        ok = report.host_data == policy.host_data
+        checks.append((passed if ok else failed)("policy.snp.host-data",
+                                                 f"HOST_DATA {report.host_data.hex()}" + ("" if ok else
+                                                 f" differs from {policy.host_data.hex()}")))
+    checks += _in_list("policy.snp.id-key", report.id_key_digest, policy.id_key_digests, "ID_KEY_DIGEST")
+    if policy.author_key_digests is not None:
+        if not report.signer_info.author_key_en:
+            checks.append(failed("policy.snp.author-key", "policy pins author keys but the report has no "
+                                                          "AUTHOR_KEY_EN"))
+        else:
+            checks += _in_list("policy.snp.author-key", report.author_key_digest, policy.author_key_digests,
+                               "AUTHOR_KEY_DIGEST")
+    checks += _in_list("policy.snp.chip-id", report.chip_id, policy.chip_ids, "CHIP_ID")
+    if policy.min_guest_svn is not None:
+        ok = report.guest_svn >= policy.min_guest_svn
+        checks.append((passed if ok else failed)("policy.snp.guest-svn",
+                                                 f"GUEST_SVN {report.guest_svn} (minimum {policy.min_guest_svn})"))
+    if policy.min_firmware is not None:
+        ok = report.current_version >= policy.min_firmware
+        have = "{}.{}.{}".format(*report.current_version)
+        want = "{}.{}.{}".format(*policy.min_firmware)
+        checks.append((passed if ok else failed)("policy.snp.firmware", f"firmware {have} (minimum {want})"))
+    if policy.report_data is not None:
+        ok = report.report_data == policy.report_data
+        checks.append((passed if ok else failed)("policy.snp.report-data",
+                                                 "REPORT_DATA " + ("matches" if ok else "differs from")
+                                                 + " the expected value"))
+    return checks

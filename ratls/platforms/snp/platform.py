@@ -1,0 +1,93 @@
+"""SEV-SNP as a registry platform: glue between abi/collect/verify/appraise."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+
+from ...appraisal import Check
+from ...errors import EvidenceError
+from ...evidence import Evidence, VerifiedEvidence
+from ...policy import Policy
+from ...trust import Trust
+from ...tsm import DEFAULT_ROOT, TsmFilesystem
+from . import collect as snp_collect
+from .abi import parse_report, product_from_name
+from .appraise import appraise_snp
+from .certs import load_certificates, shipped_roots
+from .kds import KdsClient
+from .verify import KeyMaterial, NoCache, SignatureCache, SnpTrust, verify_snp
+
+MEDIA_TYPE = "application/vnd.amd.sev-snp.attestation-report"
+_DEFAULT_CACHE = SignatureCache()
+
+
+def _crls(trust: Trust) -> list[x509.CertificateRevocationList]:
+    out = []
+    for data in trust.crls:
+        try:
+            out.append(x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data))
+        except ValueError as exc:
+            raise EvidenceError(f"unreadable CRL: {exc}") from None
+    return out
+
+
+def key_material(evidence: Evidence, report_product: str | None) -> KeyMaterial | None:
+    """The VCEK/VLEK and intermediates carried with the evidence (cert table, CMW, CLI)."""
+    e = evidence.endorsements
+    key_der = e.get("vcek") or e.get("vlek")
+    if key_der is None:
+        return None
+    key = load_certificates(key_der, "endorsement key (VCEK/VLEK)")
+    if len(key) != 1:
+        raise EvidenceError(f"endorsement key holds {len(key)} certificates; give only the VCEK or VLEK")
+    intermediates: list[x509.Certificate] = []
+    for label in ("ask", "asvk", "ark", "chain"):
+        if label in e:
+            intermediates += load_certificates(e[label], f"{label} certificate")
+    return KeyMaterial(key[0], intermediates)
+
+
+class SnpPlatform:
+    name = "sev-snp"
+    media_type = MEDIA_TYPE
+    simulated = False
+
+    def __init__(self, *, tsm_root: Path = DEFAULT_ROOT, device: Path = snp_collect.SEV_GUEST_DEVICE,
+                 vmpl: int | None = None, fs: TsmFilesystem | None = None) -> None:
+        self.tsm_root, self.device, self.vmpl, self.fs = tsm_root, device, vmpl, fs
+
+    def collect(self, report_data: bytes) -> Evidence:
+        got = snp_collect.collect(report_data, tsm_root=self.tsm_root, device=self.device, vmpl=self.vmpl,
+                                  fs=self.fs)
+        return Evidence(self.name, self.media_type, got.report, dict(got.certs))
+
+    def _trust(self, trust: Trust) -> SnpTrust:
+        cache = trust.signature_cache if trust.signature_cache is not None else _DEFAULT_CACHE
+        return SnpTrust(roots=shipped_roots(), crls=_crls(trust), require_crl=trust.require_crl,
+                        cache=cache if cache is not False else NoCache())
+
+    def verify(self, evidence: Evidence, trust: Trust, now: datetime) -> VerifiedEvidence:
+        report = parse_report(evidence.raw)
+        keys = key_material(evidence, None)
+        if keys is None:
+            keys = self._fetch(report, trust)
+        return verify_snp(report, keys, self._trust(trust), now, platform=self.name)
+
+    def _fetch(self, report, trust: Trust) -> KeyMaterial | None:  # type: ignore[no-untyped-def]
+        if report.signer_info.signing_key.value != "vcek" or report.product is None:
+            return None
+        kds = KdsClient(cache_dir=trust.kds_cache_dir, offline=trust.kds_offline)
+        try:
+            der_bytes = kds.fetch_vcek(report.product, report)
+        except EvidenceError:
+            return None
+        return KeyMaterial(load_certificates(der_bytes, "VCEK from AMD KDS")[0])
+
+    def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
+        return appraise_snp(verified.parsed, policy.snp)
+
+
+__all__ = ["SnpPlatform", "MEDIA_TYPE", "product_from_name"]

@@ -1,0 +1,47 @@
+"""Write a starting policy from observed, authenticated evidence (trust on first use)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import yaml
+
+from .appraisal import Appraisal
+from .cert import RatlsCertificate
+
+HEADER = """\
+# ratls policy written by 'ratls policy init' from evidence observed at {when}.
+# TRUST ON FIRST USE: these values describe what the server presented, not what it
+# *should* run. Review every value (compute the expected launch digest independently,
+# e.g. with sev-snp-measure) before relying on this policy, then remove
+# 'trust_on_first_use: true'.
+"""
+
+
+def policy_from_observation(appraisal: Appraisal, rc: RatlsCertificate, now: datetime,
+                            sim_root: str | None = None) -> str:
+    ev: dict[str, Any] = appraisal.evidence
+    doc: dict[str, Any] = {"version": 1, "trust_on_first_use": True}
+    snp: dict[str, Any] = {
+        "measurements": [appraisal.measurements["measurement"]],
+        "min_tcb": dict(ev.get("reported_tcb", {})),
+        "guest_policy": {"debug": bool(ev["policy"]["debug"]), "migrate_ma": bool(ev["policy"]["migrate_ma"])},
+        "vmpl": ev.get("vmpl", 0),
+        "signing_keys": [ev.get("signing_key", "vcek")],
+    }
+    if appraisal.simulated:
+        doc["platforms"] = []
+        doc["allow_simulated"] = True
+        doc["simulated"] = {"root_sha256": sim_root}
+    else:
+        doc["platforms"] = [rc.claims.platform]
+    doc["sev-snp"] = snp
+    claims: dict[str, Any] = {"max_age": "24h"}
+    models = rc.claims.models or {}
+    if models.get("models"):
+        claims["models"] = dict(models["models"])
+    if rc.claims.config:
+        claims["config"] = rc.claims.config
+    doc["claims"] = claims
+    return HEADER.format(when=now.isoformat()) + yaml.safe_dump(doc, sort_keys=False)

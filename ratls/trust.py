@@ -1,0 +1,25 @@
+"""Verifier-side trust settings shared by all platforms (each platform reads what it needs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Trust:
+    """What the verifier trusts beyond the shipped vendor roots.
+
+    ``simulated_roots``: SHA-256 fingerprints of simulated roots the caller pinned (from the
+    policy); simulated evidence is refused unless its root is listed. ``crls``: PEM/DER CRLs.
+    ``kds_offline``: never fetch endorsements from the network (the default).
+    ``signature_cache``: a per-process cache of verified certificate signatures (None = off).
+    """
+
+    simulated_roots: tuple[str, ...] = ()
+    crls: list[bytes] = field(default_factory=list)
+    require_crl: bool = False
+    kds_offline: bool = True
+    kds_cache_dir: Path | None = None
+    signature_cache: Any = None
