@@ -17,6 +17,7 @@ from . import cmw
 from .claims import Claims, decode_claims
 from .errors import EvidenceError, UsageError
 from .evidence import Evidence
+from .x509util import X509_ERRORS, force_parse
 
 BACKDATE = dt.timedelta(minutes=5)
 MAX_CERT_BYTES = 512 * 1024
@@ -116,13 +117,16 @@ def load_x509(data: bytes) -> x509.Certificate:
             if b"-----BEGIN CERTIFICATE" in data:
                 return x509.load_pem_x509_certificate(data)
             return x509.load_der_x509_certificate(data)
-        except ValueError as exc:
+        except X509_ERRORS as exc:
             raise EvidenceError(f"not a readable X.509 certificate: {exc}",
                                 hint="the file may be truncated; fetch it again") from None
 
 
 def parse_ratls(cert: x509.Certificate) -> RatlsCertificate:
     """Extract and decode the CMW collection and claims. Parsing only: nothing is verified."""
+    force_parse(cert)
+    if not isinstance(cert.public_key(), ec.EllipticCurvePublicKey):
+        raise EvidenceError("certificate key is not an EC key; ratls/1 certificates use ECDSA P-256 or P-384")
     try:
         ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(cmw.OID_CMW))
     except x509.ExtensionNotFound:

@@ -18,7 +18,7 @@ from . import registry
 from .appraisal import Appraisal, Check, failed, passed
 from .cert import RatlsCertificate, load_x509, parse_ratls, spki_der
 from .claims import Claims, report_data_for, spki_sha256
-from .errors import EvidenceError
+from .errors import EvidenceError, UsageError
 from .evidence import Evidence, VerifiedEvidence
 from .policy import Policy
 from .trust import Trust
@@ -47,7 +47,7 @@ def _verify_platform(evidence: Evidence, trust: Trust, now: datetime,
                      appraisal: Appraisal) -> tuple[registry.Platform, VerifiedEvidence] | None:
     try:
         platform = registry.get(evidence.platform)
-    except Exception as exc:  # unknown platform name is a verdict, not a crash
+    except UsageError as exc:  # unknown platform name is a verdict, not a crash
         appraisal.add(failed("platform", f"unknown platform '{evidence.platform}': {exc}"))
         return None
     appraisal.simulated = platform.simulated
@@ -133,15 +133,17 @@ def verify_claims_binding(claims_cbor: bytes, claims: Claims, spki: bytes, verif
                                                     "were altered or do not belong to this evidence"))
     ts = now.timestamp()
     if claims.iat - CLOCK_SKEW.total_seconds() <= ts <= claims.exp:
-        checks.append(passed("claims.validity", f"now is within claims iat..exp"))
+        checks.append(passed("claims.validity", "now is within claims iat..exp"))
     else:
         checks.append(failed("claims.validity", f"claims are valid {claims.iat}..{claims.exp} (Unix), now is "
                                                 f"{int(ts)}: expired or not yet valid"))
     return checks
 
 
-def verify_certificate(cert: bytes | x509.Certificate, *, policy: Policy | None, now: datetime,
-                       trust: Trust | None = None, nonce: bytes | None = None) -> tuple[Appraisal, RatlsCertificate | None]:
+def verify_certificate(
+    cert: bytes | x509.Certificate, *, policy: Policy | None, now: datetime, trust: Trust | None = None,
+    nonce: bytes | None = None,
+) -> tuple[Appraisal, RatlsCertificate | None]:
     """Full RA-TLS verification of a certificate (as served, or from a file)."""
     appraisal = Appraisal(platform=None, policy_applied=policy is not None)
     try:

@@ -88,7 +88,8 @@ def collect_report(report_data: bytes, *, expected_provider: str, root: Path = D
             raise CollectionError(f"configfs-tsm entry changed while reading (generation {before} -> {after}); "
                                   "another writer raced this request", hint="retry; do not share report entries")
         if not outblob:
-            raise CollectionError("configfs-tsm returned an empty report", hint="check dmesg for the guest driver error")
+            raise CollectionError("configfs-tsm returned an empty report",
+                                  hint="check dmesg for the guest driver error")
         return TsmReport(provider=provider, outblob=outblob, auxblob=auxblob or None, generation=after)
     except OSError as exc:
         raise CollectionError(f"configfs-tsm I/O failed on {exc.filename}: {exc.strerror}",

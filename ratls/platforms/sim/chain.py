@@ -65,6 +65,8 @@ class SimChain:
     vcek_key: ec.EllipticCurvePrivateKey
     chip_id: bytes
     measurement: bytes
+    # Only held in memory right after generation (tests use it to sign CRLs); never saved.
+    ark_key: rsa.RSAPrivateKey | None = None
 
     @property
     def root_sha256(self) -> str:
@@ -132,7 +134,7 @@ def generate_chain(now: dt.datetime | None = None, *, measurement: bytes = DEFAU
         builder = builder.add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value),
                                         critical=False)
     vcek = builder.sign(ask_key, hashes.SHA384(), rsa_padding=_pss())
-    return SimChain(ark, ask, vcek, vcek_key, chip_id, measurement)
+    return SimChain(ark, ask, vcek, vcek_key, chip_id, measurement, ark_key)
 
 
 def save_chain(chain: SimChain, state_dir: Path) -> None:

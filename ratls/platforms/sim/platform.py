@@ -12,8 +12,8 @@ from ...trust import Trust
 from ..snp.abi import Product, parse_report
 from ..snp.appraise import appraise_snp
 from ..snp.certs import ProductRoots, fingerprint, load_certificate
-from ..snp.platform import MEDIA_TYPE, _DEFAULT_CACHE, key_material
-from ..snp.verify import NoCache, SnpTrust, verify_snp
+from ..snp.platform import MEDIA_TYPE, key_material, snp_trust
+from ..snp.verify import verify_snp
 from .chain import SimChain, load_or_create
 
 
@@ -58,11 +58,9 @@ class SimPlatform:
         keys = key_material(evidence, None)
         if keys is not None:
             keys.intermediates = [c for c in keys.intermediates if c.subject != c.issuer]
-        cache = trust.signature_cache if trust.signature_cache is not None else _DEFAULT_CACHE
-        snp_trust = SnpTrust(roots=roots, simulated=True, cache=cache if cache is not False else NoCache())
-        verified = verify_snp(report, keys, snp_trust, now, platform=self.name)
+        verified = verify_snp(report, keys, snp_trust(trust, roots, simulated=True), now, platform=self.name)
         verified.checks.insert(0, root_check)
         return verified
 
     def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
-        return appraise_snp(verified.parsed, policy.snp)
+        return appraise_snp(verified.parsed, policy.snp, verified.summary.get("product"))

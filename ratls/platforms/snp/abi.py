@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 import uuid
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from ...errors import EvidenceError
 
@@ -19,7 +19,7 @@ SIG_ALGO_ECDSA_P384_SHA384 = 1
 SUPPORTED_VERSIONS = (2, 3, 4, 5)
 
 
-class Product(str, Enum):
+class Product(StrEnum):
     MILAN = "milan"
     GENOA = "genoa"
     TURIN = "turin"
@@ -177,7 +177,7 @@ class PlatformInfo:
         return bool(self.raw >> 1 & 1)
 
 
-class SigningKey(str, Enum):
+class SigningKey(StrEnum):
     VCEK = "vcek"
     VLEK = "vlek"
     NONE = "none"

@@ -15,7 +15,8 @@ def _in_list(name: str, value: bytes, allowed: list[bytes] | None, label: str) -
     return [failed(name, f"{label} {value.hex()} is not in the policy's {len(allowed)} allowed value(s)")]
 
 
-def appraise_snp(report: SnpReport, policy: SnpPolicy) -> list[Check]:
+def appraise_snp(report: SnpReport, policy: SnpPolicy, product: str | None = None) -> list[Check]:
+    """``product`` is the product line verification established (from the VCEK for v2 reports)."""
     checks: list[Check] = []
     if policy.measurements is None:
         checks.append(failed("policy.snp.measurement", "the policy lists no accepted measurements "
@@ -23,7 +24,7 @@ def appraise_snp(report: SnpReport, policy: SnpPolicy) -> list[Check]:
     else:
         checks += _in_list("policy.snp.measurement", report.measurement, policy.measurements, "measurement")
 
-    product = report.product.value if report.product else None
+    product = product or (report.product.value if report.product else None)
     if policy.products is not None:
         if product is None or product in policy.products:
             checks.append(passed("policy.snp.product", f"product {product or 'unknown (v2 report)'} accepted"))

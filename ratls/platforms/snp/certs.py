@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ... import der
 from ...errors import ConfigError, EvidenceError
+from ...x509util import X509_ERRORS, force_parse
 from .abi import Product, product_from_name
 
 OID_STRUCT_VERSION = "1.3.6.1.4.1.3704.1.1"
@@ -62,12 +63,12 @@ def load_certificates(data: bytes, what: str) -> list[x509.Certificate]:
                 certs = x509.load_pem_x509_certificates(data)
             else:
                 certs = [x509.load_der_x509_certificate(data)]
-        except ValueError as exc:
+        except X509_ERRORS as exc:
             raise EvidenceError(f"{what}: not a readable X.509 certificate ({exc})",
                                 hint="give a PEM or DER certificate file") from None
     if not certs:
         raise EvidenceError(f"{what}: no certificate found")
-    return certs
+    return [force_parse(c, what) for c in certs]
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from ...policy import Policy
 from ...trust import Trust
 from ...tsm import DEFAULT_ROOT, TsmFilesystem
 from . import collect as snp_collect
-from .abi import parse_report, product_from_name
+from .abi import Product, parse_report, product_from_name
 from .appraise import appraise_snp
-from .certs import load_certificates, shipped_roots
+from .certs import ProductRoots, load_certificates, shipped_roots
 from .kds import KdsClient
 from .verify import KeyMaterial, NoCache, SignatureCache, SnpTrust, verify_snp
 
@@ -32,6 +32,13 @@ def _crls(trust: Trust) -> list[x509.CertificateRevocationList]:
         except ValueError as exc:
             raise EvidenceError(f"unreadable CRL: {exc}") from None
     return out
+
+
+def snp_trust(trust: Trust, roots: dict[Product, ProductRoots], *, simulated: bool) -> SnpTrust:
+    """SNP trust from the generic settings: the given roots plus CRLs and the signature cache."""
+    cache = trust.signature_cache if trust.signature_cache is not None else _DEFAULT_CACHE
+    return SnpTrust(roots=roots, crls=_crls(trust), require_crl=trust.require_crl, simulated=simulated,
+                    cache=cache if cache is not False else NoCache())
 
 
 def key_material(evidence: Evidence, report_product: str | None) -> KeyMaterial | None:
@@ -65,9 +72,7 @@ class SnpPlatform:
         return Evidence(self.name, self.media_type, got.report, dict(got.certs))
 
     def _trust(self, trust: Trust) -> SnpTrust:
-        cache = trust.signature_cache if trust.signature_cache is not None else _DEFAULT_CACHE
-        return SnpTrust(roots=shipped_roots(), crls=_crls(trust), require_crl=trust.require_crl,
-                        cache=cache if cache is not False else NoCache())
+        return snp_trust(trust, shipped_roots(), simulated=False)
 
     def verify(self, evidence: Evidence, trust: Trust, now: datetime) -> VerifiedEvidence:
         report = parse_report(evidence.raw)
@@ -87,7 +92,7 @@ class SnpPlatform:
         return KeyMaterial(load_certificates(der_bytes, "VCEK from AMD KDS")[0])
 
     def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
-        return appraise_snp(verified.parsed, policy.snp)
+        return appraise_snp(verified.parsed, policy.snp, verified.summary.get("product"))
 
 
 __all__ = ["SnpPlatform", "MEDIA_TYPE", "product_from_name"]

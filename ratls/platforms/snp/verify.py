@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -50,7 +50,7 @@ class SignatureCache:
                 return True
         try:
             subject.verify_directly_issued_by(issuer)
-        except (InvalidSignature, ValueError, TypeError):
+        except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
             return False
         with self._lock:
             if len(self._ok) >= self._max:
@@ -63,7 +63,7 @@ class NoCache(SignatureCache):
     def verified(self, issuer: x509.Certificate, subject: x509.Certificate) -> bool:
         try:
             subject.verify_directly_issued_by(issuer)
-        except (InvalidSignature, ValueError, TypeError):
+        except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
             return False
         return True
 
@@ -154,8 +154,8 @@ def verify_chain(key_cert: x509.Certificate, info: EndorsementKeyInfo, product: 
         expired = [c for c in (ark, intermediate, key_cert) if not _within(c, now)]
         if expired:
             c = expired[0]
-            checks.append(failed("snp.chain", f"{_cn(c.subject)} is not valid at {now.isoformat()} (valid "
-                                              f"{c.not_valid_before_utc.isoformat()} to {c.not_valid_after_utc.isoformat()})"))
+            window = f"{c.not_valid_before_utc.isoformat()} to {c.not_valid_after_utc.isoformat()}"
+            checks.append(failed("snp.chain", f"{_cn(c.subject)} is not valid at {now.isoformat()} (valid {window})"))
         else:
             checks.append(passed("snp.chain", f"{label}, all valid at {now.isoformat()}"))
     checks.extend(_revocation(intermediate, key_cert, ark, trust, now))
@@ -177,7 +177,8 @@ def _revocation(intermediate: x509.Certificate, key_cert: x509.Certificate, ark:
             return [failed("snp.crl", f"CRL from {_cn(ark.subject)} expired at {next_update.isoformat()}")]
         # AMD's CRL lists revoked ASK/ASVK certificates; VCEKs are not individually revoked.
         for cert in (intermediate, key_cert):
-            if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None and cert.issuer == ark.subject:
+            revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+            if revoked is not None and cert.issuer == ark.subject:
                 return [failed("snp.crl", f"{_cn(cert.subject)} serial {cert.serial_number:#x} is revoked")]
     return [passed("snp.crl", f"{_cn(intermediate.subject)} not revoked by {_cn(ark.subject)}'s CRL")]
 
@@ -195,7 +196,8 @@ def check_key_against_report(report: SnpReport, info: EndorsementKeyInfo, produc
         checks.append(failed("snp.product", f"report CPUID says {report_product.title} but the "
                                             f"{info.kind.upper()} is for {product.title}"))
     else:
-        checks.append(passed("snp.product", f"{product.title}" + (f" ({info.product_name})" if info.product_name else "")))
+        named = f" ({info.product_name})" if info.product_name else ""
+        checks.append(passed("snp.product", f"{product.title}{named}"))
     tcb = report.reported_tcb
     expected = info.tcb()
     if product == Product.TURIN and "fmc" not in expected:
@@ -254,6 +256,7 @@ def verify_snp(report: SnpReport, keys: KeyMaterial | None, trust: SnpTrust, now
     if product is None:
         checks.append(failed("snp.product", "cannot tell the product line (no productName, issuer or CPUID)"))
         return result
+    summary["product"] = product.value
     summary["endorsement_key"] = {"kind": info.kind, "product_name": info.product_name,
                                   "csp_id": info.csp_id, "tcb": info.tcb(),
                                   "sha256": fingerprint(keys.key_cert)}

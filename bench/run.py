@@ -1,0 +1,40 @@
+"""`make bench`: run every benchmark, print a table, write bench/results/latest.json.
+
+The machines this runs on are shared and noisy: read the ratios (each against a baseline
+measured in the same run), not the absolute numbers."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import verify_bench  # noqa: E402
+
+
+def main() -> int:
+    out_dir = Path(__file__).resolve().parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    results: dict[str, object] = {"when": datetime.now(UTC).isoformat(), "python": platform.python_version(),
+                                  "machine": platform.machine()}
+    print("== verification (per call)")
+    verify = verify_bench.run()
+    results["verify"] = verify
+    print(f"   evidence: {verify['source']}")
+    print(f"   {'case':32} {'median ms':>10} {'p99 ms':>10} {'vs uncached':>12}")
+    for key in ("snp_verify_uncached", "snp_verify_cached", "ratls_cert_verify_cached"):
+        row = verify[key]
+        ratio = row.get("ratio_vs_uncached", 1.0)
+        print(f"   {key:32} {row['median_ms']:10.3f} {row['p99_ms']:10.3f} {ratio:12.2f}")
+    path = out_dir / "latest.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Certificate loading helpers shared by the RA-TLS profile and the platform verifiers."""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+
+from .errors import EvidenceError
+
+# Everything `cryptography` raises for malformed or unsupported certificate bytes.
+X509_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
+
+
+def force_parse(cert: x509.Certificate, what: str = "certificate") -> x509.Certificate:
+    """`cryptography` decodes certificate fields lazily; touch each one now so a malformed
+    field is a typed error here rather than a ValueError deep inside verification."""
+    try:
+        _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc,
+             cert.signature_hash_algorithm, cert.public_key(), list(cert.extensions))
+        for ext in cert.extensions:
+            _ = ext.value
+    except X509_ERRORS as exc:
+        raise EvidenceError(f"{what} is malformed: {exc}", hint="it may be truncated or corrupted") from None
+    return cert
