@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import verify_bench  # noqa: E402
+from bench import manifest_bench, verify_bench  # noqa: E402
 
 
 def main() -> int:
@@ -30,6 +30,11 @@ def main() -> int:
         row = verify[key]
         ratio = row.get("ratio_vs_uncached", 1.0)
         print(f"   {key:32} {row['median_ms']:10.3f} {row['p99_ms']:10.3f} {ratio:12.2f}")
+    print("\n== model-manifest hashing")
+    manifest = manifest_bench.run()
+    results["manifest"] = manifest
+    print(f"   {manifest['size_mb']} MiB: manifest {manifest['manifest_mb_per_s']:.0f} MB/s, raw sha256 "
+          f"{manifest['raw_sha256_mb_per_s']:.0f} MB/s, ratio {manifest['ratio_vs_raw_sha256']:.2f}")
     path = out_dir / "latest.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {path}")

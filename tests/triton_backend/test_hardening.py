@@ -1,0 +1,55 @@
+"""The hardening check against real Triton processes (loopback, 0.0.0.0, explicit control)."""
+
+from __future__ import annotations
+
+import pytest
+
+from triton_backend import hardening
+from triton_backend.demo import demo_repository
+from triton_backend.launch import TritonConfig, TritonProcess
+
+pytestmark = pytest.mark.slow
+
+
+def test_hardened_triton_passes(triton: TritonProcess) -> None:
+    report = hardening.check(triton.http_url, [triton.config.http_port, triton.config.grpc_port,
+                                               triton.config.metrics_port])
+    assert report.ok, report.problems
+    assert report.version == "2.51.0" and report.model_control == "disabled"
+    assert report.exposed == []
+
+
+def test_triton_on_all_interfaces_detected() -> None:
+    with TritonProcess(TritonConfig(demo_repository(), address="0.0.0.0")) as proc:
+        report = hardening.check(proc.http_url, [proc.config.http_port, proc.config.grpc_port])
+    assert not report.ok
+    assert f"0.0.0.0:{proc.config.http_port}" in report.exposed
+    assert any("all interfaces" in p for p in report.problems)
+
+
+def test_explicit_model_control_detected() -> None:
+    with TritonProcess(TritonConfig(demo_repository(), model_control_mode="explicit",
+                                    extra_args=["--load-model=*"])) as proc:
+        report = hardening.check(proc.http_url, [proc.config.http_port])
+    assert report.model_control == "explicit"
+    assert any("model control 'explicit'" in p for p in report.problems)
+
+
+def test_unreachable_upstream() -> None:
+    from triton_backend.launch import free_port
+    report = hardening.check(f"http://127.0.0.1:{free_port()}", [])
+    assert not report.ok and "does not answer" in report.problems[0]
+
+
+def test_proc_net_parsing(tmp_path) -> None:
+    (tmp_path / "tcp").write_text(
+        "  sl  local_address rem_address   st\n"
+        "   0: 0100007F:1F90 00000000:0000 0A\n"
+        "   1: 00000000:1F91 00000000:0000 0A\n"
+        "   2: 0100007F:1F92 0100007F:9999 01\n")
+    (tmp_path / "tcp6").write_text(
+        "  sl  local_address rem_address   st\n"
+        "   0: 00000000000000000000000000000000:1F91 00000000000000000000000000000000:0000 0A\n")
+    assert hardening.listening_addresses(0x1F90, tmp_path) == ["127.0.0.1"]
+    assert hardening.listening_addresses(0x1F91, tmp_path) == ["0.0.0.0", "::"]
+    assert hardening.listening_addresses(0x1F92, tmp_path) == []

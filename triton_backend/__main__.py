@@ -1,0 +1,40 @@
+"""Operator tools: ``python -m triton_backend manifest DIR`` prints the model manifest and the
+digests to pin in a client policy; ``python -m triton_backend check URL PORT...`` runs the
+hardening check against a Triton this project did not start."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import hardening
+from .manifest import ManifestError, build_manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m triton_backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("manifest", help="measure a model repository")
+    m.add_argument("repository")
+    m.add_argument("--full", action="store_true", help="print every file, not only the digests")
+    c = sub.add_parser("check", help="hardening check of a running Triton")
+    c.add_argument("http_url", help="e.g. http://127.0.0.1:8000")
+    c.add_argument("ports", nargs="*", type=int, help="Triton's HTTP/gRPC/metrics ports to inspect")
+    args = parser.parse_args(argv)
+    if args.command == "manifest":
+        try:
+            manifest = build_manifest(args.repository)
+        except ManifestError as exc:
+            print(f"triton_backend: {exc}", file=sys.stderr)
+            return 2
+        doc = manifest.to_json() if args.full else manifest.claims()
+        print(json.dumps(doc, indent=2))
+        return 0
+    report = hardening.check(args.http_url, args.ports)
+    print(json.dumps(report.to_json(), indent=2))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

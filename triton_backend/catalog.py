@@ -1,0 +1,199 @@
+"""The one table of Triton's API surface (HTTP routes and gRPC methods), each with a
+category and a default exposure (DESIGN.md §5). ``filters/`` compiles from this table;
+nothing else in the project hard-codes Triton paths.
+
+HTTP patterns are anchored regular expressions over the *raw* request path (no query).
+``{model}`` and ``{version}`` placeholders are expanded to the strict name syntax below,
+and the expansion captures them as named groups so a policy can match per model.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Category(StrEnum):
+    HEALTH = "health"
+    METADATA = "metadata"
+    INFERENCE = "inference"
+    GENERATE = "generate"
+    MODEL_CONFIG = "model-config"
+    STATISTICS = "statistics"
+    MODEL_REPOSITORY = "model-repository"
+    SHARED_MEMORY = "shared-memory"
+    TRACE = "trace"
+    LOGGING = "logging"
+    METRICS = "metrics"
+    SAGEMAKER = "sagemaker"
+    VERTEX = "vertex"
+
+
+class Exposure(StrEnum):
+    ALLOW = "allow"       # exposed by default
+    OPT_IN = "opt-in"     # denied unless the policy enables it (per model where applicable)
+    DENY = "deny"         # denied; enabling it needs an explicit, loud override
+
+
+DEFAULT_EXPOSURE: dict[Category, Exposure] = {
+    Category.HEALTH: Exposure.ALLOW,
+    Category.METADATA: Exposure.ALLOW,
+    Category.INFERENCE: Exposure.ALLOW,
+    Category.GENERATE: Exposure.OPT_IN,
+    Category.MODEL_CONFIG: Exposure.OPT_IN,
+    Category.STATISTICS: Exposure.DENY,
+    # Loading a model with file overrides executes arbitrary code inside the TEE.
+    Category.MODEL_REPOSITORY: Exposure.DENY,
+    # The CVE-2025-23319 chain starts at shared-memory registration.
+    Category.SHARED_MEMORY: Exposure.DENY,
+    Category.TRACE: Exposure.DENY,
+    Category.LOGGING: Exposure.DENY,
+    Category.METRICS: Exposure.DENY,
+    Category.SAGEMAKER: Exposure.DENY,
+    Category.VERTEX: Exposure.DENY,
+}
+
+# Triton model names as this gateway accepts them: no leading dot, no slash, no percent.
+MODEL_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}"
+VERSION = r"[0-9]{1,19}"
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    name: str
+    methods: tuple[str, ...]
+    template: str
+    category: Category
+    streaming: bool = False  # responses stream (generate_stream): never buffer
+
+    @property
+    def per_model(self) -> bool:
+        return "{model}" in self.template
+
+    @property
+    def regex(self) -> str:
+        pattern = re.escape(self.template)
+        pattern = pattern.replace(re.escape("{model}"), f"(?P<model>{MODEL_NAME})")
+        pattern = pattern.replace(re.escape("[/versions/{version}]"), f"(?:/versions/(?P<version>{VERSION}))?")
+        pattern = pattern.replace(re.escape("{region}"), r"[A-Za-z0-9_.\-]{1,128}")
+        return "^" + pattern + "$"
+
+    @property
+    def default(self) -> Exposure:
+        return DEFAULT_EXPOSURE[self.category]
+
+    def match(self, path: str) -> re.Match[str] | None:
+        return re.match(self.regex, path)
+
+
+@dataclass(frozen=True)
+class GrpcMethod:
+    service: str
+    method: str
+    category: Category
+    client_streaming: bool = False
+    server_streaming: bool = False
+    per_model: bool = False  # the request names a model (model_name field)
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.method}"
+
+    @property
+    def default(self) -> Exposure:
+        return DEFAULT_EXPOSURE[self.category]
+
+
+_V = "[/versions/{version}]"
+C = Category
+
+HTTP_ROUTES: tuple[HttpRoute, ...] = (
+    HttpRoute("server-live", ("GET",), "/v2/health/live", C.HEALTH),
+    HttpRoute("server-ready", ("GET",), "/v2/health/ready", C.HEALTH),
+    HttpRoute("server-metadata", ("GET",), "/v2", C.METADATA),
+    # Order matters: Triton reads /v2/models/stats as statistics, not as a model named "stats",
+    # so the exact route must win over the per-model pattern below.
+    HttpRoute("all-model-stats", ("GET",), "/v2/models/stats", C.STATISTICS),
+    HttpRoute("model-metadata", ("GET",), "/v2/models/{model}" + _V, C.METADATA),
+    HttpRoute("model-ready", ("GET",), "/v2/models/{model}" + _V + "/ready", C.METADATA),
+    HttpRoute("model-infer", ("POST",), "/v2/models/{model}" + _V + "/infer", C.INFERENCE),
+    HttpRoute("model-generate", ("POST",), "/v2/models/{model}" + _V + "/generate", C.GENERATE),
+    HttpRoute("model-generate-stream", ("POST",), "/v2/models/{model}" + _V + "/generate_stream", C.GENERATE,
+              streaming=True),
+    HttpRoute("model-config", ("GET",), "/v2/models/{model}" + _V + "/config", C.MODEL_CONFIG),
+    HttpRoute("model-stats", ("GET",), "/v2/models/{model}" + _V + "/stats", C.STATISTICS),
+    HttpRoute("model-trace-setting", ("GET", "POST"), "/v2/models/{model}/trace/setting", C.TRACE),
+    HttpRoute("trace-setting", ("GET", "POST"), "/v2/trace/setting", C.TRACE),
+    HttpRoute("logging", ("GET", "POST"), "/v2/logging", C.LOGGING),
+    HttpRoute("repository-index", ("POST",), "/v2/repository/index", C.MODEL_REPOSITORY),
+    HttpRoute("repository-load", ("POST",), "/v2/repository/models/{model}/load", C.MODEL_REPOSITORY),
+    HttpRoute("repository-unload", ("POST",), "/v2/repository/models/{model}/unload", C.MODEL_REPOSITORY),
+    HttpRoute("system-shm-status", ("GET",), "/v2/systemsharedmemory/status", C.SHARED_MEMORY),
+    HttpRoute("system-shm-region-status", ("GET",), "/v2/systemsharedmemory/region/{region}/status",
+              C.SHARED_MEMORY),
+    HttpRoute("system-shm-register", ("POST",), "/v2/systemsharedmemory/region/{region}/register", C.SHARED_MEMORY),
+    HttpRoute("system-shm-unregister", ("POST",), "/v2/systemsharedmemory/unregister", C.SHARED_MEMORY),
+    HttpRoute("system-shm-region-unregister", ("POST",), "/v2/systemsharedmemory/region/{region}/unregister",
+              C.SHARED_MEMORY),
+    HttpRoute("cuda-shm-status", ("GET",), "/v2/cudasharedmemory/status", C.SHARED_MEMORY),
+    HttpRoute("cuda-shm-region-status", ("GET",), "/v2/cudasharedmemory/region/{region}/status", C.SHARED_MEMORY),
+    HttpRoute("cuda-shm-register", ("POST",), "/v2/cudasharedmemory/region/{region}/register", C.SHARED_MEMORY),
+    HttpRoute("cuda-shm-unregister", ("POST",), "/v2/cudasharedmemory/unregister", C.SHARED_MEMORY),
+    HttpRoute("cuda-shm-region-unregister", ("POST",), "/v2/cudasharedmemory/region/{region}/unregister",
+              C.SHARED_MEMORY),
+    HttpRoute("metrics", ("GET",), "/metrics", C.METRICS),
+    HttpRoute("sagemaker-ping", ("GET",), "/ping", C.SAGEMAKER),
+    HttpRoute("sagemaker-invocations", ("POST",), "/invocations", C.SAGEMAKER),
+    HttpRoute("sagemaker-models", ("GET", "POST"), "/models", C.SAGEMAKER),
+    HttpRoute("vertex-predict", ("POST",), "/v1/models/{model}:predict", C.VERTEX),
+)
+
+GRPC_SERVICE = "inference.GRPCInferenceService"
+HEALTH_SERVICE = "grpc.health.v1.Health"
+
+GRPC_METHODS: tuple[GrpcMethod, ...] = (
+    GrpcMethod(GRPC_SERVICE, "ServerLive", C.HEALTH),
+    GrpcMethod(GRPC_SERVICE, "ServerReady", C.HEALTH),
+    GrpcMethod(GRPC_SERVICE, "ModelReady", C.METADATA, per_model=True),
+    GrpcMethod(GRPC_SERVICE, "ServerMetadata", C.METADATA),
+    GrpcMethod(GRPC_SERVICE, "ModelMetadata", C.METADATA, per_model=True),
+    GrpcMethod(GRPC_SERVICE, "ModelInfer", C.INFERENCE, per_model=True),
+    GrpcMethod(GRPC_SERVICE, "ModelStreamInfer", C.INFERENCE, client_streaming=True, server_streaming=True,
+               per_model=True),
+    GrpcMethod(GRPC_SERVICE, "ModelConfig", C.MODEL_CONFIG, per_model=True),
+    GrpcMethod(GRPC_SERVICE, "ModelStatistics", C.STATISTICS, per_model=True),
+    GrpcMethod(GRPC_SERVICE, "RepositoryIndex", C.MODEL_REPOSITORY),
+    GrpcMethod(GRPC_SERVICE, "RepositoryModelLoad", C.MODEL_REPOSITORY, per_model=True),
+    GrpcMethod(GRPC_SERVICE, "RepositoryModelUnload", C.MODEL_REPOSITORY, per_model=True),
+    GrpcMethod(GRPC_SERVICE, "SystemSharedMemoryStatus", C.SHARED_MEMORY),
+    GrpcMethod(GRPC_SERVICE, "SystemSharedMemoryRegister", C.SHARED_MEMORY),
+    GrpcMethod(GRPC_SERVICE, "SystemSharedMemoryUnregister", C.SHARED_MEMORY),
+    GrpcMethod(GRPC_SERVICE, "CudaSharedMemoryStatus", C.SHARED_MEMORY),
+    GrpcMethod(GRPC_SERVICE, "CudaSharedMemoryRegister", C.SHARED_MEMORY),
+    GrpcMethod(GRPC_SERVICE, "CudaSharedMemoryUnregister", C.SHARED_MEMORY),
+    GrpcMethod(GRPC_SERVICE, "TraceSetting", C.TRACE),
+    GrpcMethod(GRPC_SERVICE, "LogSettings", C.LOGGING),
+    GrpcMethod(HEALTH_SERVICE, "Check", C.HEALTH),
+    GrpcMethod(HEALTH_SERVICE, "Watch", C.HEALTH, server_streaming=True),
+)
+
+
+def classify_http(method: str, path: str) -> tuple[HttpRoute, re.Match[str]] | None:
+    """The catalog entry for a raw request path (query stripped by the caller), or None."""
+    for route in HTTP_ROUTES:
+        m = route.match(path)
+        if m and method.upper() in route.methods:
+            return route, m
+    return None
+
+
+def classify_grpc(path: str) -> GrpcMethod | None:
+    for method in GRPC_METHODS:
+        if method.path == path:
+            return method
+    return None
+
+
+def categories() -> list[Category]:
+    return list(Category)

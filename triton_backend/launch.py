@@ -1,0 +1,256 @@
+"""Launch an unmodified ``tritonserver`` hardened by default, wait for readiness, stop it.
+
+Hardened means: every listener on 127.0.0.1, no model control (the repository is fixed at
+start, so the attested manifest is what runs), strict readiness, exit on any model error,
+no auto-completed configs, tracing off.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .locate import TritonInstall, TritonNotFound, locate, prepare_wheel_backends
+from .manifest import ManifestError, snapshot_repository
+
+LOOPBACK = "127.0.0.1"
+
+
+class TritonError(Exception):
+    """Base class: Triton could not be started, became unready, or crashed."""
+
+
+class TritonLaunchError(TritonError):
+    pass
+
+
+class TritonCrashed(TritonError):
+    pass
+
+
+__all__ = ["TritonConfig", "TritonProcess", "TritonError", "TritonLaunchError", "TritonCrashed", "TritonNotFound",
+           "free_port"]
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_busy(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+@dataclass
+class TritonConfig:
+    model_repository: Path
+    http_port: int = 0  # 0: choose a free port
+    grpc_port: int = 0
+    metrics_port: int = 0
+    address: str = LOOPBACK  # tests may bind elsewhere to exercise the hardening check
+    model_control_mode: str = "none"
+    binary: str | None = None
+    work_dir: Path | None = None
+    log_verbose: int = 0
+    extra_args: list[str] = field(default_factory=list)
+    ready_timeout: float = 120.0
+    # Serve a hard-linked snapshot with bytecode-cache blockers (see manifest.snapshot_repository)
+    # so Triton cannot write __pycache__ into the repository it was measured from.
+    snapshot: bool = True
+    exit_timeout: int = 10
+
+
+class TritonProcess:
+    def __init__(self, config: TritonConfig, install: TritonInstall | None = None) -> None:
+        self.config = config
+        self.install = install
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._own_work_dir: tempfile.TemporaryDirectory[str] | None = None
+        self.work_dir: Path | None = None
+        self.log_path: Path | None = None
+        self.served_repository: Path = Path(config.model_repository)
+
+    # -- addresses --
+    @property
+    def http_url(self) -> str:
+        return f"http://{self._client_host}:{self.config.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{self._client_host}:{self.config.grpc_port}"
+
+    @property
+    def _client_host(self) -> str:
+        wildcard = self.config.address in ("0.0.0.0", "::")  # noqa: S104 - recognising, not binding
+        return LOOPBACK if wildcard else self.config.address
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def command(self, backend_dir: Path | None) -> list[str]:
+        c = self.config
+        assert self.install is not None
+        cmd = [
+            str(self.install.binary),
+            f"--model-repository={self.served_repository}",
+            f"--http-address={c.address}", f"--http-port={c.http_port}",
+            f"--grpc-address={c.address}", f"--grpc-port={c.grpc_port}",
+            f"--metrics-address={c.address}", f"--metrics-port={c.metrics_port}",
+            f"--model-control-mode={c.model_control_mode}",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--disable-auto-complete-config",
+            "--trace-config=level=OFF",
+            "--allow-sagemaker=false",
+            "--allow-vertex-ai=false",
+            f"--exit-timeout-secs={c.exit_timeout}",
+            f"--log-verbose={c.log_verbose}",
+        ]
+        if backend_dir is not None:
+            cmd.append(f"--backend-directory={backend_dir}")
+        return cmd + list(c.extra_args)
+
+    def start(self) -> None:
+        if self.running:
+            raise TritonLaunchError("this Triton is already running")
+        c = self.config
+        repo = Path(c.model_repository)
+        if not repo.is_dir():
+            raise TritonLaunchError(f"model repository {repo} is not a directory",
+                                    )
+        self.install = self.install or locate(c.binary)
+        for attr in ("http_port", "grpc_port", "metrics_port"):
+            port = getattr(c, attr)
+            if port == 0:
+                setattr(c, attr, free_port())
+            elif _port_busy(c.address, port):
+                raise TritonLaunchError(f"{attr.replace('_', ' ')} {port} on {c.address} is already in use; "
+                                        "choose another port or stop what holds it")
+        if c.work_dir is None:
+            self._own_work_dir = tempfile.TemporaryDirectory(prefix="ratls-triton-")
+            self.work_dir = Path(self._own_work_dir.name)
+        else:
+            self.work_dir = Path(c.work_dir)
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.served_repository = repo
+        if c.snapshot:
+            try:
+                self.served_repository = snapshot_repository(repo, self.work_dir / "models")
+            except ManifestError as exc:
+                raise TritonLaunchError(f"cannot prepare the model repository: {exc}") from None
+        backend_dir = self.install.backend_dir
+        if self.install.wheel_root is not None:
+            backend_dir = prepare_wheel_backends(self.install, self.work_dir)
+        env = dict(os.environ)
+        for key, value in self.install.env.items():
+            env[key] = f"{value}:{env[key]}" if key == "LD_LIBRARY_PATH" and env.get(key) else value
+        # The python backend stub runs model.py with the interpreter found first on PATH;
+        # put the one running us first so the models see the same site-packages.
+        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        self.log_path = self.work_dir / "tritonserver.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child, closed in stop()
+        try:
+            self.proc = subprocess.Popen(self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        except OSError as exc:
+            log.close()
+            raise TritonLaunchError(f"cannot execute {self.install.binary}: {exc.strerror}") from None
+        self._log = log
+
+    def log_tail(self, lines: int = 20) -> str:
+        """Triton's error lines (glog 'E' prefix, where model load failures are) plus the tail."""
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        all_lines = self.log_path.read_bytes()[-256 * 1024:].decode("utf-8", "replace").splitlines()
+        errors = [line for line in all_lines if re.match(r"^E\d{4} ", line)][:10]
+        tail = [line for line in all_lines[-lines:] if line not in errors]
+        return "\n".join(errors + (["..."] if errors else []) + tail)
+
+    def is_ready(self, timeout: float = 2.0) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=timeout) as resp:  # noqa: S310
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout if timeout is not None else self.config.ready_timeout)
+        while time.monotonic() < deadline:
+            if not self.running:
+                code = self.proc.returncode if self.proc else None
+                raise TritonCrashed(f"tritonserver exited with code {code} before becoming ready; last log "
+                                    f"lines:\n{self.log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.2)
+        tail = self.log_tail()
+        self.stop()
+        raise TritonLaunchError(f"tritonserver was not ready within the deadline; last log lines:\n{tail}")
+
+    def check_alive(self) -> None:
+        """Raise TritonCrashed (with the log tail) if the process has died."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise TritonCrashed(f"tritonserver (pid {self.proc.pid}) exited with code {self.proc.returncode}; "
+                                f"last log lines:\n{self.log_tail()}")
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM, wait, then SIGKILL the process group (Triton's python stubs included)."""
+        if self.proc is None:
+            return None
+        grace = timeout if timeout is not None else self.config.exit_timeout + 5
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # leftover stubs in our own session
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.proc.poll() is None:
+            self.proc.wait(5)
+        code = self.proc.returncode
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+            self._log = None  # type: ignore[assignment]
+        return code
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_work_dir is not None:
+            self._own_work_dir.cleanup()
+            self._own_work_dir = None
+
+    def __enter__(self) -> TritonProcess:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
