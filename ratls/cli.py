@@ -188,6 +188,11 @@ def cmd_sim_root(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _serve_missing(args: argparse.Namespace) -> int:
+    raise UsageError("the gateway is not installed in this environment",
+                     hint="pip install 'ratls-gateway[server]' (the client-only install cannot serve)")
+
+
 # ---- parser ----
 
 def _common_verify(p: argparse.ArgumentParser) -> None:
@@ -249,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--out", metavar="P")
     pi.add_argument("--at", metavar="TIME")
     pi.set_defaults(func=cmd_policy_init)
+
+    serve = sub.add_parser("serve", help="run the attested gateway (needs ratls-gateway[server])")
+    try:
+        from gateway.cli import add_arguments
+        from gateway.cli import serve as serve_cmd
+    except ImportError:
+        serve.set_defaults(func=_serve_missing)
+    else:
+        add_arguments(serve)
+        serve.set_defaults(func=serve_cmd)
 
     sim = sub.add_parser("sim", help="the simulated platform").add_subparsers(dest="sub", required=True,
                                                                               parser_class=_Parser)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .locate import TritonInstall, TritonNotFound, locate, prepare_wheel_backends
 from .manifest import ManifestError, snapshot_repository
+from .procutil import die_with_parent
 
 LOOPBACK = "127.0.0.1"
 
@@ -73,6 +74,7 @@ class TritonConfig:
     # Serve a hard-linked snapshot with bytecode-cache blockers (see manifest.snapshot_repository)
     # so Triton cannot write __pycache__ into the repository it was measured from.
     snapshot: bool = True
+    die_with_parent: bool = True
     exit_timeout: int = 10
 
 
@@ -171,8 +173,11 @@ class TritonProcess:
         self.log_path = self.work_dir / "tritonserver.log"
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child, closed in stop()
         try:
+            # PR_SET_PDEATHSIG fires when the *thread* that forked exits: call start() from a
+            # long-lived thread (the gateway calls it from its event-loop thread).
             self.proc = subprocess.Popen(self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                         preexec_fn=die_with_parent if c.die_with_parent else None)
         except OSError as exc:
             log.close()
             raise TritonLaunchError(f"cannot execute {self.install.binary}: {exc.strerror}") from None

@@ -1,0 +1,456 @@
+"""The gateway control plane: one asyncio process that owns the key, the evidence, the
+configuration and the processes (DESIGN.md §1)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+from aiohttp import web
+
+from ratls import registry
+from ratls.errors import ConfigError, RatlsError
+from ratls.registry import Platform
+from ratls.timeutil import parse_duration, utcnow
+from triton_backend import hardening
+from triton_backend.demo import demo_repository
+from triton_backend.launch import TritonConfig, TritonError, TritonProcess
+from triton_backend.manifest import Manifest, ManifestError, RepositoryWatch, build_manifest, canonical_json
+
+from . import envoy_config as ec
+from .config import GatewayConfig
+from .evidence_api import EvidenceApi
+from .identity import IdentityManager
+from .metrics import MetricFamily, render
+from .platform_detect import detect
+from .reflection import ReflectionIndex, handlers
+from .supervisor import Backoff, EnvoySupervisor, locate_envoy
+from .xds.server import AdsServicer, XdsServer
+from .xds.snapshot import Snapshot
+
+log = logging.getLogger("ratls.gateway")
+
+
+def _seconds(text: str, what: str) -> float:
+    return parse_duration(text, what=what).total_seconds()
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, *, platform: Platform | None = None) -> None:
+        self.config = config
+        self._platform = platform
+        self.run_dir: Path | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.triton: TritonProcess | None = None
+        self.manifest: Manifest | None = None
+        self.watch: RepositoryWatch | None = None
+        self.repository_changes: list[str] = []
+        self.identity: IdentityManager | None = None
+        self.ads = AdsServicer()
+        self.xds: XdsServer | None = None
+        self.envoy: EnvoySupervisor | None = None
+        self.upstream_ready = False
+        self.triton_restarts = 0
+        self._version = 0
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._runners: list[web.AppRunner] = []
+        self._grpc: grpc.aio.Server | None = None
+        self.evidence_api: EvidenceApi | None = None
+        self.started = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.listener_options = ec.ListenerOptions(address=config.listen.address, port=config.listen.port,
+                                                   tls_min_version=config.listen.tls_min_version)
+        self.security_digest = ""
+        self._upstreams: ec.Upstreams | None = None
+
+    # ---- derived ----
+    @property
+    def platform(self) -> Platform:
+        if self._platform is None:
+            name = self.config.identity.platform
+            if name == "auto":
+                name = detect()
+            options: dict[str, Any] = {}
+            if name == "sim" and self.config.identity.sim_state_dir:
+                options["state_dir"] = Path(self.config.identity.sim_state_dir)
+            self._platform = registry.get(name, **options)
+        return self._platform
+
+    def security_config(self) -> dict[str, Any]:
+        return self.config.security_view()
+
+    def _security_digest(self) -> str:
+        return "sha256:" + hashlib.sha256(canonical_json(self.security_config())).hexdigest()
+
+    # ---- start-up ----
+    async def start(self) -> None:
+        cfg = self.config
+        if cfg.control.run_dir:
+            self.run_dir = Path(cfg.control.run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        else:
+            self._tmp = tempfile.TemporaryDirectory(prefix="ratls-gw-")
+            self.run_dir = Path(self._tmp.name)
+        os.chmod(self.run_dir, 0o700)
+        platform = self.platform  # fail early (and loudly) when no TEE and not sim
+        if platform.simulated:
+            log.warning("identity platform is SIMULATED: certificates carry no hardware evidence")
+        await self._start_triton()
+        self.security_digest = self._security_digest()
+        self.identity = IdentityManager(
+            platform, lifetime=cfg.identity.lifetime_td, rotate_at=cfg.identity.rotate_at,
+            curve=cfg.identity.key_curve, sans=cfg.identity.sans, common_name=cfg.identity.common_name,
+            models=self.manifest.claims() if self.manifest else None, config_digest=self.security_digest,
+            evidence_rate=cfg.control.evidence_rate_per_second, evidence_burst=cfg.control.evidence_burst)
+        await self.identity.issue_async()
+        await self._start_control_servers()
+        self.xds = XdsServer(self.run_dir / "xds.sock", self.ads)
+        await self.xds.start()
+        await self.publish()
+        bootstrap = ec.bootstrap(self.run_dir / "xds.sock", self.run_dir / "envoy-admin.sock")
+        ec.write_bootstrap(self.run_dir / "envoy.json", bootstrap)
+        self.envoy = EnvoySupervisor(locate_envoy(cfg.envoy.binary), self.run_dir / "envoy.json",
+                                     self.run_dir / "envoy.log", log_level=cfg.envoy.log_level,
+                                     concurrency=cfg.envoy.concurrency,
+                                     drain_time_s=int(_seconds(cfg.envoy.drain_time, "envoy.drain_time")),
+                                     backoff_max=_seconds(cfg.envoy.restart_backoff_max, "envoy.restart_backoff_max"))
+        await self.envoy.start()
+        if not await self.ads.wait_acked(self._snapshot_version, timeout=30):
+            raise ConfigError(f"envoy did not accept the configuration: {self.xds_problems() or 'no ACK'}; "
+                              f"envoy log:\n{self.envoy.log_tail()}")
+        await self._wait_listening(timeout=15)
+        self._tasks += [asyncio.create_task(self._rotation_loop()), asyncio.create_task(self._upstream_loop())]
+        if self.watch is not None:
+            self._tasks.append(asyncio.create_task(self._watch_loop()))
+        self.started.set()
+        log.info("gateway ready on %s:%d (platform %s, config %s)", cfg.listen.address, cfg.listen.port,
+                 platform.name, self.security_digest)
+
+    async def _start_triton(self) -> None:
+        t = self.config.triton
+        if t.mode == "managed":
+            repo = Path(t.model_repository) if t.model_repository else demo_repository()
+            try:
+                self.manifest = await asyncio.to_thread(build_manifest, repo)
+            except ManifestError as exc:
+                raise ConfigError(f"cannot measure the model repository {repo}: {exc}") from None
+            self.watch = RepositoryWatch(repo, self.manifest)
+            self.triton = TritonProcess(TritonConfig(
+                repo, http_port=t.http_port, grpc_port=t.grpc_port, metrics_port=t.metrics_port, binary=t.binary,
+                ready_timeout=_seconds(t.ready_timeout, "triton.ready_timeout"),
+                work_dir=(self.run_dir / "triton") if self.run_dir else None))
+            try:
+                self.triton.start()  # on the loop thread: see TritonProcess.start (PDEATHSIG)
+                await asyncio.to_thread(self.triton.wait_ready)
+            except TritonError as exc:
+                raise ConfigError(f"Triton did not start: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - TritonNotFound and friends
+                raise ConfigError(f"Triton did not start: {exc}") from None
+            host, http_port, grpc_port = "127.0.0.1", self.triton.config.http_port, self.triton.config.grpc_port
+            self.upstream_ready = True
+        else:
+            host, http_port, grpc_port = t.host, t.http_port, t.grpc_port
+            url = f"http://{host}:{http_port}"
+            report = await asyncio.to_thread(hardening.check, url, [http_port, grpc_port])
+            if not report.ok:
+                message = "; ".join(report.problems)
+                if t.on_exposed == "refuse":
+                    raise ConfigError(f"external Triton failed the hardening check: {message}",
+                                      hint="fix Triton's flags, or set triton.on_exposed: warn (not recommended)")
+                log.warning("external Triton failed the hardening check (continuing, on_exposed=warn): %s", message)
+            if t.model_repository:
+                try:
+                    self.manifest = await asyncio.to_thread(build_manifest, t.model_repository)
+                except ManifestError as exc:
+                    raise ConfigError(f"cannot measure the model repository: {exc}") from None
+                self.watch = RepositoryWatch(t.model_repository, self.manifest)
+        assert self.run_dir is not None
+        self._upstreams = ec.Upstreams(host, http_port, grpc_port, self.run_dir / "control.sock",
+                                       self.run_dir / "reflection.sock")
+
+    async def _start_control_servers(self) -> None:
+        assert self.run_dir is not None and self.identity is not None
+        self.evidence_api = EvidenceApi(
+            self.identity, manifest=lambda: self.manifest.to_json() if self.manifest else None,
+            security_config=lambda: {"digest": self.security_digest, "config": self.security_config()},
+            readiness=self.readiness)
+        runner = web.AppRunner(self.evidence_api.app(), access_log=None)
+        await runner.setup()
+        old = os.umask(0o177)
+        try:
+            await web.UnixSite(runner, str(self.run_dir / "control.sock")).start()
+        finally:
+            os.umask(old)
+        self._runners.append(runner)
+        self._grpc = grpc.aio.server()
+        self._grpc.add_generic_rpc_handlers(handlers(ReflectionIndex()))
+        old = os.umask(0o177)
+        try:
+            self._grpc.add_insecure_port(f"unix:{self.run_dir / 'reflection.sock'}")
+            await self._grpc.start()
+        finally:
+            os.umask(old)
+        operator = web.Application()
+        operator.router.add_get("/metrics", self._metrics_handler)
+        operator.router.add_get("/healthz", self.evidence_api.healthz)
+        operator.router.add_post("/admin/rotate", self._rotate_handler)
+        operator.router.add_get("/admin/status", self._status_handler)
+        op_runner = web.AppRunner(operator, access_log=None)
+        await op_runner.setup()
+        await web.TCPSite(op_runner, self.config.control.metrics_address, self.config.control.metrics_port).start()
+        self._runners.append(op_runner)
+
+    async def _wait_listening(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        host = "127.0.0.1" if self.config.listen.address in ("0.0.0.0", "::") else self.config.listen.address  # noqa: S104
+        while time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.open_connection(host, self.config.listen.port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.1)
+        raise ConfigError(f"envoy is not accepting connections on port {self.config.listen.port}",
+                          hint="is the port in use by another process?")
+
+    # ---- snapshots ----
+    @property
+    def _snapshot_version(self) -> str:
+        return str(self._version)
+
+    def build_snapshot(self, version: str) -> Snapshot:
+        assert self.identity is not None and self.identity.current is not None and self._upstreams is not None
+        ident = self.identity.current
+        routes = None
+        if self.repository_changes and self.config.triton.on_repository_change == "refuse":
+            # Fail closed: the served models are no longer the attested ones.
+            routes = [{"name": "repository-changed", "match": {"prefix": "/"},
+                       "direct_response": {"status": 503, "body": {
+                           "inline_string": "model repository changed after attestation\n"}}}]
+        return Snapshot(version, {
+            ec.TYPE_CLUSTER: {c.name: c for c in ec.clusters(self._upstreams)},
+            ec.TYPE_SECRET: {ec.SECRET_NAME: ec.secret(ident.cert_pem, ident.key_pem())},
+            ec.TYPE_ROUTE: {ec.ROUTE_NAME: ec.route_configuration(self.listener_options, routes)},
+            ec.TYPE_LISTENER: {ec.LISTENER_NAME: ec.listener(self.listener_options)},
+        })
+
+    async def publish(self) -> str:
+        self._version += 1
+        await self.ads.set_snapshot(self.build_snapshot(self._snapshot_version))
+        return self._snapshot_version
+
+    def xds_problems(self) -> str:
+        return "; ".join(f"{t.rsplit('.', 1)[-1]} v{s.nacked_version}: {s.last_nack}"
+                         for t, s in self.ads.status.types.items() if s.last_nack)
+
+    # ---- background loops ----
+    async def rotate(self) -> int:
+        assert self.identity is not None
+        identity = await self.identity.issue_async()
+        version = await self.publish()
+        log.info("rotated to certificate %d (xds version %s)", identity.serial, version)
+        return identity.serial
+
+    async def _rotation_loop(self) -> None:
+        assert self.identity is not None
+        retry = _seconds(self.config.identity.retry_interval, "identity.retry_interval")
+        while True:
+            due = self.identity.rotation_due(utcnow())
+            await asyncio.sleep(max(0.0, (due - utcnow()).total_seconds()))
+            try:
+                await self.rotate()
+            except RatlsError:
+                # Keep serving the still-valid certificate; the alarm is the metric and the log.
+                await asyncio.sleep(retry)
+
+    async def _upstream_loop(self) -> None:
+        backoff = Backoff(maximum=_seconds(self.config.triton.restart_backoff_max, "triton.restart_backoff_max"))
+        assert self._upstreams is not None
+        url = f"http://{self._upstreams.triton_host}:{self._upstreams.triton_http_port}/v2/health/ready"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while True:
+                if self.triton is not None and not self.triton.running:
+                    self.upstream_ready = False
+                    delay = backoff.next()
+                    log.error("Triton exited (code %s); restarting in %.1fs. Log tail:\n%s",
+                              self.triton.proc.returncode if self.triton.proc else None, delay,
+                              self.triton.log_tail(10))
+                    await asyncio.sleep(delay)
+                    try:
+                        await asyncio.to_thread(self.triton.stop)
+                        self.triton.start()
+                        self.triton_restarts += 1
+                    except TritonError as exc:
+                        log.error("Triton restart failed: %s", exc)
+                    continue
+                try:
+                    async with session.get(url) as resp:
+                        ready = resp.status == 200
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    ready = False
+                if ready and not self.upstream_ready:
+                    log.info("Triton is ready")
+                    backoff.reset()
+                elif not ready and self.upstream_ready:
+                    log.error("Triton is not ready")
+                self.upstream_ready = ready
+                await asyncio.sleep(1.0)
+
+    async def _watch_loop(self) -> None:
+        assert self.watch is not None
+        interval = _seconds(self.config.triton.watch_interval, "triton.watch_interval")
+        while True:
+            await asyncio.sleep(interval)
+            changes = await asyncio.to_thread(self.watch.changes)
+            if changes and changes != self.repository_changes:
+                self.repository_changes = changes
+                log.error("model repository changed after attestation (%s): %s",
+                          self.config.triton.on_repository_change, "; ".join(changes[:10]))
+                if self.config.triton.on_repository_change == "refuse":
+                    await self.publish()
+
+    # ---- health, metrics, admin ----
+    def readiness(self) -> list[str]:
+        reasons = []
+        ident = self.identity.current if self.identity else None
+        if ident is None:
+            reasons.append("no certificate")
+        elif ident.not_after <= utcnow():
+            reasons.append("certificate expired")
+        if self.envoy is None or self.envoy.pid is None:
+            reasons.append("data plane not running")
+        elif not self.ads.status.fully_acked(self._snapshot_version):
+            reasons.append("configuration not yet accepted by the data plane")
+        if not self.upstream_ready:
+            reasons.append("upstream unavailable")
+        if self.repository_changes and self.config.triton.on_repository_change == "refuse":
+            reasons.append("model repository changed after attestation")
+        return reasons
+
+    def metric_families(self) -> list[MetricFamily]:
+        ident = self.identity.current if self.identity else None
+        fams = [
+            MetricFamily("ratls_ready", "gauge", "1 when the gateway serves attested traffic").add(
+                0 if self.readiness() else 1),
+            MetricFamily("ratls_certificate_expiry_timestamp_seconds", "gauge",
+                         "notAfter of the served certificate").add(ident.not_after.timestamp() if ident else 0),
+            MetricFamily("ratls_certificate_serial", "gauge", "rotation counter of the served certificate").add(
+                ident.serial if ident else 0),
+            MetricFamily("ratls_certificate_rotations_total", "counter", "certificate rotations").add(
+                self.identity.rotations if self.identity else 0),
+            MetricFamily("ratls_evidence_failures_total", "counter", "failed evidence collections").add(
+                self.identity.evidence_failures if self.identity else 0),
+            MetricFamily("ratls_simulated", "gauge", "1 when the platform is SIMULATED").add(
+                1 if self.platform.simulated else 0),
+            MetricFamily("ratls_xds_snapshot_version", "gauge", "latest published snapshot").add(self._version),
+            MetricFamily("ratls_envoy_restarts_total", "counter", "Envoy restarts after a crash").add(
+                self.envoy.restarts if self.envoy else 0),
+            MetricFamily("ratls_upstream_ready", "gauge", "Triton readiness").add(1 if self.upstream_ready else 0),
+            MetricFamily("ratls_triton_restarts_total", "counter", "managed Triton restarts").add(self.triton_restarts),
+            MetricFamily("ratls_model_repository_changed", "gauge", "1 if the repository changed after attestation"
+                         ).add(1 if self.repository_changes else 0),
+        ]
+        acked = MetricFamily("ratls_xds_acked_version", "gauge", "version Envoy ACKed, per resource type")
+        nacks = MetricFamily("ratls_xds_nacks_total", "counter", "NACKs from Envoy, per resource type")
+        for t, st in sorted(self.ads.status.types.items()):
+            short = t.rsplit(".", 1)[-1]
+            acked.add(float(st.acked_version or 0), type=short)
+            nacks.add(st.nacks, type=short)
+        fams += [acked, nacks]
+        if self.evidence_api is not None:
+            fams.append(MetricFamily("ratls_fresh_evidence_total", "counter", "fresh evidence served").add(
+                self.evidence_api.evidence_served))
+            fams.append(MetricFamily("ratls_fresh_evidence_rate_limited_total", "counter",
+                                     "fresh evidence requests refused by the rate limit").add(
+                self.evidence_api.evidence_limited))
+        return fams
+
+    async def envoy_stats(self) -> str:
+        assert self.run_dir is not None
+        connector = aiohttp.UnixConnector(path=str(self.run_dir / "envoy-admin.sock"))
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=3)) as s:
+                async with s.get("http://envoy/stats/prometheus") as resp:
+                    return await resp.text()
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return "# envoy admin unavailable\n"
+
+    async def _metrics_handler(self, request: web.Request) -> web.Response:
+        text = render(self.metric_families()) + await self.envoy_stats()
+        return web.Response(text=text, content_type="text/plain")
+
+    async def _rotate_handler(self, request: web.Request) -> web.Response:
+        try:
+            serial = await self.rotate()
+        except RatlsError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
+        return web.json_response({"serial": serial, "xds_version": self._snapshot_version})
+
+    async def _status_handler(self, request: web.Request) -> web.Response:
+        ident = self.identity.current if self.identity else None
+        return web.json_response({
+            "ready": not self.readiness(), "reasons": self.readiness(),
+            "platform": self.platform.name, "simulated": self.platform.simulated,
+            "certificate": {"serial": ident.serial, "not_after": ident.not_after.isoformat()} if ident else None,
+            "xds": {t.rsplit(".", 1)[-1]: vars(s) for t, s in self.ads.status.types.items()},
+            "xds_version": self._snapshot_version,
+            "envoy": {"pid": self.envoy.pid if self.envoy else None,
+                      "restarts": self.envoy.restarts if self.envoy else 0},
+            "triton": {"pid": self.triton.pid if self.triton else None, "ready": self.upstream_ready,
+                       "http_port": self._upstreams.triton_http_port if self._upstreams else None,
+                       "grpc_port": self._upstreams.triton_grpc_port if self._upstreams else None},
+            "repository_changes": self.repository_changes,
+            "config_digest": self.security_digest,
+        })
+
+    # ---- shutdown ----
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001 - shutting down regardless
+                if not isinstance(exc, asyncio.CancelledError):
+                    log.warning("background task failed during shutdown: %s", exc)
+        if self.envoy is not None:
+            await self.envoy.stop()
+        if self.xds is not None:
+            await self.xds.stop()
+        if self._grpc is not None:
+            await self._grpc.stop(0.5)
+        for runner in self._runners:
+            await runner.cleanup()
+        if self.triton is not None:
+            await asyncio.to_thread(self.triton.close)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        self.stopped.set()
+        log.info("gateway stopped")
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._safe_rotate()))
+        try:
+            await self.start()
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    async def _safe_rotate(self) -> None:
+        try:
+            await self.rotate()
+        except RatlsError as exc:
+            log.error("rotation on SIGHUP failed: %s", exc)

@@ -1,0 +1,234 @@
+"""Envoy configuration: the bootstrap (which points only at our xDS socket) and the
+resources of a snapshot (listener, routes, clusters, the SDS secret).
+
+Resources are written as dicts in Envoy's JSON form and parsed into the xds-protos
+messages, which validates every field name and type before anything reaches Envoy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Importing these registers the message types used inside `typed_config` Any fields.
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+TYPE_CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+TYPE_LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+TYPE_ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+TYPE_SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"  # noqa: S105 - a type URL
+# Order in which a state-of-the-world push sends types: clusters before the listener that
+# uses them, the secret and routes before the listener warms.
+PUSH_ORDER = (TYPE_CLUSTER, TYPE_SECRET, TYPE_ROUTE, TYPE_LISTENER)
+
+LISTENER_NAME = "ratls_public"
+ROUTE_NAME = "ratls_routes"
+SECRET_NAME = "ratls_server_cert"  # noqa: S105 - a resource name
+CLUSTER_TRITON_HTTP = "triton_http"
+CLUSTER_TRITON_GRPC = "triton_grpc"
+CLUSTER_CONTROL = "ratls_control"
+CLUSTER_REFLECTION = "ratls_reflection"
+CLUSTER_XDS = "ratls_xds"
+WELL_KNOWN = "/.well-known/ratls/"
+HEALTH_PATH = "/healthz"
+REFLECTION_PREFIXES = ("/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/")
+
+_H2 = {
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}},
+    }
+}
+
+
+@dataclass
+class Upstreams:
+    triton_host: str
+    triton_http_port: int
+    triton_grpc_port: int
+    control_socket: Path
+    reflection_socket: Path
+
+
+@dataclass
+class ListenerOptions:
+    address: str = "0.0.0.0"  # noqa: S104 - the public listener
+    port: int = 8443
+    tls_min_version: str = "1.3"
+    # Extra HTTP filters (Envoy JSON) compiled by filters/, placed before the router.
+    http_filters: list[dict[str, Any]] = field(default_factory=list)
+    # Per-route additions from filters/ (typed_per_filter_config etc.), keyed by route name.
+    route_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hcm_extras: dict[str, Any] = field(default_factory=dict)
+    extra_routes: list[dict[str, Any]] = field(default_factory=list)  # before the default catch-alls
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _cluster(name: str, address: dict[str, Any], *, h2: bool = False, timeout: str = "2s") -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": timeout,
+        "load_assignment": {"cluster_name": name,
+                            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]},
+    }
+    if h2:
+        cluster["typed_extension_protocol_options"] = _H2
+    return cluster
+
+
+def clusters(up: Upstreams) -> list[cluster_pb2.Cluster]:
+    specs = [
+        _cluster(CLUSTER_TRITON_HTTP, _socket_address(up.triton_host, up.triton_http_port)),
+        _cluster(CLUSTER_TRITON_GRPC, _socket_address(up.triton_host, up.triton_grpc_port), h2=True),
+        _cluster(CLUSTER_CONTROL, {"pipe": {"path": str(up.control_socket)}}),
+        _cluster(CLUSTER_REFLECTION, {"pipe": {"path": str(up.reflection_socket)}}, h2=True),
+    ]
+    for spec in specs:
+        # Triton is an ordinary upstream; health is tracked by the control plane, not Envoy.
+        spec["common_http_protocol_options"] = {"idle_timeout": "300s"}
+    return [json_format.ParseDict(s, cluster_pb2.Cluster()) for s in specs]
+
+
+def _grpc_match(prefix: str = "/") -> dict[str, Any]:
+    return {"prefix": prefix, "headers": [{"name": "content-type", "string_match": {"prefix": "application/grpc"}}]}
+
+
+def default_routes() -> list[dict[str, Any]]:
+    """The routes every gateway has: evidence API, health, reflection, then Triton by protocol."""
+    routes: list[dict[str, Any]] = [
+        {"name": "ratls-evidence", "match": {"prefix": WELL_KNOWN},
+         "route": {"cluster": CLUSTER_CONTROL, "timeout": "30s"}},
+        {"name": "ratls-health", "match": {"path": HEALTH_PATH},
+         "route": {"cluster": CLUSTER_CONTROL, "timeout": "5s"}},
+    ]
+    for prefix in REFLECTION_PREFIXES:
+        routes.append({"name": "grpc-reflection" + ("-v1alpha" if "v1alpha" in prefix else "-v1"),
+                       "match": _grpc_match(prefix),
+                       "route": {"cluster": CLUSTER_REFLECTION, "timeout": "0s"}})
+    return routes
+
+
+def catch_all_routes() -> list[dict[str, Any]]:
+    return [
+        # Streams (ModelStreamInfer) must not be cut by a route timeout; idle streams are
+        # bounded by the connection manager's stream_idle_timeout instead.
+        {"name": "triton-grpc", "match": _grpc_match(), "route": {"cluster": CLUSTER_TRITON_GRPC, "timeout": "0s"}},
+        {"name": "triton-http", "match": {"prefix": "/"}, "route": {"cluster": CLUSTER_TRITON_HTTP, "timeout": "300s"}},
+    ]
+
+
+def route_configuration(options: ListenerOptions,
+                        routes: list[dict[str, Any]] | None = None) -> route_pb2.RouteConfiguration:
+    all_routes = default_routes() + list(options.extra_routes) + (routes if routes is not None else catch_all_routes())
+    for route in all_routes:
+        extra = options.route_extras.get(route.get("name", ""))
+        if extra:
+            route.update(extra)
+    spec = {"name": ROUTE_NAME, "virtual_hosts": [{"name": "ratls", "domains": ["*"], "routes": all_routes}]}
+    return json_format.ParseDict(spec, route_pb2.RouteConfiguration())
+
+
+def listener(options: ListenerOptions) -> listener_pb2.Listener:
+    tls_version = {"1.2": "TLSv1_2", "1.3": "TLSv1_3"}[options.tls_min_version]
+    hcm: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                 "HttpConnectionManager",
+        "stat_prefix": "ratls",
+        "codec_type": "AUTO",
+        "rds": {"route_config_name": ROUTE_NAME, "config_source": {"ads": {}, "resource_api_version": "V3"}},
+        "http_filters": [*options.http_filters, {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }],
+        "stream_idle_timeout": "300s",
+        "request_headers_timeout": "10s",
+        "use_remote_address": True,
+        "http2_protocol_options": {"max_concurrent_streams": 100},
+    }
+    hcm.update(options.hcm_extras)
+    spec = {
+        "name": LISTENER_NAME,
+        "address": _socket_address(options.address, options.port),
+        "filter_chains": [{
+            "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}],
+            "transport_socket": {
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                    "common_tls_context": {
+                        "tls_params": {"tls_minimum_protocol_version": tls_version},
+                        "alpn_protocols": ["h2", "http/1.1"],
+                        "tls_certificate_sds_secret_configs": [
+                            {"name": SECRET_NAME, "sds_config": {"ads": {}, "resource_api_version": "V3"}}],
+                    },
+                },
+            },
+        }],
+    }
+    return json_format.ParseDict(spec, listener_pb2.Listener())
+
+
+def secret(cert_pem: bytes, key_pem: bytes) -> secret_pb2.Secret:
+    # The private key travels only over the 0600 xDS unix socket inside the TEE.
+    return secret_pb2.Secret(
+        name=SECRET_NAME,
+        tls_certificate=common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(inline_bytes=cert_pem),
+            private_key=base_pb2.DataSource(inline_bytes=key_pem),
+        ),
+    )
+
+
+def bootstrap(xds_socket: Path, admin_socket: Path, node_id: str = "ratls-gateway") -> dict[str, Any]:
+    spec = {
+        "node": {"id": node_id, "cluster": "ratls-gateway"},
+        "admin": {"address": {"pipe": {"path": str(admin_socket), "mode": 0o600}}},
+        "dynamic_resources": {
+            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
+                           "grpc_services": [{"envoy_grpc": {"cluster_name": CLUSTER_XDS}}]},
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {"clusters": [_cluster(CLUSTER_XDS, {"pipe": {"path": str(xds_socket)}}, h2=True,
+                                                   timeout="1s")]},
+        "overload_manager": {
+            "resource_monitors": [{
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+                             "DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": 10000,
+                },
+            }],
+        },
+    }
+    from envoy.config.bootstrap.v3 import bootstrap_pb2
+    from envoy.extensions.resource_monitors.downstream_connections.v3 import (  # noqa: F401
+        downstream_connections_pb2,
+    )
+    json_format.ParseDict(spec, bootstrap_pb2.Bootstrap())  # validate before Envoy sees it
+    return spec
+
+
+def write_bootstrap(path: Path, spec: dict[str, Any]) -> None:
+    path.write_text(json.dumps(spec, indent=2))
+    path.chmod(0o600)
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)

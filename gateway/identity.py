@@ -1,0 +1,140 @@
+"""The gateway's identity: an in-memory key, its RA-TLS certificate, rotation, and fresh
+evidence for the evidence API. The private key is never written to disk and never logged;
+it leaves this process only inside the SDS secret, over the 0600 xDS unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ratls.cert import build_collection, generate_key
+from ratls.claims import Claims
+from ratls.errors import RatlsError
+from ratls.issue import Issued, collect_for_claims, issue_certificate, make_claims
+from ratls.registry import Platform
+from ratls.timeutil import utcnow
+
+log = logging.getLogger("ratls.gateway.identity")
+
+
+@dataclass(frozen=True)
+class Identity:
+    key: ec.EllipticCurvePrivateKey
+    issued: Issued
+    serial: int  # 1, 2, ... per rotation in this process
+
+    @property
+    def cert(self) -> x509.Certificate:
+        return self.issued.cert
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+
+    @property
+    def not_after(self) -> datetime:
+        return self.cert.not_valid_after_utc
+
+    def __repr__(self) -> str:  # never let a key reach a log line through repr()
+        return f"Identity(serial={self.serial}, not_after={self.not_after.isoformat()})"
+
+
+class TokenBucket:
+    """Evidence generation is slow and uses a shared hardware channel: rate-limit it."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return True
+            return False
+
+
+class IdentityManager:
+    def __init__(self, platform: Platform, *, lifetime: timedelta, rotate_at: float, curve: str, sans: list[str],
+                 common_name: str, models: dict[str, Any] | None, config_digest: str | None,
+                 evidence_rate: float = 2.0, evidence_burst: int = 4) -> None:
+        self.platform = platform
+        self.lifetime, self.rotate_at, self.curve = lifetime, rotate_at, curve
+        self.sans, self.common_name = sans, common_name
+        self.models, self.config_digest = models, config_digest
+        self.instance = secrets.token_bytes(16)
+        self.current: Identity | None = None
+        self.rotations = 0
+        self.evidence_failures = 0
+        self.last_error: str | None = None
+        self.bucket = TokenBucket(evidence_rate, evidence_burst)
+        self._serial = 0
+
+    def issue(self, now: datetime | None = None) -> Identity:
+        """A new key and certificate bound to fresh evidence. On failure the current identity
+        stays in place (it is still valid) and the error is counted and raised."""
+        now = now or utcnow()
+        key = generate_key(self.curve)
+        try:
+            issued = issue_certificate(self.platform, key, now=now, lifetime=self.lifetime, sans=self.sans,
+                                       common_name=self.common_name, instance=self.instance, models=self.models,
+                                       config=self.config_digest)
+        except RatlsError as exc:
+            self.evidence_failures += 1
+            self.last_error = str(exc)
+            log.error("evidence collection failed; keeping the current certificate: %s", exc)
+            raise
+        self._serial += 1
+        identity = Identity(key, issued, self._serial)
+        if self.current is not None:
+            self.rotations += 1
+        self.current = identity
+        self.last_error = None
+        log.info("issued certificate %d for platform %s valid until %s%s", identity.serial, self.platform.name,
+                 identity.not_after.isoformat(), " (SIMULATED)" if self.platform.simulated else "")
+        return identity
+
+    async def issue_async(self) -> Identity:
+        return await asyncio.to_thread(self.issue)
+
+    def rotation_due(self, now: datetime) -> datetime:
+        assert self.current is not None
+        start = self.current.cert.not_valid_before_utc
+        end = self.current.not_after
+        return start + (end - start) * self.rotate_at
+
+    def fresh_evidence(self, nonce: bytes, now: datetime | None = None) -> bytes:
+        """A CMW collection (same form as the certificate extension) whose claims hold the
+        nonce and the current key's hash, bound to new hardware evidence."""
+        if self.current is None:
+            raise RatlsError("no identity yet")
+        now = now or utcnow()
+        claims: Claims = make_claims(self.current.key, platform=self.platform.name, now=now,
+                                     lifetime=timedelta(minutes=5), instance=self.instance, models=self.models,
+                                     config=self.config_digest, nonce=nonce)
+        try:
+            claims_cbor, evidence = collect_for_claims(self.platform, claims)
+        except RatlsError as exc:
+            self.evidence_failures += 1
+            self.last_error = str(exc)
+            raise
+        return build_collection(claims_cbor, evidence).encode()

@@ -1,0 +1,98 @@
+"""gRPC server reflection (v1 and v1alpha) answered from Triton's descriptors, so
+``grpcurl list`` and ``describe`` work through the gateway without touching Triton."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_reflection.v1alpha import reflection_pb2
+
+from triton_backend import descriptors
+
+V1 = "grpc.reflection.v1.ServerReflection"
+V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
+
+
+def _reflection_files() -> list[descriptor_pb2.FileDescriptorProto]:
+    alpha = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(alpha)
+    # v1 is wire-identical to v1alpha under another package name.
+    v1 = descriptor_pb2.FileDescriptorProto()
+    v1.CopyFrom(alpha)
+    v1.package = "grpc.reflection.v1"
+    v1.name = "grpc/reflection/v1/reflection.proto"
+    old, new = ".grpc.reflection.v1alpha.", ".grpc.reflection.v1."
+    for message in v1.message_type:
+        for f in message.field:
+            if f.HasField("type_name"):
+                f.type_name = f.type_name.replace(old, new)
+    for service in v1.service:
+        for m in service.method:
+            m.input_type = m.input_type.replace(old, new)
+            m.output_type = m.output_type.replace(old, new)
+    return [alpha, v1]
+
+
+class ReflectionIndex:
+    def __init__(self) -> None:
+        files = list(descriptors.file_descriptor_set().file) + _reflection_files()
+        self.pool = descriptor_pool.DescriptorPool()
+        self.serialized: dict[str, bytes] = {}
+        self.protos: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+        for f in files:
+            self.pool.Add(f)
+            self.serialized[f.name] = f.SerializeToString()
+            self.protos[f.name] = f
+        self.services = sorted(f"{f.package}.{s.name}" for f in files for s in f.service)
+
+    def with_dependencies(self, name: str) -> list[bytes]:
+        out: list[str] = []
+
+        def visit(n: str) -> None:
+            if n in out or n not in self.protos:
+                return
+            out.append(n)
+            for dep in self.protos[n].dependency:
+                visit(dep)
+
+        visit(name)
+        return [self.serialized[n] for n in out]
+
+    def answer(self, req: reflection_pb2.ServerReflectionRequest) -> reflection_pb2.ServerReflectionResponse:
+        resp = reflection_pb2.ServerReflectionResponse(valid_host=req.host, original_request=req)
+        kind = req.WhichOneof("message_request")
+        try:
+            if kind == "list_services":
+                resp.list_services_response.service.extend(
+                    reflection_pb2.ServiceResponse(name=s) for s in self.services)
+            elif kind == "file_by_filename":
+                files = self.with_dependencies(req.file_by_filename)
+                if not files:
+                    raise KeyError(req.file_by_filename)
+                resp.file_descriptor_response.file_descriptor_proto.extend(files)
+            elif kind == "file_containing_symbol":
+                fd = self.pool.FindFileContainingSymbol(req.file_containing_symbol)
+                resp.file_descriptor_response.file_descriptor_proto.extend(self.with_dependencies(fd.name))
+            else:
+                raise KeyError(kind)
+        except KeyError:
+            resp.error_response.error_code = grpc.StatusCode.NOT_FOUND.value[0]
+            resp.error_response.error_message = "not found"
+        return resp
+
+
+def handlers(index: ReflectionIndex) -> list[grpc.GenericRpcHandler]:
+    async def info(requests: AsyncIterator[reflection_pb2.ServerReflectionRequest],
+                   context: grpc.aio.ServicerContext) -> AsyncIterator[reflection_pb2.ServerReflectionResponse]:
+        async for req in requests:
+            yield index.answer(req)
+
+    out = []
+    for service in (V1, V1ALPHA):
+        handler = grpc.stream_stream_rpc_method_handler(
+            info, request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+        out.append(grpc.method_handlers_generic_handler(service, {"ServerReflectionInfo": handler}))
+    return out

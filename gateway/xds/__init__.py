@@ -1,0 +1,1 @@
+"""Aggregated Discovery Service (state of the world) for the gateway's Envoy."""
