@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check ratls gateway filters triton_backend tests e2e bench
+	$(BIN)/ruff check ratls gateway filters triton_backend tests e2e bench conftest.py
 
 # All tests: unit tests, vector tests and the real-stack e2e suite.
 test: venv lint

@@ -60,6 +60,17 @@ class ReflectionIndex:
         visit(name)
         return [self.serialized[n] for n in out]
 
+    def _file_of(self, symbol: str):  # type: ignore[no-untyped-def]
+        try:
+            return self.pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            # Methods ("pkg.Service.Method") are looked up through their service.
+            parent = symbol.rsplit(".", 1)[0]
+            service = self.pool.FindServiceByName(parent)
+            if symbol.rsplit(".", 1)[1] not in service.methods_by_name:
+                raise
+            return service.file
+
     def answer(self, req: reflection_pb2.ServerReflectionRequest) -> reflection_pb2.ServerReflectionResponse:
         resp = reflection_pb2.ServerReflectionResponse(valid_host=req.host, original_request=req)
         kind = req.WhichOneof("message_request")
@@ -73,7 +84,7 @@ class ReflectionIndex:
                     raise KeyError(req.file_by_filename)
                 resp.file_descriptor_response.file_descriptor_proto.extend(files)
             elif kind == "file_containing_symbol":
-                fd = self.pool.FindFileContainingSymbol(req.file_containing_symbol)
+                fd = self._file_of(req.file_containing_symbol)
                 resp.file_descriptor_response.file_descriptor_proto.extend(self.with_dependencies(fd.name))
             else:
                 raise KeyError(kind)

@@ -10,7 +10,7 @@ import pytest
 
 from ratls.platforms.sim.chain import SimChain, generate_chain, save_chain
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parent
 
 
 def vectors_dir() -> Path:
