@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: all venv test lint unit demo bench clean
+.PHONY: all venv test lint demo demo-library serve bench clean
 
 all: test
 
@@ -25,8 +25,22 @@ lint: venv
 test: venv lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# The whole product on the embedded default: Triton + gateway (sim platform) + verifying clients.
 demo: venv
+	$(BIN)/python -m gateway.demo
+
+# The RA-TLS library alone: issue, verify, refuse; and a real AMD report when the vectors are present.
+demo-library: venv
 	$(BIN)/python -m ratls.demo
+
+# Keep the stack in the foreground (Ctrl-C stops it) and verify it by hand from another shell.
+serve: venv
+	@echo "gateway on https://127.0.0.1:8443 (SIMULATED platform). From another shell:"
+	@echo "  $(BIN)/ratls policy init --from https://127.0.0.1:8443 --out /tmp/policy.yaml"
+	@echo "  $(BIN)/ratls verify https://127.0.0.1:8443 --policy /tmp/policy.yaml"
+	@echo "  curl -k --pinnedpubkey \$$($(BIN)/ratls pin https://127.0.0.1:8443 --policy /tmp/policy.yaml) https://127.0.0.1:8443/v2/health/ready"
+	@echo "  metrics: curl http://127.0.0.1:9464/metrics"
+	RATLS_SIM_DIR=.demo/sim $(BIN)/ratls serve -c config/gateway.yaml --platform sim
 
 bench: venv
 	$(BIN)/python bench/run.py

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import manifest_bench, verify_bench  # noqa: E402
+from bench import gateway_bench, manifest_bench, verify_bench  # noqa: E402
 
 
 def main() -> int:
@@ -35,6 +35,24 @@ def main() -> int:
     results["manifest"] = manifest
     print(f"   {manifest['size_mb']} MiB: manifest {manifest['manifest_mb_per_s']:.0f} MB/s, raw sha256 "
           f"{manifest['raw_sha256_mb_per_s']:.0f} MB/s, ratio {manifest['ratio_vs_raw_sha256']:.2f}")
+    print("\n== data plane (same Triton; best of rounds; ratios against plain Envoy TLS)")
+    gw = gateway_bench.run()
+    results["data_plane"] = gw
+    print(f"   certificate: gateway {gw['gateway_cert_bytes']} B vs plain {gw['plain_cert_bytes']} B DER")
+    print(f"   {'target':8} {'scenario':11} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>11} "
+          f"{'vs envoy':>9}")
+    lines = ["| target | scenario | req/s | p50 ms | p99 ms | server CPU ms/req | ratio vs plain Envoy |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for target, rows in gw["targets"].items():
+        for scenario, row in rows.items():
+            ratio = gw["rps_ratio_vs_plain_envoy"][target].get(scenario, float("nan"))
+            print(f"   {target:8} {scenario:11} {row['rps']:9.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} "
+                  f"{row['server_cpu_ms_per_req']:11.3f} {ratio:9.3f}")
+            lines.append(f"| {target} | {scenario} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+                         f"{row['server_cpu_ms_per_req']:.3f} | {ratio:.3f} |")
+    print(f"   rotation (new evidence + certificate + SDS push + Envoy ACK): "
+          f"{gw['rotation_seconds_median'] * 1000:.0f} ms median")
+    (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
     path = out_dir / "latest.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {path}")

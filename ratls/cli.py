@@ -102,6 +102,51 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return _emit(appraisal, args.json, extra)
 
 
+def _verified_or_exit(fn, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .errors import PolicyViolation
+    try:
+        return fn()
+    except PolicyViolation as exc:
+        appraisal = getattr(exc, "appraisal", None)
+        if appraisal is not None:
+            print(appraisal.summary(), file=sys.stderr)
+        print(f"ratls: refusing: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    from .client.verify import verify_server
+    server = _verified_or_exit(lambda: verify_server(args.target, load_policy(args.policy), now=_now(args),
+                                                     trust=_trust(args)), args)
+    if server is None:
+        return EXIT_VERDICT
+    if args.pem:
+        Path(args.pem).write_text(server.cert_pem)
+    print(server.curl_pin)
+    return EXIT_OK
+
+
+def _tool_args(args: argparse.Namespace) -> list[str]:
+    rest = list(args.tool_args)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    if not rest:
+        raise UsageError("nothing to run", hint=f"ratls {args.command} --policy P -- <{args.command} arguments>")
+    return rest
+
+
+def cmd_curl(args: argparse.Namespace) -> int:
+    from .client.tools import run_curl
+    got = _verified_or_exit(lambda: run_curl(_tool_args(args), load_policy(args.policy)), args)
+    return EXIT_VERDICT if got is None else got[1]
+
+
+def cmd_grpcurl(args: argparse.Namespace) -> int:
+    from .client.tools import run_grpcurl
+    got = _verified_or_exit(lambda: run_grpcurl(_tool_args(args), load_policy(args.policy)), args)
+    return EXIT_VERDICT if got is None else got[1]
+
+
 def cmd_cert_issue(args: argparse.Namespace) -> int:
     options = {"state_dir": Path(args.sim_dir)} if args.sim_dir and args.platform == "sim" else {}
     platform = registry.get(args.platform, **options)
@@ -227,6 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--policy", required=True, metavar="P")
     _common_verify(v)
     v.set_defaults(func=cmd_verify)
+
+    pin = sub.add_parser("pin", help="verify a server, print sha256//<base64> of its key for curl --pinnedpubkey")
+    pin.add_argument("target", metavar="https://HOST:PORT")
+    pin.add_argument("--policy", required=True, metavar="P")
+    pin.add_argument("--pem", metavar="FILE", help="also write the verified certificate here")
+    _common_verify(pin)
+    pin.set_defaults(func=cmd_pin)
+    for tool, func in (("curl", cmd_curl), ("grpcurl", cmd_grpcurl)):
+        tp = sub.add_parser(tool, help=f"verify, then run {tool} pinned to the verified certificate")
+        tp.add_argument("--policy", required=True, metavar="P")
+        tp.add_argument("tool_args", nargs=argparse.REMAINDER, metavar=f"-- {tool.upper()}-ARGS")
+        tp.set_defaults(func=func)
 
     cert = sub.add_parser("cert", help="issue or inspect RA-TLS certificates").add_subparsers(
         dest="sub", required=True, parser_class=_Parser)

@@ -1,0 +1,345 @@
+"""Data-plane benchmark, all in one run on the same Triton:
+
+  direct   plaintext HTTP/gRPC straight to Triton (loopback)
+  envoy    the same Envoy binary with a static config and an ordinary P-256 certificate
+  gateway  ratls-gateway (external mode on the same Triton): RA-TLS certificate via SDS
+
+Scenarios: small HTTP/1.1 infer, ~2 MiB binary-tensor HTTP/1.1 infer, small gRPC infer
+(keep-alive, several client processes), and new-connection TLS handshakes/s. Reported:
+requests/s, p50, p99, server CPU ms per request, and ratios against plain Envoy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import http.client
+import json
+import multiprocessing as mp
+import os
+import socket
+import ssl
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gateway.supervisor import locate_envoy
+from triton_backend.demo import demo_repository
+from triton_backend.launch import TritonConfig, TritonProcess, free_port
+
+SMALL = json.dumps({"inputs": [
+    {"name": "INPUT0", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+    {"name": "INPUT1", "shape": [4], "datatype": "FP32", "data": [1, 1, 1, 1]}]}).encode()
+LARGE_ELEMS = 262144  # 2 x 1 MiB FP32 tensors = 2 MiB of binary tensor data
+
+
+def large_body() -> tuple[bytes, int]:
+    binary = {"binary_data_size": LARGE_ELEMS * 4}
+    header = json.dumps({"inputs": [
+        {"name": "INPUT0", "shape": [LARGE_ELEMS], "datatype": "FP32", "parameters": binary},
+        {"name": "INPUT1", "shape": [LARGE_ELEMS], "datatype": "FP32", "parameters": binary}],
+        "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}]}).encode()
+    data = np.arange(LARGE_ELEMS, dtype=np.float32).tobytes()
+    return header + data + data, len(header)
+
+
+def _ctx() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _http_worker(args: tuple[str, int, bool, str, float]) -> list[float]:
+    host, port, tls, kind, seconds = args
+    body, header_len = (SMALL, 0) if kind == "small" else large_body()
+    headers = {"Content-Type": "application/json" if kind == "small" else "application/octet-stream"}
+    if kind == "large":
+        headers["Inference-Header-Content-Length"] = str(header_len)
+    conn = (http.client.HTTPSConnection(host, port, context=_ctx(), timeout=30) if tls
+            else http.client.HTTPConnection(host, port, timeout=30))
+    lat: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        conn.request("POST", "/v2/models/add_sub/infer", body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}")
+        lat.append(time.perf_counter() - start)
+    conn.close()
+    return lat
+
+
+def _grpc_worker(args: tuple[str, int, str | None, float]) -> list[float]:
+    import tritonclient.grpc as tgrpc
+
+    host, port, cert_path, seconds = args
+    client = tgrpc.InferenceServerClient(f"{host}:{port}", ssl=cert_path is not None, root_certificates=cert_path,
+                                         channel_args=[("grpc.ssl_target_name_override", "localhost")])
+    a = tgrpc.InferInput("INPUT0", [4], "FP32")
+    a.set_data_from_numpy(np.array([1, 2, 3, 4], dtype=np.float32))
+    b = tgrpc.InferInput("INPUT1", [4], "FP32")
+    b.set_data_from_numpy(np.array([1, 1, 1, 1], dtype=np.float32))
+    lat: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        client.infer("add_sub", [a, b])
+        lat.append(time.perf_counter() - start)
+    client.close()
+    return lat
+
+
+def _handshake_worker(args: tuple[str, int, float]) -> list[float]:
+    host, port, seconds = args
+    ctx = _ctx()
+    lat: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        with socket.create_connection((host, port), timeout=10) as sock:
+            with ctx.wrap_socket(sock) as tls:
+                tls.getpeercert(binary_form=True)
+        lat.append(time.perf_counter() - start)
+    return lat
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of each process (not of its children: the pool's clients are ours)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _tree(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for child in children:
+        out += _tree(int(child))
+    return out
+
+
+def run_scenario(pool: Any, worker: Any, args: tuple[Any, ...], procs: int,
+                 server_pids: list[tuple[int, bool]]) -> dict[str, float]:
+    """server_pids: (pid, with its children) - Triton's python stubs count, our client pool does not."""
+    pids = [p for root, tree in server_pids for p in (_tree(root) if tree else [root])]
+    cpu0 = _cpu_seconds(pids)
+    wall0 = time.perf_counter()
+    results = pool.map(worker, [args] * procs)
+    wall = time.perf_counter() - wall0
+    cpu = _cpu_seconds(pids) - cpu0
+    lat = sorted(x for r in results for x in r)
+    n = len(lat)
+    return {"requests": n, "rps": n / wall, "p50_ms": statistics.median(lat) * 1000,
+            "p99_ms": lat[max(0, int(n * 0.99) - 1)] * 1000, "server_cpu_ms_per_req": cpu * 1000 / max(n, 1)}
+
+
+def plain_envoy_bootstrap(port: int, admin: Path, triton_http: int, triton_grpc: int, cert: Path, key: Path) -> dict:
+    h2 = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}}}}
+
+    def cluster(name: str, p: int, h2opts: bool) -> dict:
+        c = {"name": name, "type": "STATIC", "connect_timeout": "2s", "load_assignment": {"cluster_name": name,
+             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                 "address": "127.0.0.1", "port_value": p}}}}]}]}}
+        if h2opts:
+            c["typed_extension_protocol_options"] = h2
+        return c
+
+    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                    "HttpConnectionManager",
+           "stat_prefix": "plain", "codec_type": "AUTO",
+           "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+               {"match": {"prefix": "/", "headers": [{"name": "content-type",
+                                                     "string_match": {"prefix": "application/grpc"}}]},
+                "route": {"cluster": "grpc", "timeout": "0s"}},
+               {"match": {"prefix": "/"}, "route": {"cluster": "http", "timeout": "300s"}}]}]},
+           "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+               "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
+    tls = {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+           "common_tls_context": {"tls_params": {"tls_minimum_protocol_version": "TLSv1_3"},
+                                  "alpn_protocols": ["h2", "http/1.1"],
+                                  "tls_certificates": [{"certificate_chain": {"filename": str(cert)},
+                                                        "private_key": {"filename": str(key)}}]}}
+    return {"admin": {"address": {"pipe": {"path": str(admin)}}},
+            "static_resources": {
+                "listeners": [{"name": "plain", "address": {"socket_address": {"address": "127.0.0.1",
+                                                                              "port_value": port}},
+                               "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                               "typed_config": hcm}],
+                                                  "transport_socket": {"name": "envoy.transport_sockets.tls",
+                                                                       "typed_config": tls}}]}],
+                "clusters": [cluster("http", triton_http, False), cluster("grpc", triton_grpc, True)]}}
+
+
+def ordinary_cert(workdir: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cp, kp = workdir / "plain.pem", workdir / "plain.key"
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))
+    return cp, kp
+
+
+def _wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"port {port} never opened")
+
+
+class GatewayThread:
+    """The gateway in external mode on its own event loop thread."""
+
+    def __init__(self, triton: TritonProcess, port: int, metrics_port: int, run_dir: Path, sim_dir: Path,
+                 filters: dict[str, Any] | None = None) -> None:
+        from gateway.app import Gateway
+        from gateway.config import load_config
+
+        env = {"RATLS_GATEWAY__LISTEN__ADDRESS": "127.0.0.1", "RATLS_GATEWAY__LISTEN__PORT": str(port),
+               "RATLS_GATEWAY__IDENTITY__PLATFORM": "sim", "RATLS_GATEWAY__IDENTITY__SIM_STATE_DIR": str(sim_dir),
+               "RATLS_GATEWAY__TRITON__MODE": "external",
+               "RATLS_GATEWAY__TRITON__HTTP_PORT": str(triton.config.http_port),
+               "RATLS_GATEWAY__TRITON__GRPC_PORT": str(triton.config.grpc_port),
+               "RATLS_GATEWAY__CONTROL__METRICS_PORT": str(metrics_port),
+               "RATLS_GATEWAY__CONTROL__RUN_DIR": str(run_dir), "RATLS_GATEWAY__ENVOY__CONCURRENCY": "1"}
+        config = load_config(None, env)
+        if filters is not None:
+            config.filters = filters
+        self.gateway = Gateway(config)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.gateway.start(), self.loop).result(180)
+
+    def envoy_pid(self) -> int:
+        assert self.gateway.envoy is not None and self.gateway.envoy.pid is not None
+        return self.gateway.envoy.pid
+
+    def rotate_seconds(self, n: int = 5) -> float:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            fut = asyncio.run_coroutine_threadsafe(self._rotate_acked(), self.loop)
+            fut.result(60)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    async def _rotate_acked(self) -> None:
+        await self.gateway.rotate()
+        await self.gateway.ads.wait_acked(self.gateway._snapshot_version, timeout=30)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.gateway.stop(), self.loop).result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]:
+    results: dict[str, Any] = {"seconds_per_run": seconds, "client_processes": procs, "rounds": rounds}
+    # Fork the client processes before this process starts any gRPC machinery (the gateway's
+    # xDS server): forking a process with live gRPC threads is unsafe.
+    pool = mp.get_context("fork").Pool(procs)
+    with pool, tempfile.TemporaryDirectory(prefix="ratls-bench-") as tmp:
+        work = Path(tmp)
+        triton = TritonProcess(TritonConfig(demo_repository()))
+        triton.start()
+        triton.wait_ready()
+        envoy_proc = None
+        gw = None
+        try:
+            cert, key = ordinary_cert(work)
+            plain_port = free_port()
+            boot = work / "plain-envoy.json"
+            boot.write_text(json.dumps(plain_envoy_bootstrap(plain_port, work / "plain-admin.sock",
+                                                             triton.config.http_port, triton.config.grpc_port, cert,
+                                                             key)))
+            envoy_proc = subprocess.Popen([str(locate_envoy()), "-c", str(boot), "--disable-hot-restart",
+                                           "--concurrency", "1", "--log-level", "error"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _wait_port(plain_port)
+            from ratls.platforms.sim.chain import load_or_create
+            sim_dir = work / "sim"
+            load_or_create(sim_dir)
+            gw_port = free_port()
+            gw = GatewayThread(triton, gw_port, free_port(), work / "run", sim_dir)
+            gw_cert = work / "gw.pem"
+            with socket.create_connection(("127.0.0.1", gw_port)) as s, _ctx().wrap_socket(s) as t:
+                gw_cert.write_text(ssl.DER_cert_to_PEM_cert(t.getpeercert(binary_form=True)))
+                results["gateway_cert_bytes"] = len(t.getpeercert(binary_form=True))
+            results["plain_cert_bytes"] = len(x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(
+                serialization.Encoding.DER))
+            targets = {
+                "direct": ("127.0.0.1", triton.config.http_port, triton.config.grpc_port, False, None,
+                           [(triton.pid, True)]),
+                "envoy": ("127.0.0.1", plain_port, plain_port, True, str(cert),
+                          [(triton.pid, True), (envoy_proc.pid, False)]),
+                # the control plane runs in this process (no request passes through it)
+                "gateway": ("127.0.0.1", gw_port, gw_port, True, str(gw_cert),
+                            [(triton.pid, True), (gw.envoy_pid(), False), (os.getpid(), False)]),
+            }
+            table: dict[str, dict[str, list[dict[str, float]]]] = {}
+            if True:
+                for _ in range(rounds):
+                    for name, (host, hport, gport, tls, pem, pids) in targets.items():
+                        rows = table.setdefault(name, {})
+                        rows.setdefault("http_small", []).append(
+                            run_scenario(pool, _http_worker, (host, hport, tls, "small", seconds), procs, pids))
+                        rows.setdefault("http_2mib", []).append(
+                            run_scenario(pool, _http_worker, (host, hport, tls, "large", seconds), procs, pids))
+                        rows.setdefault("grpc_small", []).append(
+                            run_scenario(pool, _grpc_worker, (host, gport, pem, seconds), procs, pids))
+                        if tls:
+                            rows.setdefault("handshakes", []).append(
+                                run_scenario(pool, _handshake_worker, (host, hport, seconds), procs, pids))
+            # Best round per scenario: the least disturbed by other tenants of a shared machine.
+            best = {name: {sc: max(runs, key=lambda r: r["rps"]) for sc, runs in rows.items()}
+                    for name, rows in table.items()}
+            results["targets"] = best
+            ratios: dict[str, dict[str, float]] = {}
+            for name in best:
+                ratios[name] = {sc: best[name][sc]["rps"] / best["envoy"][sc]["rps"]
+                                for sc in best[name] if sc in best["envoy"]}
+            results["rps_ratio_vs_plain_envoy"] = ratios
+            results["rotation_seconds_median"] = gw.rotate_seconds()
+        finally:
+            if gw is not None:
+                gw.stop()
+            if envoy_proc is not None:
+                envoy_proc.terminate()
+                envoy_proc.wait(10)
+            triton.close()
+    return results
