@@ -4,35 +4,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
-from grpc_reflection.v1alpha import reflection_pb2
 
 from triton_backend import descriptors
+
+from . import reflection_proto
 
 V1 = "grpc.reflection.v1.ServerReflection"
 V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
 
 
 def _reflection_files() -> list[descriptor_pb2.FileDescriptorProto]:
-    alpha = descriptor_pb2.FileDescriptorProto()
-    reflection_pb2.DESCRIPTOR.CopyToProto(alpha)
-    # v1 is wire-identical to v1alpha under another package name.
-    v1 = descriptor_pb2.FileDescriptorProto()
-    v1.CopyFrom(alpha)
-    v1.package = "grpc.reflection.v1"
-    v1.name = "grpc/reflection/v1/reflection.proto"
-    old, new = ".grpc.reflection.v1alpha.", ".grpc.reflection.v1."
-    for message in v1.message_type:
-        for f in message.field:
-            if f.HasField("type_name"):
-                f.type_name = f.type_name.replace(old, new)
-    for service in v1.service:
-        for m in service.method:
-            m.input_type = m.input_type.replace(old, new)
-            m.output_type = m.output_type.replace(old, new)
-    return [alpha, v1]
+    return [reflection_proto.V1, reflection_proto.V1ALPHA]
 
 
 class ReflectionIndex:
@@ -71,13 +57,13 @@ class ReflectionIndex:
                 raise
             return service.file
 
-    def answer(self, req: reflection_pb2.ServerReflectionRequest) -> reflection_pb2.ServerReflectionResponse:
-        resp = reflection_pb2.ServerReflectionResponse(valid_host=req.host, original_request=req)
+    def answer(self, req: Any) -> Any:
+        resp = reflection_proto.Response(valid_host=req.host, original_request=req)
         kind = req.WhichOneof("message_request")
         try:
             if kind == "list_services":
                 resp.list_services_response.service.extend(
-                    reflection_pb2.ServiceResponse(name=s) for s in self.services)
+                    reflection_proto.ServiceResponse(name=s) for s in self.services)
             elif kind == "file_by_filename":
                 files = self.with_dependencies(req.file_by_filename)
                 if not files:
@@ -95,15 +81,14 @@ class ReflectionIndex:
 
 
 def handlers(index: ReflectionIndex) -> list[grpc.GenericRpcHandler]:
-    async def info(requests: AsyncIterator[reflection_pb2.ServerReflectionRequest],
-                   context: grpc.aio.ServicerContext) -> AsyncIterator[reflection_pb2.ServerReflectionResponse]:
+    async def info(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         async for req in requests:
             yield index.answer(req)
 
     out = []
     for service in (V1, V1ALPHA):
         handler = grpc.stream_stream_rpc_method_handler(
-            info, request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+            info, request_deserializer=reflection_proto.Request.FromString,
+            response_serializer=reflection_proto.Response.SerializeToString)
         out.append(grpc.method_handlers_generic_handler(service, {"ServerReflectionInfo": handler}))
     return out

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from gateway.identity import IdentityManager, TokenBucket
+from gateway.metrics import MetricFamily, render
+from ratls.claims import decode_claims
+from ratls.cmw import decode_collection
+from ratls.errors import CollectionError
+from ratls.pipeline import verify_certificate
+from ratls.platforms.sim.chain import SimChain
+from ratls.platforms.sim.platform import SimPlatform
+from ratls.policy import parse_policy
+
+
+def manager(chain: SimChain, platform=None) -> IdentityManager:
+    return IdentityManager(platform or SimPlatform(chain=chain), lifetime=dt.timedelta(hours=2), rotate_at=0.5,
+                           curve="p256", sans=["localhost"], common_name="gw",
+                           models={"manifest": "sha256:" + "a" * 64, "models": {}}, config_digest="sha256:" + "b" * 64)
+
+
+def test_issue_rotate_and_verify(sim_chain: SimChain) -> None:
+    m = manager(sim_chain)
+    first = m.issue()
+    second = m.issue()
+    assert (first.serial, second.serial, m.rotations) == (1, 2, 1)
+    assert first.cert.public_key() != second.cert.public_key()
+    policy = parse_policy({"version": 1, "allow_simulated": True, "simulated": {"root_sha256": sim_chain.root_sha256},
+                           "sev-snp": {"measurements": [sim_chain.measurement.hex()]},
+                           "claims": {"config": "sha256:" + "b" * 64}})
+    appraisal, _ = verify_certificate(second.cert, policy=policy, now=dt.datetime.now(dt.UTC))
+    assert appraisal.ok, appraisal.summary()
+    due = m.rotation_due(dt.datetime.now(dt.UTC))
+    span = second.not_after - second.cert.not_valid_before_utc
+    assert due == second.cert.not_valid_before_utc + span / 2
+    assert "PRIVATE" not in repr(second) and "key" not in repr(second).lower().replace("not_after", "")
+
+
+def test_fresh_evidence_binds_nonce_and_key(sim_chain: SimChain) -> None:
+    m = manager(sim_chain)
+    ident = m.issue()
+    collection = decode_collection(m.fresh_evidence(b"n" * 16))
+    claims = decode_claims(collection.record("claims").value)
+    assert claims.nonce == b"n" * 16
+    assert claims.pubkey_sha256 == ident.issued.claims.pubkey_sha256
+
+
+class FailingPlatform(SimPlatform):
+    def collect(self, report_data: bytes):  # type: ignore[no-untyped-def]
+        raise CollectionError("device went away")
+
+
+def test_failure_keeps_current_identity(sim_chain: SimChain) -> None:
+    m = manager(sim_chain)
+    ident = m.issue()
+    m.platform = FailingPlatform(chain=sim_chain)
+    with pytest.raises(CollectionError):
+        m.issue()
+    assert m.current is ident and m.evidence_failures == 1 and "device went away" in (m.last_error or "")
+
+
+def test_token_bucket() -> None:
+    bucket = TokenBucket(rate=0.0001, burst=2)
+    assert bucket.take() and bucket.take() and not bucket.take()
+
+
+def test_prometheus_rendering() -> None:
+    text = render([MetricFamily("x_total", "counter", "things").add(3, type='a"b'),
+                   MetricFamily("y", "gauge", "exp").add(1795760000.0)])
+    assert '# TYPE x_total counter\nx_total{type="a\\"b"} 3\n' in text
+    assert "y 1795760000\n" in text
