@@ -17,6 +17,7 @@ import aiohttp
 import grpc
 from aiohttp import web
 
+from filters.compile import compile_policy
 from ratls import registry
 from ratls.errors import ConfigError, RatlsError
 from ratls.registry import Platform
@@ -71,6 +72,9 @@ class Gateway:
                                                    tls_min_version=config.listen.tls_min_version)
         self.security_digest = ""
         self._upstreams: ec.Upstreams | None = None
+        self.filter_policy: Any = None
+        self.filter_plan: Any = None
+        self.access_log_path: Path | None = None
 
     # ---- derived ----
     @property
@@ -86,7 +90,7 @@ class Gateway:
         return self._platform
 
     def security_config(self) -> dict[str, Any]:
-        return self.config.security_view()
+        return self.config.security_view(self.filter_policy.canonical() if self.filter_policy else None)
 
     def _security_digest(self) -> str:
         return "sha256:" + hashlib.sha256(canonical_json(self.security_config())).hexdigest()
@@ -105,6 +109,7 @@ class Gateway:
         if platform.simulated:
             log.warning("identity platform is SIMULATED: certificates carry no hardware evidence")
         await self._start_triton()
+        self._compile_filters()
         self.security_digest = self._security_digest()
         self.identity = IdentityManager(
             platform, lifetime=cfg.identity.lifetime_td, rotate_at=cfg.identity.rotate_at,
@@ -134,6 +139,30 @@ class Gateway:
         self.started.set()
         log.info("gateway ready on %s:%d (platform %s, config %s)", cfg.listen.address, cfg.listen.port,
                  platform.name, self.security_digest)
+
+    def _compile_filters(self) -> None:
+        policy = self.config.filter_policy
+        if policy is None:
+            from filters.policy import parse_filter_policy
+            policy = parse_filter_policy(self.config.filters)
+        if policy.models is None:
+            if self.manifest is None:
+                raise ConfigError("filters.models: list the models clients may call (the gateway has no model "
+                                  "repository to take them from)", hint="or set triton.model_repository")
+            policy = policy.with_models(list(self.manifest.model_digests()))
+        self.filter_policy = policy
+        assert self.run_dir is not None
+        log_target = policy.access_log
+        path = str(self.run_dir / "access.log") if log_target == "run_dir" else log_target
+        self.filter_plan = compile_policy(policy, access_log_path=path)
+        self.access_log_path = Path(path) if path not in (None, "stdout") else None
+        opts = self.listener_options
+        opts.http_filters = self.filter_plan.http_filters
+        opts.pre_routes = self.filter_plan.pre_routes
+        opts.routes = self.filter_plan.routes
+        opts.hcm_extras = self.filter_plan.hcm_extras
+        opts.network_filters = self.filter_plan.network_filters
+        opts.route_extras = self.filter_plan.route_extras
 
     async def _start_triton(self) -> None:
         t = self.config.triton
@@ -237,7 +266,8 @@ class Gateway:
                        "direct_response": {"status": 503, "body": {
                            "inline_string": "model repository changed after attestation\n"}}}]
         return Snapshot(version, {
-            ec.TYPE_CLUSTER: {c.name: c for c in ec.clusters(self._upstreams)},
+            ec.TYPE_CLUSTER: {c.name: c for c in ec.clusters(
+                self._upstreams, self.filter_plan.cluster_extras if self.filter_plan else None)},
             ec.TYPE_SECRET: {ec.SECRET_NAME: ec.secret(ident.cert_pem, ident.key_pem())},
             ec.TYPE_ROUTE: {ec.ROUTE_NAME: ec.route_configuration(self.listener_options, routes)},
             ec.TYPE_LISTENER: {ec.LISTENER_NAME: ec.listener(self.listener_options)},

@@ -86,15 +86,16 @@ class GatewayConfig:
     triton: TritonSection = field(default_factory=TritonSection)
     envoy: EnvoySection = field(default_factory=EnvoySection)
     control: ControlSection = field(default_factory=ControlSection)
-    filters: dict[str, Any] = field(default_factory=dict)  # compiled by filters/ (its own validation)
+    filters: dict[str, Any] = field(default_factory=dict)  # parsed by filters.policy at load time
     source: str = "<defaults>"
+    filter_policy: Any = None  # filters.policy.FilterPolicy, set by load_config
 
-    def security_view(self) -> dict[str, Any]:
+    def security_view(self, effective_filters: dict[str, Any] | None = None) -> dict[str, Any]:
         """The security-relevant, effective configuration whose digest goes into the claims."""
         return {
             "listen": {"port": self.listen.port, "tls_min_version": self.listen.tls_min_version},
             "upstreams": {"mode": self.triton.mode, "host": self.triton.host},
-            "filters": self.filters,
+            "filters": effective_filters if effective_filters is not None else self.filters,
         }
 
 
@@ -118,7 +119,7 @@ def _fill(cls: type, data: Any, path: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    names = {f.name for f in dataclasses.fields(cls) if f.name not in ("source", "filter_policy")}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         key_path = f"{path}.{key}" if path else str(key)
@@ -204,6 +205,9 @@ def _validate(cfg: GatewayConfig) -> None:
     if cfg.triton.mode == "external" and not ipaddress.ip_address(cfg.triton.host).is_loopback:
         raise ConfigError("triton.host: Triton must be reached on loopback inside the TEE",
                           hint="run Triton in the same confidential VM, bound to 127.0.0.1")
+    from filters.policy import parse_filter_policy
+
+    cfg.filter_policy = parse_filter_policy(cfg.filters)
     if cfg.version != CONFIG_VERSION:
         raise ConfigError(f"version: {cfg.version} is not supported (expected {CONFIG_VERSION})")
 

@@ -17,7 +17,15 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
+from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
+from envoy.extensions.filters.http.buffer.v3 import buffer_pb2  # noqa: F401
+from envoy.extensions.filters.http.grpc_field_extraction.v3 import config_pb2 as grpc_field_extraction_pb2  # noqa: F401
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2  # noqa: F401
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2  # noqa: F401
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
@@ -72,6 +80,9 @@ class ListenerOptions:
     route_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
     hcm_extras: dict[str, Any] = field(default_factory=dict)
     extra_routes: list[dict[str, Any]] = field(default_factory=list)  # before the default catch-alls
+    pre_routes: list[dict[str, Any]] = field(default_factory=list)  # before everything (path hygiene)
+    routes: list[dict[str, Any]] | None = None  # replaces the Triton catch-alls (compiled policy)
+    network_filters: list[dict[str, Any]] = field(default_factory=list)  # before the HTTP connection manager
 
 
 def _socket_address(host: str, port: int) -> dict[str, Any]:
@@ -91,7 +102,7 @@ def _cluster(name: str, address: dict[str, Any], *, h2: bool = False, timeout: s
     return cluster
 
 
-def clusters(up: Upstreams) -> list[cluster_pb2.Cluster]:
+def clusters(up: Upstreams, triton_extras: dict[str, Any] | None = None) -> list[cluster_pb2.Cluster]:
     specs = [
         _cluster(CLUSTER_TRITON_HTTP, _socket_address(up.triton_host, up.triton_http_port)),
         _cluster(CLUSTER_TRITON_GRPC, _socket_address(up.triton_host, up.triton_grpc_port), h2=True),
@@ -101,6 +112,8 @@ def clusters(up: Upstreams) -> list[cluster_pb2.Cluster]:
     for spec in specs:
         # Triton is an ordinary upstream; health is tracked by the control plane, not Envoy.
         spec["common_http_protocol_options"] = {"idle_timeout": "300s"}
+        if spec["name"] in (CLUSTER_TRITON_HTTP, CLUSTER_TRITON_GRPC) and triton_extras:
+            spec.update(triton_extras)
     return [json_format.ParseDict(s, cluster_pb2.Cluster()) for s in specs]
 
 
@@ -134,7 +147,9 @@ def catch_all_routes() -> list[dict[str, Any]]:
 
 def route_configuration(options: ListenerOptions,
                         routes: list[dict[str, Any]] | None = None) -> route_pb2.RouteConfiguration:
-    all_routes = default_routes() + list(options.extra_routes) + (routes if routes is not None else catch_all_routes())
+    if routes is None:
+        routes = options.routes if options.routes is not None else catch_all_routes()
+    all_routes = list(options.pre_routes) + default_routes() + list(options.extra_routes) + list(routes)
     for route in all_routes:
         extra = options.route_extras.get(route.get("name", ""))
         if extra:
@@ -165,7 +180,8 @@ def listener(options: ListenerOptions) -> listener_pb2.Listener:
         "name": LISTENER_NAME,
         "address": _socket_address(options.address, options.port),
         "filter_chains": [{
-            "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}],
+            "filters": [*options.network_filters,
+                        {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}],
             "transport_socket": {
                 "name": "envoy.transport_sockets.tls",
                 "typed_config": {
@@ -206,6 +222,10 @@ def bootstrap(xds_socket: Path, admin_socket: Path, node_id: str = "ratls-gatewa
         },
         "static_resources": {"clusters": [_cluster(CLUSTER_XDS, {"pipe": {"path": str(xds_socket)}}, h2=True,
                                                    timeout="1s")]},
+        # Route regexes list the allowed model names; RE2's default program-size cap (100) is
+        # too small for more than a couple of models.
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": {
+            "re2.max_program_size.error_level": 100000, "re2.max_program_size.warn_level": 100000}}]},
         "overload_manager": {
             "resource_monitors": [{
                 "name": "envoy.resource_monitors.global_downstream_max_connections",

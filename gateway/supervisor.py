@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ratls.errors import ConfigError
-from triton_backend.procutil import die_with_parent
+from triton_backend.procutil import with_parent_death_signal
 
 log = logging.getLogger("ratls.gateway.supervisor")
 
@@ -83,8 +83,8 @@ class EnvoySupervisor:
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.command(), stdout=log_file, stderr=log_file, stdin=asyncio.subprocess.DEVNULL,
-                preexec_fn=die_with_parent)
+                *with_parent_death_signal(self.command()), stdout=log_file, stderr=log_file,
+                stdin=asyncio.subprocess.DEVNULL)
         finally:
             log_file.close()
         self.starts += 1

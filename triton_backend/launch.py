@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .locate import TritonInstall, TritonNotFound, locate, prepare_wheel_backends
 from .manifest import ManifestError, snapshot_repository
-from .procutil import die_with_parent
+from .procutil import with_parent_death_signal
 
 LOOPBACK = "127.0.0.1"
 
@@ -175,9 +175,11 @@ class TritonProcess:
         try:
             # PR_SET_PDEATHSIG fires when the *thread* that forked exits: call start() from a
             # long-lived thread (the gateway calls it from its event-loop thread).
-            self.proc = subprocess.Popen(self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                                         preexec_fn=die_with_parent if c.die_with_parent else None)
+            cmd = self.command(backend_dir)
+            if c.die_with_parent:
+                cmd = with_parent_death_signal(cmd)
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         except OSError as exc:
             log.close()
             raise TritonLaunchError(f"cannot execute {self.install.binary}: {exc.strerror}") from None

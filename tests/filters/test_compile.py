@@ -1,0 +1,84 @@
+"""Compile policies to Envoy protos (parsed by the real xds-protos schemas) and inspect them."""
+
+from __future__ import annotations
+
+import re
+
+from filters.compile import compile_policy, http_route_regex, model_fields
+from filters.policy import parse_filter_policy
+from gateway import envoy_config as ec
+from triton_backend.catalog import GRPC_METHODS, HTTP_ROUTES, classify_grpc
+
+
+def plan_for(doc: dict | None = None, models: list[str] | None = None):  # type: ignore[no-untyped-def]
+    policy = parse_filter_policy(doc or {}).with_models(models or ["add_sub", "text_transform"])
+    return policy, compile_policy(policy, access_log_path="/tmp/access.log")
+
+
+def routes_of(plan) -> list[dict]:  # type: ignore[no-untyped-def]
+    options = ec.ListenerOptions(http_filters=plan.http_filters, pre_routes=plan.pre_routes, routes=plan.routes,
+                                 hcm_extras=plan.hcm_extras, network_filters=plan.network_filters,
+                                 route_extras=plan.route_extras)
+    ec.listener(options)  # validates filters and connection-manager settings against the schema
+    return ec.to_json(ec.route_configuration(options))["virtual_hosts"][0]["routes"]
+
+
+def test_compiles_to_valid_envoy_config() -> None:
+    _, plan = plan_for()
+    routes = routes_of(plan)
+    names = [r["name"] for r in routes]
+    assert names[:4] == ["hygiene:percent", "hygiene:dotdot", "hygiene:double-slash", "hygiene:backslash"]
+    assert names.index("deny:query") < names.index("inference:model-infer")
+    assert names[-1] == "deny:not-found"
+    filters = [f["name"] for f in plan.http_filters]
+    assert filters == ["envoy.filters.http.header_mutation", "envoy.filters.http.local_ratelimit",
+                       "envoy.filters.http.grpc_field_extraction", "envoy.filters.http.rbac",
+                       "envoy.filters.http.buffer"]
+    assert plan.hcm_extras["normalize_path"] is False and plan.hcm_extras["merge_slashes"] is False
+    assert plan.hcm_extras["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
+
+
+def test_denied_grpc_methods_never_route_to_triton() -> None:
+    _, plan = plan_for()
+    for route in routes_of(plan):
+        if route["name"].startswith("deny:") and route["name"][5:] in {m.method for m in GRPC_METHODS}:
+            assert "route" not in route and route["direct_response"]["status"] == 403
+    by_name = {r["name"]: r for r in routes_of(plan)}
+    assert "deny:RepositoryModelLoad" in by_name and "deny:SystemSharedMemoryRegister" in by_name
+    infer = by_name["inference:ModelInfer"]
+    assert infer["route"]["cluster"] == "triton_grpc"
+    rbac = infer["typed_per_filter_config"]["envoy.filters.http.rbac"]["rbac"]["rules"]
+    assert "add_sub" in str(rbac) and "text_transform" in str(rbac)
+    assert infer["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"] is True
+
+
+def test_http_routes_restricted_to_allowed_models() -> None:
+    policy, plan = plan_for({"models": {"add_sub": [1]}})
+    infer = next(r for r in HTTP_ROUTES if r.name == "model-infer")
+    regex = http_route_regex(infer, policy)
+    assert regex is not None
+    assert re.match(regex, "/v2/models/add_sub/infer") and re.match(regex, "/v2/models/add_sub/versions/1/infer")
+    assert not re.match(regex, "/v2/models/add_sub/versions/2/infer")
+    assert not re.match(regex, "/v2/models/other/infer")
+    assert not re.match(regex, "/v2/models/add_subX/infer")
+
+
+def test_body_limits_per_category() -> None:
+    _, plan = plan_for({"limits": {"max_request_bytes": "1MiB",
+                                   "max_request_bytes_by_category": {"inference": "3MiB"}}})
+    by_name = {r["name"]: r for r in routes_of(plan)}
+    infer = by_name["inference:model-infer"]["typed_per_filter_config"]["envoy.filters.http.buffer"]
+    assert infer["buffer"]["max_request_bytes"] == 3 * 2**20
+    ready = by_name["metadata:model-ready"]["typed_per_filter_config"]["envoy.filters.http.buffer"]
+    assert ready["buffer"]["max_request_bytes"] == 2**20
+
+
+def test_filters_off_forwards_everything() -> None:
+    _, plan = plan_for({"enabled": False})
+    assert plan.routes is None and plan.http_filters == [] and plan.pre_routes == []
+
+
+def test_model_fields_come_from_descriptors() -> None:
+    assert model_fields(classify_grpc("/inference.GRPCInferenceService/ModelInfer")) == ("model_name", "model_version")
+    assert model_fields(classify_grpc("/inference.GRPCInferenceService/ModelReady")) == ("name", "version")
+    assert model_fields(classify_grpc("/inference.GRPCInferenceService/RepositoryModelLoad"))[0] == "model_name"
