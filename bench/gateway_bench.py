@@ -238,7 +238,10 @@ class GatewayThread:
                "RATLS_GATEWAY__CONTROL__RUN_DIR": str(run_dir), "RATLS_GATEWAY__ENVOY__CONCURRENCY": "1"}
         config = load_config(None, env)
         if filters is not None:
+            from filters.policy import parse_filter_policy
+
             config.filters = filters
+            config.filter_policy = parse_filter_policy(filters)
         self.gateway = Gateway(config)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -280,6 +283,7 @@ def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]
         triton.wait_ready()
         envoy_proc = None
         gw = None
+        gw_off = None
         try:
             cert, key = ordinary_cert(work)
             plain_port = free_port()
@@ -296,10 +300,16 @@ def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]
             load_or_create(sim_dir)
             gw_port = free_port()
             gw = GatewayThread(triton, gw_port, free_port(), work / "run", sim_dir)
+            gw_off_port = free_port()
+            gw_off = GatewayThread(triton, gw_off_port, free_port(), work / "run-off", sim_dir,
+                                   filters={"enabled": False})
             gw_cert = work / "gw.pem"
             with socket.create_connection(("127.0.0.1", gw_port)) as s, _ctx().wrap_socket(s) as t:
                 gw_cert.write_text(ssl.DER_cert_to_PEM_cert(t.getpeercert(binary_form=True)))
                 results["gateway_cert_bytes"] = len(t.getpeercert(binary_form=True))
+            gw_off_cert = work / "gw-off.pem"
+            with socket.create_connection(("127.0.0.1", gw_off_port)) as s, _ctx().wrap_socket(s) as t:
+                gw_off_cert.write_text(ssl.DER_cert_to_PEM_cert(t.getpeercert(binary_form=True)))
             results["plain_cert_bytes"] = len(x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(
                 serialization.Encoding.DER))
             targets = {
@@ -310,6 +320,9 @@ def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]
                 # the control plane runs in this process (no request passes through it)
                 "gateway": ("127.0.0.1", gw_port, gw_port, True, str(gw_cert),
                             [(triton.pid, True), (gw.envoy_pid(), False), (os.getpid(), False)]),
+                # the same gateway with the request policy switched off (filters.enabled: false)
+                "gateway_nofilters": ("127.0.0.1", gw_off_port, gw_off_port, True, str(gw_off_cert),
+                                      [(triton.pid, True), (gw_off.envoy_pid(), False), (os.getpid(), False)]),
             }
             table: dict[str, dict[str, list[dict[str, float]]]] = {}
             if True:
@@ -334,10 +347,13 @@ def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]
                 ratios[name] = {sc: best[name][sc]["rps"] / best["envoy"][sc]["rps"]
                                 for sc in best[name] if sc in best["envoy"]}
             results["rps_ratio_vs_plain_envoy"] = ratios
+            results["filters_cost_ratio"] = {sc: best["gateway"][sc]["rps"] / best["gateway_nofilters"][sc]["rps"]
+                                             for sc in best["gateway"]}
             results["rotation_seconds_median"] = gw.rotate_seconds()
         finally:
-            if gw is not None:
-                gw.stop()
+            for g in (gw, gw_off):
+                if g is not None:
+                    g.stop()
             if envoy_proc is not None:
                 envoy_proc.terminate()
                 envoy_proc.wait(10)

@@ -50,6 +50,11 @@ def main() -> int:
                   f"{row['server_cpu_ms_per_req']:11.3f} {ratio:9.3f}")
             lines.append(f"| {target} | {scenario} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
                          f"{row['server_cpu_ms_per_req']:.3f} | {ratio:.3f} |")
+    print("   default filters vs filters off (req/s ratio): " + ", ".join(
+        f"{k} {v:.3f}" for k, v in gw["filters_cost_ratio"].items()))
+    lines.append("")
+    lines.append("Default filter policy vs the same gateway with filters off (req/s ratio): " + ", ".join(
+        f"{k} {v:.3f}" for k, v in gw["filters_cost_ratio"].items()))
     print(f"   rotation (new evidence + certificate + SDS push + Envoy ACK): "
           f"{gw['rotation_seconds_median'] * 1000:.0f} ms median")
     (out_dir / "latest.md").write_text("\n".join(lines) + "\n")

@@ -80,8 +80,8 @@ class Limits:
     max_request_headers_kb: int = 60
     max_headers_count: int = 100
     upstream_max_requests: int = 1024
-    rate_limit: RateLimit | None = field(default_factory=lambda: RateLimit(1000, 2000))
-    per_client_rate_limit: RateLimit | None = field(default_factory=lambda: RateLimit(200, 400))
+    rate_limit: RateLimit | None = field(default_factory=lambda: RateLimit(10000, 20000))
+    per_client_rate_limit: RateLimit | None = field(default_factory=lambda: RateLimit(2000, 4000))
 
     def to_json(self) -> dict[str, Any]:
         return {
