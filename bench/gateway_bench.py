@@ -232,6 +232,7 @@ class GatewayThread:
         env = {"RATLS_GATEWAY__LISTEN__ADDRESS": "127.0.0.1", "RATLS_GATEWAY__LISTEN__PORT": str(port),
                "RATLS_GATEWAY__IDENTITY__PLATFORM": "sim", "RATLS_GATEWAY__IDENTITY__SIM_STATE_DIR": str(sim_dir),
                "RATLS_GATEWAY__TRITON__MODE": "external",
+               "RATLS_GATEWAY__TRITON__MODEL_REPOSITORY": str(demo_repository()),
                "RATLS_GATEWAY__TRITON__HTTP_PORT": str(triton.config.http_port),
                "RATLS_GATEWAY__TRITON__GRPC_PORT": str(triton.config.grpc_port),
                "RATLS_GATEWAY__CONTROL__METRICS_PORT": str(metrics_port),

@@ -26,6 +26,8 @@ from .stack import Stack, free_port, start_stack
 pytestmark = pytest.mark.slow
 
 FILTERS = {
+    # Narrower than the served repository (repeat is served but not exposed): gRPC model checks on.
+    "models": ["add_sub", "text_transform"],
     "limits": {
         "max_request_bytes_by_category": {"inference": "1MiB"},
         "rate_limit": {"requests_per_second": 1000, "burst": 1000},
@@ -139,9 +141,10 @@ def test_every_grpc_method(fstack: Stack, tmp_path: Path) -> None:
         else:
             assert "PermissionDenied" in result.stderr, (method.method, result.stderr)
             assert after["triton_grpc"] == before["triton_grpc"], f"{method.method} reached Triton"
-    # A model outside the allow-list is refused by RBAC inside Envoy.
+    # A served model outside the allow-list is refused by RBAC inside Envoy, over HTTP and gRPC.
     before = upstream_requests(fstack)
-    result = subprocess.run([grpcurl, "-insecure", "-d", '{"name": "not_served"}', f"127.0.0.1:{fstack.port}",
+    assert get(fstack.port, "GET", "/v2/models/repeat/ready")[0] == 404
+    result = subprocess.run([grpcurl, "-insecure", "-d", '{"name": "repeat"}', f"127.0.0.1:{fstack.port}",
                              "inference.GRPCInferenceService/ModelMetadata"], capture_output=True, text=True,
                             timeout=30)
     assert "PermissionDenied" in result.stderr and upstream_requests(fstack) == before
@@ -217,7 +220,7 @@ def test_policy_is_attested(fstack: Stack) -> None:
     from triton_backend.manifest import canonical_json
 
     assert doc["digest"] == "sha256:" + hashlib.sha256(canonical_json(doc["config"])).hexdigest()
-    assert doc["config"]["filters"]["models"] == {"add_sub": [], "repeat": [], "text_transform": []}
+    assert doc["config"]["filters"]["models"] == {"add_sub": [], "text_transform": []}
     assert doc["config"]["filters"]["exposure"]["model-repository"] == "deny"
     with socket.create_connection(("127.0.0.1", fstack.port)) as s, ctx.wrap_socket(s) as t:
         cert = parse_ratls(load_x509(t.getpeercert(binary_form=True)))

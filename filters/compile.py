@@ -172,7 +172,7 @@ def _rbac_models(method: GrpcMethod, policy: FilterPolicy) -> dict[str, Any]:
         "rbac": {"rules": rules}}}
 
 
-def grpc_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
+def grpc_routes(policy: FilterPolicy, per_model: bool = True) -> list[dict[str, Any]]:
     routes = []
     for method in GRPC_METHODS:
         match = {"path": method.path, "headers": [_GRPC_CT]}
@@ -189,7 +189,8 @@ def grpc_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
                                            "idle_timeout": f"{policy.limits.stream_idle_timeout_s:g}s"}}
         # gRPC is never buffered (streams must stream); message sizes are bounded by Triton's
         # own gRPC limits and the HTTP/2 flow control below.
-        entry["typed_per_filter_config"] = {**NO_BUFFER, **(_rbac_models(method, policy) if method.per_model else {})}
+        rbac = _rbac_models(method, policy) if method.per_model and per_model else {}
+        entry["typed_per_filter_config"] = {**NO_BUFFER, **rbac}
         routes.append(entry)
     return routes
 
@@ -241,7 +242,18 @@ def _token_bucket(rate: float, burst: int) -> dict[str, Any]:
     return {"max_tokens": burst, "tokens_per_fill": 1, "fill_interval": f"{1 / rate:g}s"}
 
 
-def compile_policy(policy: FilterPolicy, *, access_log_path: str | None) -> FilterPlan:
+def needs_grpc_model_check(policy: FilterPolicy, served: list[str] | None) -> bool:
+    """gRPC names the model inside the protobuf body, so checking it costs a parse per request.
+    When the allow-list is exactly the attested, fixed set of served models (Triton runs without
+    model control, so no other model can appear) Triton itself refuses every other name and the
+    check is redundant; it is compiled in whenever the allow-list is narrower or pins versions."""
+    if policy.models is None or served is None:
+        return True
+    return set(policy.models) != set(served) or any(policy.models.values())
+
+
+def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
+                   served_models: list[str] | None = None) -> FilterPlan:
     plan = FilterPlan()
     lim = policy.limits
     plan.hcm_extras = {
@@ -291,9 +303,11 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None) -> Filt
             rl["max_dynamic_descriptors"] = 10000
             rl["rate_limits"] = [{"actions": [{"remote_address": {}}]}]
         filters.append({"name": "envoy.filters.http.local_ratelimit", "typed_config": rl})
-    filters.append(_field_extraction(policy))
-    filters.append({"name": "envoy.filters.http.rbac", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}})
+    grpc_check = needs_grpc_model_check(policy, served_models)
+    if grpc_check:
+        filters.append(_field_extraction(policy))
+        filters.append({"name": "envoy.filters.http.rbac", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}})
     filters.append({"name": "envoy.filters.http.buffer", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
         "max_request_bytes": lim.max_request_bytes}})
@@ -302,7 +316,7 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None) -> Filt
                          "grpc-reflection-v1alpha": {"typed_per_filter_config": NO_BUFFER}}
     plan.pre_routes = hygiene_routes()
     # Query strings are refused before the Triton routes (their regexes see the path only).
-    plan.routes = [deny_query_route()] + allowed_http_routes(policy) + grpc_routes(policy) + deny_routes()
+    plan.routes = [deny_query_route()] + allowed_http_routes(policy) + grpc_routes(policy, grpc_check) + deny_routes()
     return plan
 
 

@@ -154,7 +154,8 @@ class Gateway:
         assert self.run_dir is not None
         log_target = policy.access_log
         path = str(self.run_dir / "access.log") if log_target == "run_dir" else log_target
-        self.filter_plan = compile_policy(policy, access_log_path=path)
+        served = list(self.manifest.model_digests()) if self.manifest else None
+        self.filter_plan = compile_policy(policy, access_log_path=path, served_models=served)
         self.access_log_path = Path(path) if path not in (None, "stdout") else None
         opts = self.listener_options
         opts.http_filters = self.filter_plan.http_filters

@@ -140,6 +140,12 @@ def parse_ratls(cert: x509.Certificate) -> RatlsCertificate:
     if not isinstance(value, x509.UnrecognizedExtension):
         raise EvidenceError("id-pe-cmw extension could not be read as raw bytes")
     collection = cmw.decode_extension_value(value.value)
+    claims_cbor, claims, evidence = evidence_from_collection(collection)
+    return RatlsCertificate(cert, collection, claims_cbor, claims, evidence)
+
+
+def evidence_from_collection(collection: cmw.CmwCollection) -> tuple[bytes, Claims, Evidence]:
+    """Claims (raw and decoded) and hardware evidence from a ratls/1 CMW collection."""
     if collection.collection_type not in (None, cmw.RATLS_COLLECTION_TYPE):
         raise EvidenceError(f"CMW collection type '{collection.collection_type}' is not ratls/1")
     claims_rec = collection.record("claims")
@@ -155,4 +161,4 @@ def parse_ratls(cert: x509.Certificate) -> RatlsCertificate:
                 raise EvidenceError(f"endorsement '{label}' must be a record")
             endorsements[label] = item.value
     evidence = Evidence(claims.platform, cpu.media_type, cpu.value, endorsements)
-    return RatlsCertificate(cert, collection, claims_rec.value, claims, evidence)
+    return claims_rec.value, claims, evidence

@@ -95,11 +95,26 @@ def _load_cert_arg(target: str, timeout: float = 10.0) -> bytes:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
+    if args.fresh:
+        return _verify_fresh(args, policy)
     cert = _load_cert_arg(args.target)
-    nonce = None
-    appraisal, rc = verify_certificate(cert, policy=policy, now=_now(args), trust=_trust(args), nonce=nonce)
+    appraisal, rc = verify_certificate(cert, policy=policy, now=_now(args), trust=_trust(args))
     extra = {"certificate_sha256": rc.cert_sha256, "pubkey_sha256": rc.spki_sha256.hex()} if rc else None
     return _emit(appraisal, args.json, extra)
+
+
+def _verify_fresh(args: argparse.Namespace, policy: Policy) -> int:
+    from .client.fresh import verify_fresh
+    from .client.verify import verify_server
+    if not args.target.startswith("https://"):
+        raise UsageError("--fresh needs a live server (https://HOST:PORT), not a file")
+    now, trust = _now(args), _trust(args)
+    server = _verified_or_exit(lambda: verify_server(args.target, policy, now=now, trust=trust), args)
+    if server is None:
+        return EXIT_VERDICT
+    fresh = verify_fresh(server, policy, now=now, trust=trust)
+    # The certificate passed; the verdict printed is the fresh evidence's (nonce, same key, policy).
+    return _emit(fresh, args.json, {"certificate_sha256": server.cert_sha256, "fresh": True})
 
 
 def _verified_or_exit(fn, args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -145,6 +160,32 @@ def cmd_grpcurl(args: argparse.Namespace) -> int:
     from .client.tools import run_grpcurl
     got = _verified_or_exit(lambda: run_grpcurl(_tool_args(args), load_policy(args.policy)), args)
     return EXIT_VERDICT if got is None else got[1]
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import signal
+
+    from .client.fetch import parse_target
+    from .client.proxy import VerifyingProxy, serve
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--listen '{args.listen}' is not HOST:PORT", hint="e.g. --listen 127.0.0.1:8000")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    proxy = VerifyingProxy(host, int(port), parse_target(args.target), load_policy(args.policy), trust=_trust(args))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(proxy, stop)
+
+    asyncio.run(main())
+    print(f"ratls proxy stopped: {proxy.stats.connections} connections, {proxy.stats.refused} refused",
+          file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_cert_issue(args: argparse.Namespace) -> int:
@@ -270,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="full RA-TLS verification of a certificate file or a live server")
     v.add_argument("target", metavar="FILE|https://HOST:PORT")
     v.add_argument("--policy", required=True, metavar="P")
+    v.add_argument("--fresh", action="store_true",
+                   help="also challenge the evidence API with a random nonce (fresh evidence, same key)")
     _common_verify(v)
     v.set_defaults(func=cmd_verify)
 
@@ -284,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
         tp.add_argument("--policy", required=True, metavar="P")
         tp.add_argument("tool_args", nargs=argparse.REMAINDER, metavar=f"-- {tool.upper()}-ARGS")
         tp.set_defaults(func=func)
+
+    px = sub.add_parser("proxy", help="local verifying forwarder for any client (plaintext in, RA-TLS out)")
+    px.add_argument("--listen", required=True, metavar="HOST:PORT")
+    px.add_argument("--target", required=True, metavar="HOST:PORT")
+    px.add_argument("--policy", required=True, metavar="P")
+    _common_verify(px)
+    px.set_defaults(func=cmd_proxy)
 
     cert = sub.add_parser("cert", help="issue or inspect RA-TLS certificates").add_subparsers(
         dest="sub", required=True, parser_class=_Parser)

@@ -140,6 +140,33 @@ def verify_claims_binding(claims_cbor: bytes, claims: Claims, spki: bytes, verif
     return checks
 
 
+def verify_fresh_evidence(collection_bytes: bytes, served_spki: bytes, *, policy: Policy | None, now: datetime,
+                          nonce: bytes, trust: Trust | None = None) -> Appraisal:
+    """Verify evidence from the evidence API: a CMW collection like the certificate's, whose
+    claims must carry *nonce* and the key of the certificate the server presents."""
+    from .cert import evidence_from_collection
+    from .cmw import decode_collection
+
+    appraisal = Appraisal(platform=None, policy_applied=policy is not None)
+    try:
+        claims_cbor, claims, evidence = evidence_from_collection(decode_collection(collection_bytes))
+    except EvidenceError as exc:
+        appraisal.add(failed("fresh.parse", str(exc)))
+        return appraisal
+    appraisal.platform = claims.platform
+    appraisal.claims = claims.to_json()
+    got = _verify_platform(evidence, trust_for(policy, trust), now, appraisal)
+    if got is None:
+        return appraisal
+    platform, verified = got
+    appraisal.add(verify_claims_binding(claims_cbor, claims, served_spki, verified.report_data, now))
+    if policy is not None:
+        appraisal.add(_platform_accepted(platform, policy))
+        appraisal.add(platform.appraise(verified, policy))
+    appraisal.add(_claims_checks(claims, policy or Policy(), now, nonce))
+    return appraisal
+
+
 def verify_certificate(
     cert: bytes | x509.Certificate, *, policy: Policy | None, now: datetime, trust: Trust | None = None,
     nonce: bytes | None = None,

@@ -73,6 +73,18 @@ def test_body_limits_per_category() -> None:
     assert ready["buffer"]["max_request_bytes"] == 2**20
 
 
+def test_grpc_model_check_only_when_narrower_than_served() -> None:
+    policy = parse_filter_policy({}).with_models(["add_sub", "text_transform"])
+    same = compile_policy(policy, access_log_path=None, served_models=["add_sub", "text_transform"])
+    assert "envoy.filters.http.grpc_field_extraction" not in [f["name"] for f in same.http_filters]
+    narrower = compile_policy(parse_filter_policy({"models": ["add_sub"]}), access_log_path=None,
+                              served_models=["add_sub", "text_transform"])
+    assert "envoy.filters.http.grpc_field_extraction" in [f["name"] for f in narrower.http_filters]
+    versions = compile_policy(parse_filter_policy({"models": {"add_sub": [1], "text_transform": "*"}}),
+                              access_log_path=None, served_models=["add_sub", "text_transform"])
+    assert "envoy.filters.http.rbac" in [f["name"] for f in versions.http_filters]
+
+
 def test_filters_off_forwards_everything() -> None:
     _, plan = plan_for({"enabled": False})
     assert plan.routes is None and plan.http_filters == [] and plan.pre_routes == []

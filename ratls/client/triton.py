@@ -1,0 +1,175 @@
+"""tritonclient, verified: ordinary ``tritonclient`` clients whose TLS trusts only the RA-TLS
+certificate that passed the policy. When the server rotates its certificate, the next new
+connection fails TLS verification; the wrapper then verifies the new certificate against the
+same policy, trusts it, and retries the call once - the caller sees no error unless the new
+certificate fails the policy (PolicyViolation).
+
+    from ratls.client.triton import http_client, grpc_client
+    client = http_client("https://gw.example:8443", policy="policy.yaml")
+    client.infer("add_sub", inputs)          # a tritonclient.http.InferenceServerClient call
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..policy import Policy
+from ..trust import Trust
+from .verify import VerifiedServer, as_policy, verify_server
+
+TLS_FAILURE_MARKERS = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "handshake", "SSL", "ssl")
+
+
+def verified_ssl_context(url: str, policy: Policy | str | Path, *, trust: Trust | None = None) -> ssl.SSLContext:
+    """An SSLContext trusting exactly the verified certificate (for requests, httpx, aiohttp...)."""
+    server = verify_server(url, as_policy(policy), trust=trust)
+    return _context_for(server)
+
+
+def _context_for(server: VerifiedServer) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cadata=server.cert_pem)
+    # The trust anchor is the verified certificate itself; its names are not what is being proven.
+    ctx.check_hostname = False
+    return ctx
+
+
+def _looks_like_tls_failure(exc: BaseException) -> bool:
+    if isinstance(exc, ssl.SSLError):
+        return True
+    text = f"{type(exc).__name__}: {exc}"
+    return any(marker in text for marker in TLS_FAILURE_MARKERS) or "UNAVAILABLE" in text
+
+
+class _Reverifying:
+    """Delegates to a tritonclient client; on a TLS failure re-verifies and retries once."""
+
+    def __init__(self, url: str, policy: Policy, trust: Trust | None, build: Callable[[VerifiedServer], Any],
+                 rebuild_on_rotation: bool) -> None:
+        self._url, self._policy, self._trust = url, policy, trust
+        self._build = build
+        self._rebuild = rebuild_on_rotation
+        self._lock = threading.Lock()
+        self.server = verify_server(url, policy, trust=trust)
+        self.client = build(self.server)
+        self.reverifications = 0
+
+    def _refresh(self) -> bool:
+        """Verify what the server presents now; True if it is a new (and acceptable) certificate."""
+        with self._lock:
+            fresh = verify_server(self._url, self._policy, trust=self._trust)  # raises PolicyViolation
+            if fresh.cert_der == self.server.cert_der:
+                return False
+            self.server = fresh
+            self.reverifications += 1
+            if self._rebuild:
+                old = self.client
+                self.client = self._build(fresh)
+                close = getattr(old, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except Exception:  # noqa: BLE001, S110 - the old client is being discarded
+                        pass
+            else:
+                self._on_new_cert(fresh)
+            return True
+
+    def _on_new_cert(self, server: VerifiedServer) -> None:  # overridden by the HTTP variant
+        raise NotImplementedError
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return getattr(self.client, name)(*args, **kwargs)
+            except Exception as exc:
+                if not _looks_like_tls_failure(exc) or not self._refresh():
+                    raise
+                return getattr(self.client, name)(*args, **kwargs)
+
+        return call
+
+
+class VerifiedHttpClient(_Reverifying):
+    def __init__(self, url: str, policy: Policy, trust: Trust | None, **kwargs: Any) -> None:
+        import tritonclient.http as thttp
+
+        self._ctx: ssl.SSLContext | None = None
+
+        def build(server: VerifiedServer) -> Any:
+            if self._ctx is None:
+                self._ctx = _context_for(server)
+            ctx = self._ctx
+            return thttp.InferenceServerClient(f"{server.target.host}:{server.target.port}", ssl=True,
+                                               ssl_context_factory=lambda: ctx, **kwargs)
+
+        super().__init__(url, policy, trust, build, rebuild_on_rotation=False)
+
+    def _on_new_cert(self, server: VerifiedServer) -> None:
+        # New connections share this context: trusting the newly verified certificate here is
+        # enough; connections made under the previous certificate keep working until closed.
+        assert self._ctx is not None
+        self._ctx.load_verify_locations(cadata=server.cert_pem)
+
+
+class VerifiedGrpcClient(_Reverifying):
+    def __init__(self, url: str, policy: Policy, trust: Trust | None, **kwargs: Any) -> None:
+        import tritonclient.grpc as tgrpc
+
+        self._dir = tempfile.TemporaryDirectory(prefix="ratls-grpc-")
+
+        def build(server: VerifiedServer) -> Any:
+            # tritonclient reads root_certificates from a path: a private file per certificate.
+            pem = Path(self._dir.name) / f"{server.cert_sha256}.pem"
+            fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(server.cert_pem)
+            names = server.names or ["localhost"]
+            channel_args = [("grpc.ssl_target_name_override", names[0]), *kwargs.pop("channel_args", [])]
+            return tgrpc.InferenceServerClient(f"{server.target.host}:{server.target.port}", ssl=True,
+                                               root_certificates=str(pem), channel_args=channel_args, **kwargs)
+
+        super().__init__(url, policy, trust, build, rebuild_on_rotation=True)
+
+
+def http_client(url: str, policy: Policy | str | Path, *, trust: Trust | None = None,
+                **kwargs: Any) -> VerifiedHttpClient:
+    """A tritonclient.http client (all its methods) that trusts only the verified certificate."""
+    return VerifiedHttpClient(url, as_policy(policy), trust, **kwargs)
+
+
+def grpc_client(url: str, policy: Policy | str | Path, *, trust: Trust | None = None,
+                **kwargs: Any) -> VerifiedGrpcClient:
+    """A tritonclient.grpc client (keeping tritonclient's message-size defaults) pinned likewise."""
+    return VerifiedGrpcClient(url, as_policy(policy), trust, **kwargs)
+
+
+def aio_http_client(url: str, policy: Policy | str | Path, *, trust: Trust | None = None, **kwargs: Any) -> Any:
+    """tritonclient.http.aio client with an SSL context trusting only the verified certificate.
+    (Verification happens now; re-verification on rotation is the sync wrapper's job.)"""
+    import tritonclient.http.aio as thttp_aio
+
+    server = verify_server(url, as_policy(policy), trust=trust)
+    return thttp_aio.InferenceServerClient(f"{server.target.host}:{server.target.port}", ssl=True,
+                                           ssl_context=_context_for(server), **kwargs)
+
+
+def aio_grpc_client(url: str, policy: Policy | str | Path, *, trust: Trust | None = None, **kwargs: Any) -> Any:
+    import grpc
+    import tritonclient.grpc.aio as tgrpc_aio
+
+    server = verify_server(url, as_policy(policy), trust=trust)
+    names = server.names or ["localhost"]
+    creds = grpc.ssl_channel_credentials(root_certificates=server.cert_pem.encode())
+    return tgrpc_aio.InferenceServerClient(
+        f"{server.target.host}:{server.target.port}", ssl=True, creds=creds,
+        channel_args=[("grpc.ssl_target_name_override", names[0]), *kwargs.pop("channel_args", [])], **kwargs)
