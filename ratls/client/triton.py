@@ -49,11 +49,9 @@ def _looks_like_tls_failure(exc: BaseException) -> bool:
 class _Reverifying:
     """Delegates to a tritonclient client; on a TLS failure re-verifies and retries once."""
 
-    def __init__(self, url: str, policy: Policy, trust: Trust | None, build: Callable[[VerifiedServer], Any],
-                 rebuild_on_rotation: bool) -> None:
+    def __init__(self, url: str, policy: Policy, trust: Trust | None, build: Callable[[VerifiedServer], Any]) -> None:
         self._url, self._policy, self._trust = url, policy, trust
         self._build = build
-        self._rebuild = rebuild_on_rotation
         self._lock = threading.Lock()
         self.server = verify_server(url, policy, trust=trust)
         self.client = build(self.server)
@@ -67,21 +65,15 @@ class _Reverifying:
                 return False
             self.server = fresh
             self.reverifications += 1
-            if self._rebuild:
-                old = self.client
-                self.client = self._build(fresh)
-                close = getattr(old, "close", None)
-                if close is not None:
-                    try:
-                        close()
-                    except Exception:  # noqa: BLE001, S110 - the old client is being discarded
-                        pass
-            else:
-                self._on_new_cert(fresh)
+            old = self.client
+            self.client = self._build(fresh)
+            close = getattr(old, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001, S110 - the old client is being discarded
+                    pass
             return True
-
-    def _on_new_cert(self, server: VerifiedServer) -> None:  # overridden by the HTTP variant
-        raise NotImplementedError
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.client, name)
@@ -103,22 +95,15 @@ class VerifiedHttpClient(_Reverifying):
     def __init__(self, url: str, policy: Policy, trust: Trust | None, **kwargs: Any) -> None:
         import tritonclient.http as thttp
 
-        self._ctx: ssl.SSLContext | None = None
-
         def build(server: VerifiedServer) -> Any:
-            if self._ctx is None:
-                self._ctx = _context_for(server)
-            ctx = self._ctx
+            # A new context (and client) per verified certificate: adding the new certificate to
+            # an existing trust store would not work, since OpenSSL picks the issuer by subject
+            # name and every rotated certificate has the same subject as the previous one.
+            ctx = _context_for(server)
             return thttp.InferenceServerClient(f"{server.target.host}:{server.target.port}", ssl=True,
                                                ssl_context_factory=lambda: ctx, **kwargs)
 
-        super().__init__(url, policy, trust, build, rebuild_on_rotation=False)
-
-    def _on_new_cert(self, server: VerifiedServer) -> None:
-        # New connections share this context: trusting the newly verified certificate here is
-        # enough; connections made under the previous certificate keep working until closed.
-        assert self._ctx is not None
-        self._ctx.load_verify_locations(cadata=server.cert_pem)
+        super().__init__(url, policy, trust, build)
 
 
 class VerifiedGrpcClient(_Reverifying):
@@ -138,7 +123,7 @@ class VerifiedGrpcClient(_Reverifying):
             return tgrpc.InferenceServerClient(f"{server.target.host}:{server.target.port}", ssl=True,
                                                root_certificates=str(pem), channel_args=channel_args, **kwargs)
 
-        super().__init__(url, policy, trust, build, rebuild_on_rotation=True)
+        super().__init__(url, policy, trust, build)
 
 
 def http_client(url: str, policy: Policy | str | Path, *, trust: Trust | None = None,
