@@ -206,8 +206,8 @@ def _mitmdump() -> str:
 
 def _forged_pem(stack: Stack, workdir: Path) -> Path:
     """The gateway's real certificate extension (evidence) in a certificate for the attacker's key."""
-    import ssl
     import socket
+    import ssl
 
     from cryptography.hazmat.primitives import serialization
 
