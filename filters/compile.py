@@ -15,6 +15,7 @@ from .policy import FilterPolicy
 
 CLUSTER_HTTP = "triton_http"
 CLUSTER_GRPC = "triton_grpc"
+CLUSTER_AUTHZ = "ratls_authz"
 FIELD_NS = "envoy.filters.http.grpc_field_extraction"
 _GRPC_CT = {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
 JSON_CT = [{"header": {"key": "content-type", "value": "application/json"},
@@ -30,6 +31,7 @@ class FilterPlan:
     network_filters: list[dict[str, Any]] = field(default_factory=list)
     cluster_extras: dict[str, Any] = field(default_factory=dict)
     route_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    auth: Any = None  # the AuthPolicy when client authentication is on
 
 
 def _local_reply(name: str, status: int, message: str, match: dict[str, Any]) -> dict[str, Any]:
@@ -304,19 +306,44 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
             rl["rate_limits"] = [{"actions": [{"remote_address": {}}]}]
         filters.append({"name": "envoy.filters.http.local_ratelimit", "typed_config": rl})
     grpc_check = needs_grpc_model_check(policy, served_models)
+    auth = policy.auth if policy.auth is not None and policy.auth.enabled else None
+    if grpc_check or auth is not None:
+        filters.append(_field_extraction(policy))  # the model a gRPC request names, for RBAC and authz
     if grpc_check:
-        filters.append(_field_extraction(policy))
         filters.append({"name": "envoy.filters.http.rbac", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}})
+    if auth is not None:
+        filters.append({"name": "envoy.filters.http.ext_authz", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "grpc_service": {"envoy_grpc": {"cluster_name": CLUSTER_AUTHZ}, "timeout": "2s"},
+            "failure_mode_allow": False,
+            "include_peer_certificate": True,
+            "metadata_context_namespaces": [FIELD_NS],
+        }})
     filters.append({"name": "envoy.filters.http.buffer", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
         "max_request_bytes": lim.max_request_bytes}})
     plan.http_filters = filters
-    plan.route_extras = {"grpc-reflection-v1": {"typed_per_filter_config": NO_BUFFER},
-                         "grpc-reflection-v1alpha": {"typed_per_filter_config": NO_BUFFER}}
+    no_authz = {"envoy.filters.http.ext_authz": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+        "disabled": True}} if auth is not None else {}
+    # The evidence API, health and reflection stay open: verifying the gateway needs no account.
+    plan.route_extras = {"grpc-reflection-v1": {"typed_per_filter_config": {**NO_BUFFER, **no_authz}},
+                         "grpc-reflection-v1alpha": {"typed_per_filter_config": {**NO_BUFFER, **no_authz}},
+                         "ratls-evidence": {"typed_per_filter_config": no_authz},
+                         "ratls-health": {"typed_per_filter_config": no_authz}}
+    plan.auth = auth
     plan.pre_routes = hygiene_routes()
     # Query strings are refused before the Triton routes (their regexes see the path only).
     plan.routes = [deny_query_route()] + allowed_http_routes(policy) + grpc_routes(policy, grpc_check) + deny_routes()
+    if auth is not None:
+        for route in plan.pre_routes:
+            route.setdefault("typed_per_filter_config", {}).update(no_authz)
+        for route in plan.routes:
+            category = route["name"].split(":", 1)[0]
+            if category in auth.exempt_categories or "route" not in route:
+                route.setdefault("typed_per_filter_config", {}).update(no_authz)
     return plan
 
 

@@ -108,6 +108,7 @@ class FilterPolicy:
     limits: Limits = field(default_factory=Limits)
     access_log: str | None = "run_dir"  # "run_dir" (access.log there), "stdout", a path, or None
     allow_dangerous: tuple[str, ...] = ()  # categories whose DENY default was overridden on purpose
+    auth: Any = None  # filters.auth.AuthPolicy
 
     def allowed(self, category: Category) -> bool:
         return self.enabled and self.exposure[category] is Exposure.ALLOW
@@ -117,7 +118,8 @@ class FilterPolicy:
         if self.models is not None:
             return self
         return FilterPolicy(self.enabled, self.exposure, {m: () for m in sorted(served)}, self.strip_headers,
-                            self.strip_header_prefixes, self.limits, self.access_log, self.allow_dangerous)
+                            self.strip_header_prefixes, self.limits, self.access_log, self.allow_dangerous,
+                            self.auth)
 
     def canonical(self) -> dict[str, Any]:
         """The effective policy as attested (its SHA-256 is part of the `config` claim)."""
@@ -130,6 +132,7 @@ class FilterPolicy:
             "strip_header_prefixes": sorted(self.strip_header_prefixes),
             "limits": self.limits.to_json(),
             "access_log": self.access_log is not None,
+            "auth": self.auth.canonical() if self.auth is not None and self.auth.enabled else None,
         }
 
 
@@ -246,10 +249,13 @@ def parse_filter_policy(data: Any, path: str = "filters") -> FilterPolicy:
                                     f"{path}.limits.per_client_rate_limit"),
     )
     lim.finish()
+    from .auth import parse_auth
+
+    auth = parse_auth(r.get("auth"), f"{path}.auth")
     access_log = r.get("access_log", "run_dir")
     if access_log is not None and not isinstance(access_log, str):
         raise ConfigError(f"{path}.access_log: expected 'run_dir', 'stdout', a file path, or null")
     r.finish()
     return FilterPolicy(enabled=enabled, exposure=exposure, models=models,
                         strip_headers=tuple(DEFAULT_STRIP_HEADERS) + tuple(h.lower() for h in strip),
-                        limits=limits, access_log=access_log, allow_dangerous=tuple(sorted(dangerous)))
+                        limits=limits, access_log=access_log, allow_dangerous=tuple(sorted(dangerous)), auth=auth)

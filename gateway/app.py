@@ -75,6 +75,8 @@ class Gateway:
         self.filter_policy: Any = None
         self.filter_plan: Any = None
         self.access_log_path: Path | None = None
+        self._authz_server: grpc.aio.Server | None = None
+        self.authz: Any = None
 
     # ---- derived ----
     @property
@@ -118,6 +120,12 @@ class Gateway:
             evidence_rate=cfg.control.evidence_rate_per_second, evidence_burst=cfg.control.evidence_burst)
         await self.identity.issue_async()
         await self._start_control_servers()
+        if self.filter_plan is not None and self.filter_plan.auth is not None:
+            from .authz import start_authz_server
+            assert self._upstreams is not None
+            self._upstreams.authz_socket = self.run_dir / "authz.sock"
+            self._authz_server, self.authz = await start_authz_server(self._upstreams.authz_socket,
+                                                                     self.filter_plan.auth)
         self.xds = XdsServer(self.run_dir / "xds.sock", self.ads)
         await self.xds.start()
         await self.publish()
@@ -164,6 +172,8 @@ class Gateway:
         opts.hcm_extras = self.filter_plan.hcm_extras
         opts.network_filters = self.filter_plan.network_filters
         opts.route_extras = self.filter_plan.route_extras
+        if self.filter_plan.auth is not None:
+            opts.client_ca_pem = self.filter_plan.auth.mtls_ca_pem
 
     async def _start_triton(self) -> None:
         t = self.config.triton
@@ -459,6 +469,8 @@ class Gateway:
             await self.xds.stop()
         if self._grpc is not None:
             await self._grpc.stop(0.5)
+        if self._authz_server is not None:
+            await self._authz_server.stop(0.5)
         for runner in self._runners:
             await runner.cleanup()
         if self.triton is not None:

@@ -7,6 +7,7 @@ messages, which validates every field name and type before anything reaches Envo
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
 from envoy.extensions.filters.http.buffer.v3 import buffer_pb2  # noqa: F401
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2  # noqa: F401
 from envoy.extensions.filters.http.grpc_field_extraction.v3 import config_pb2 as grpc_field_extraction_pb2  # noqa: F401
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2  # noqa: F401
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2  # noqa: F401
@@ -48,6 +50,7 @@ CLUSTER_TRITON_GRPC = "triton_grpc"
 CLUSTER_CONTROL = "ratls_control"
 CLUSTER_REFLECTION = "ratls_reflection"
 CLUSTER_XDS = "ratls_xds"
+CLUSTER_AUTHZ = "ratls_authz"
 WELL_KNOWN = "/.well-known/ratls/"
 HEALTH_PATH = "/healthz"
 REFLECTION_PREFIXES = ("/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/")
@@ -67,6 +70,7 @@ class Upstreams:
     triton_grpc_port: int
     control_socket: Path
     reflection_socket: Path
+    authz_socket: Path | None = None  # set when client authentication is configured
 
 
 @dataclass
@@ -80,6 +84,7 @@ class ListenerOptions:
     route_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
     hcm_extras: dict[str, Any] = field(default_factory=dict)
     extra_routes: list[dict[str, Any]] = field(default_factory=list)  # before the default catch-alls
+    client_ca_pem: bytes | None = None  # mutual TLS: request (not require) client certificates
     pre_routes: list[dict[str, Any]] = field(default_factory=list)  # before everything (path hygiene)
     routes: list[dict[str, Any]] | None = None  # replaces the Triton catch-alls (compiled policy)
     network_filters: list[dict[str, Any]] = field(default_factory=list)  # before the HTTP connection manager
@@ -109,6 +114,8 @@ def clusters(up: Upstreams, triton_extras: dict[str, Any] | None = None) -> list
         _cluster(CLUSTER_CONTROL, {"pipe": {"path": str(up.control_socket)}}),
         _cluster(CLUSTER_REFLECTION, {"pipe": {"path": str(up.reflection_socket)}}, h2=True),
     ]
+    if up.authz_socket is not None:
+        specs.append(_cluster(CLUSTER_AUTHZ, {"pipe": {"path": str(up.authz_socket)}}, h2=True))
     for spec in specs:
         # Triton is an ordinary upstream; health is tracked by the control plane, not Envoy.
         spec["common_http_protocol_options"] = {"idle_timeout": "300s"}
@@ -176,6 +183,15 @@ def listener(options: ListenerOptions) -> listener_pb2.Listener:
         "http2_protocol_options": {"max_concurrent_streams": 100},
     }
     hcm.update(options.hcm_extras)
+    common_tls: dict[str, Any] = {
+        "tls_params": {"tls_minimum_protocol_version": tls_version},
+        "alpn_protocols": ["h2", "http/1.1"],
+        "tls_certificate_sds_secret_configs": [
+            {"name": SECRET_NAME, "sds_config": {"ads": {}, "resource_api_version": "V3"}}],
+    }
+    if options.client_ca_pem:
+        common_tls["validation_context"] = {"trusted_ca": {"inline_bytes": base64.b64encode(
+            options.client_ca_pem).decode()}}
     spec = {
         "name": LISTENER_NAME,
         "address": _socket_address(options.address, options.port),
@@ -186,12 +202,10 @@ def listener(options: ListenerOptions) -> listener_pb2.Listener:
                 "name": "envoy.transport_sockets.tls",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                    "common_tls_context": {
-                        "tls_params": {"tls_minimum_protocol_version": tls_version},
-                        "alpn_protocols": ["h2", "http/1.1"],
-                        "tls_certificate_sds_secret_configs": [
-                            {"name": SECRET_NAME, "sds_config": {"ads": {}, "resource_api_version": "V3"}}],
-                    },
+                    "common_tls_context": common_tls,
+                    # Client certificates are requested, not required: verifying the gateway
+                    # must stay possible without an account; ext_authz decides per request.
+                    "require_client_certificate": False,
                 },
             },
         }],

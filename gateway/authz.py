@@ -1,0 +1,91 @@
+"""Envoy ext_authz (gRPC, v3) backed by filters.auth: only compiled in when client
+authentication is configured. Served on a 0600 unix socket; fails closed (Envoy is told
+failure_mode_allow: false, so an unreachable service denies)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.parse
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.rpc import code_pb2, status_pb2
+
+from filters.auth import AuthPolicy, decide
+from filters.compile import FIELD_NS
+from ratls.timeutil import utcnow
+from triton_backend.catalog import classify_http
+
+log = logging.getLogger("ratls.gateway.authz")
+
+
+def _model_from(request: external_auth_pb2.CheckRequest) -> str | None:
+    http = request.attributes.request.http
+    if http.headers.get("content-type", "").startswith("application/grpc"):
+        fields = request.attributes.metadata_context.filter_metadata.get(FIELD_NS)
+        if fields is None:
+            return None
+        for name in ("model_name", "name"):
+            value = fields.fields.get(name)
+            if value is not None and value.list_value.values:
+                return value.list_value.values[0].string_value
+        return None
+    found = classify_http(http.method, http.path.split("?", 1)[0])
+    if found is None:
+        return None
+    return found[1].groupdict().get("model")
+
+
+def _subject(request: external_auth_pb2.CheckRequest) -> str | None:
+    pem = request.attributes.source.certificate
+    if not pem:
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(urllib.parse.unquote(pem).encode())
+    except ValueError:
+        return None
+    return cert.subject.rfc4514_string()
+
+
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(self, policy: AuthPolicy) -> None:
+        self.policy = policy
+        self.allowed = 0
+        self.denied = 0
+
+    async def Check(self, request: external_auth_pb2.CheckRequest,  # noqa: N802 - gRPC method name
+                    context: grpc.aio.ServicerContext) -> external_auth_pb2.CheckResponse:
+        headers = {k.lower(): v for k, v in request.attributes.request.http.headers.items()}
+        decision = decide(self.policy, headers, _model_from(request), _subject(request), utcnow())
+        if decision.allowed:
+            self.allowed += 1
+            return external_auth_pb2.CheckResponse(
+                status=status_pb2.Status(code=code_pb2.OK),
+                # Credentials stop here: Triton never sees them.
+                ok_response=external_auth_pb2.OkHttpResponse(headers_to_remove=decision.remove_headers))
+        self.denied += 1
+        log.info("denied %s (%s)", decision.identity or "anonymous", decision.reason)
+        code = code_pb2.UNAUTHENTICATED if decision.status == 401 else code_pb2.PERMISSION_DENIED
+        from envoy.type.v3 import http_status_pb2
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code),
+            denied_response=external_auth_pb2.DeniedHttpResponse(
+                status=http_status_pb2.HttpStatus(code=decision.status),
+                body=f'{{"error":"{"unauthenticated" if decision.status == 401 else "forbidden"}: '
+                     f'{decision.reason}"}}\n'))
+
+
+async def start_authz_server(socket_path: Path, policy: AuthPolicy) -> tuple[grpc.aio.Server, AuthorizationService]:
+    service = AuthorizationService(policy)
+    server = grpc.aio.server()
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
+    old = os.umask(0o177)
+    try:
+        server.add_insecure_port(f"unix:{socket_path}")
+        await server.start()
+    finally:
+        os.umask(old)
+    return server, service
