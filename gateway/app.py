@@ -61,6 +61,7 @@ class Gateway:
         self.envoy: EnvoySupervisor | None = None
         self.upstream_ready = False
         self.triton_restarts = 0
+        self.xds_socket_recreated = 0
         self._version = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._runners: list[web.AppRunner] = []
@@ -141,7 +142,8 @@ class Gateway:
             raise ConfigError(f"envoy did not accept the configuration: {self.xds_problems() or 'no ACK'}; "
                               f"envoy log:\n{self.envoy.log_tail()}")
         await self._wait_listening(timeout=15)
-        self._tasks += [asyncio.create_task(self._rotation_loop()), asyncio.create_task(self._upstream_loop())]
+        self._tasks += [asyncio.create_task(self._rotation_loop()), asyncio.create_task(self._upstream_loop()),
+                        asyncio.create_task(self._socket_watchdog())]
         if self.watch is not None:
             self._tasks.append(asyncio.create_task(self._watch_loop()))
         self.started.set()
@@ -330,7 +332,7 @@ class Gateway:
                         await asyncio.to_thread(self.triton.stop)
                         self.triton.start()
                         self.triton_restarts += 1
-                    except TritonError as exc:
+                    except Exception as exc:  # noqa: BLE001 - keep supervising whatever failed
                         log.error("Triton restart failed: %s", exc)
                     continue
                 try:
@@ -345,6 +347,18 @@ class Gateway:
                     log.error("Triton is not ready")
                 self.upstream_ready = ready
                 await asyncio.sleep(1.0)
+
+    async def _socket_watchdog(self) -> None:
+        """Recreate the xDS socket if it disappears (an over-eager tmp cleaner, an operator):
+        Envoy's open ADS stream survives an unlink, but a restarted Envoy could not reconnect."""
+        assert self.xds is not None
+        while True:
+            await asyncio.sleep(1.0)
+            if not self.xds.socket_path.exists():
+                self.xds_socket_recreated += 1
+                log.error("xDS socket %s disappeared; re-creating it", self.xds.socket_path)
+                await self.xds.stop(grace=0.5)
+                await self.xds.start()
 
     async def _watch_loop(self) -> None:
         assert self.watch is not None
@@ -397,6 +411,8 @@ class Gateway:
                 self.envoy.restarts if self.envoy else 0),
             MetricFamily("ratls_upstream_ready", "gauge", "Triton readiness").add(1 if self.upstream_ready else 0),
             MetricFamily("ratls_triton_restarts_total", "counter", "managed Triton restarts").add(self.triton_restarts),
+            MetricFamily("ratls_xds_socket_recreated_total", "counter", "xDS socket re-created after removal").add(
+                self.xds_socket_recreated),
             MetricFamily("ratls_model_repository_changed", "gauge", "1 if the repository changed after attestation"
                          ).add(1 if self.repository_changes else 0),
         ]

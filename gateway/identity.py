@@ -10,7 +10,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -117,10 +117,12 @@ class IdentityManager:
         return await asyncio.to_thread(self.issue)
 
     def rotation_due(self, now: datetime) -> datetime:
+        """Issuance time + rotate_at x lifetime. Measured from the claims' iat, not from the
+        certificate's notBefore, which is backdated for clock skew."""
         assert self.current is not None
-        start = self.current.cert.not_valid_before_utc
-        end = self.current.not_after
-        return start + (end - start) * self.rotate_at
+        claims = self.current.issued.claims
+        start = datetime.fromtimestamp(claims.iat, UTC)
+        return start + timedelta(seconds=(claims.exp - claims.iat) * self.rotate_at)
 
     def fresh_evidence(self, nonce: bytes, now: datetime | None = None) -> bytes:
         """A CMW collection (same form as the certificate extension) whose claims hold the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +52,8 @@ def free_port(host: str = LOOPBACK) -> int:
 
 def _port_busy(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Like Triton's own listeners: connections in TIME_WAIT do not make the port busy.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -157,8 +160,11 @@ class TritonProcess:
             self.work_dir.mkdir(parents=True, exist_ok=True)
         self.served_repository = repo
         if c.snapshot:
+            served = self.work_dir / "models"
+            if served.exists():  # a restart: lay out a fresh snapshot of the source
+                shutil.rmtree(served)
             try:
-                self.served_repository = snapshot_repository(repo, self.work_dir / "models")
+                self.served_repository = snapshot_repository(repo, served)
             except ManifestError as exc:
                 raise TritonLaunchError(f"cannot prepare the model repository: {exc}") from None
         backend_dir = self.install.backend_dir
@@ -236,6 +242,13 @@ class TritonProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)  # leftover stubs in our own session
         except (ProcessLookupError, PermissionError):
             pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the stubs hold inherited sockets until they are gone
+            try:
+                os.killpg(self.proc.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.05)
         if self.proc.poll() is None:
             self.proc.wait(5)
         code = self.proc.returncode

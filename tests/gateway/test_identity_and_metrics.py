@@ -33,8 +33,8 @@ def test_issue_rotate_and_verify(sim_chain: SimChain) -> None:
     appraisal, _ = verify_certificate(second.cert, policy=policy, now=dt.datetime.now(dt.UTC))
     assert appraisal.ok, appraisal.summary()
     due = m.rotation_due(dt.datetime.now(dt.UTC))
-    span = second.not_after - second.cert.not_valid_before_utc
-    assert due == second.cert.not_valid_before_utc + span / 2
+    issued = dt.datetime.fromtimestamp(second.issued.claims.iat, dt.UTC)
+    assert due == issued + dt.timedelta(hours=1)  # half of the 2 h lifetime, from issuance (not notBefore)
     assert "PRIVATE" not in repr(second) and "key" not in repr(second).lower().replace("not_after", "")
 
 
