@@ -194,6 +194,64 @@ def plain_envoy_bootstrap(port: int, admin: Path, triton_http: int, triton_grpc:
                 "clusters": [cluster("http", triton_http, False), cluster("grpc", triton_grpc, True)]}}
 
 
+NGINX_CONF = """
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/nginx-body;
+    proxy_temp_path {work}/nginx-proxy;
+    fastcgi_temp_path {work}/nginx-fastcgi;
+    uwsgi_temp_path {work}/nginx-uwsgi;
+    scgi_temp_path {work}/nginx-scgi;
+    client_max_body_size 64m;
+    # keep bodies in memory: nginx's workers (another user) cannot write our private temp dir,
+    # and Envoy does not spool to disk either
+    client_body_buffer_size 16m;
+    proxy_buffering off;
+    proxy_max_temp_file_size 0;
+    upstream triton_http {{ server 127.0.0.1:{http}; keepalive 32; }}
+    upstream triton_grpc {{ server 127.0.0.1:{grpc}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port} ssl http2;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.3;
+        location / {{
+            proxy_pass http://triton_http;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location /inference.GRPCInferenceService/ {{
+            grpc_pass grpc://triton_grpc;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(work: Path, port: int, triton: TritonProcess, cert: Path, key: Path) -> subprocess.Popen[bytes] | None:
+    """nginx (Debian) as the commonly used TLS terminator, same worker count as Envoy (1)."""
+    import shutil
+
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-qq", "nginx-light"], capture_output=True, check=False,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx is None:
+        return None
+    conf = work / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(work=work, http=triton.config.http_port, grpc=triton.config.grpc_port,
+                                      port=port, cert=cert, key=key))
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _wait_port(port)
+    return proc
+
+
 def ordinary_cert(workdir: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
@@ -283,6 +341,7 @@ def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]
         triton.start()
         triton.wait_ready()
         envoy_proc = None
+        nginx_proc = None
         gw = None
         gw_off = None
         try:
@@ -296,6 +355,8 @@ def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]
                                            "--concurrency", "1", "--log-level", "error"],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             _wait_port(plain_port)
+            nginx_port = free_port()
+            nginx_proc = start_nginx(work, nginx_port, triton, cert, key)
             from ratls.platforms.sim.chain import load_or_create
             sim_dir = work / "sim"
             load_or_create(sim_dir)
@@ -318,6 +379,8 @@ def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]
                            [(triton.pid, True)]),
                 "envoy": ("127.0.0.1", plain_port, plain_port, True, str(cert),
                           [(triton.pid, True), (envoy_proc.pid, False)]),
+                **({"nginx": ("127.0.0.1", nginx_port, nginx_port, True, str(cert),
+                              [(triton.pid, True), (nginx_proc.pid, True)])} if nginx_proc else {}),
                 # the control plane runs in this process (no request passes through it)
                 "gateway": ("127.0.0.1", gw_port, gw_port, True, str(gw_cert),
                             [(triton.pid, True), (gw.envoy_pid(), False), (os.getpid(), False)]),
@@ -355,8 +418,9 @@ def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]
             for g in (gw, gw_off):
                 if g is not None:
                     g.stop()
-            if envoy_proc is not None:
-                envoy_proc.terminate()
-                envoy_proc.wait(10)
+            for proc in (envoy_proc, nginx_proc):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(10)
             triton.close()
     return results
