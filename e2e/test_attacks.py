@@ -10,12 +10,13 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+
+from ratls.testing.tls_server import serve_certificate
 
 from .load import unverified
 from .stack import Stack
@@ -38,30 +39,8 @@ def stale_server(tmp_path: Path, sim_state: Path) -> Iterator[int]:
                              "--out-cert", str(cert), "--out-key", str(key), "--lifetime", "10m",
                              "--at", "2026-01-01T00:00:00Z"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            try:
-                with ctx.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(1)
-            except (ssl.SSLError, OSError):
-                pass
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    listener.close()
+    with serve_certificate(cert, key) as port:
+        yield port
 
 
 def test_stale_certificate_replay_refused(stale_server: int, sim_policy: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from ratls.errors import ConfigError
 from ratls.timeutil import parse_duration
+from ratls.yamlfile import KeyedReader
 from triton_backend.catalog import DEFAULT_EXPOSURE, MODEL_NAME, Category, Exposure
 
 ALL_MODELS = "*"
@@ -37,24 +38,8 @@ def _seconds(value: Any, path: str) -> float:
         raise ConfigError(f"{path}: cannot read duration {value!r}", hint="use e.g. 30s, 5m") from None
 
 
-class _Reader:
-    def __init__(self, data: Any, path: str) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping")
-        self.data, self.path, self.used = data, path, set()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.used.add(key)
-        return self.data.get(key, default)
-
-    def finish(self) -> None:
-        for key in self.data:
-            if key not in self.used:
-                close = difflib.get_close_matches(str(key), sorted(self.used), n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(sorted(self.used))}"
-                raise ConfigError(f"{self.path}.{key}: unknown key", hint=hint)
+def _Reader(data: Any, path: str) -> KeyedReader:  # noqa: N802 - reads like the class it returns
+    return KeyedReader(data, path, ConfigError)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import yaml
 
 from ratls.errors import ConfigError, UsageError
 from ratls.timeutil import parse_duration
+from ratls.yamlfile import read_yaml
 
 ENV_PREFIX = "RATLS_GATEWAY__"
 CONFIG_VERSION = 1
@@ -233,14 +234,10 @@ def load_config(path: str | Path | None, environ: dict[str, str] | None = None) 
     if path is not None:
         p = Path(path)
         try:
-            text = p.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read gateway config {p}: {exc.strerror}",
-                              hint="pass -c with the path to gateway.yaml") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+            loaded = read_yaml(p, "gateway config", error=ConfigError,
+                               missing_hint="pass -c with the path to gateway.yaml")
+        except UsageError as exc:
+            raise ConfigError(exc.message, hint=exc.hint) from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{p}: the top level must be a mapping")
         data = loaded or {}

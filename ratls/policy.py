@@ -4,17 +4,15 @@ name the full key path, so a typo can never silently turn a check off.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import PolicyError, UsageError
 from .timeutil import parse_duration
+from .yamlfile import KeyedReader, read_yaml
 
 SUPPORTED_VERSION = 1
 KNOWN_PLATFORMS = ("sev-snp", "tdx", "azure-snp-vtpm", "azure-tdx-vtpm")
@@ -24,34 +22,14 @@ _HEX = re.compile(r"^[0-9a-fA-F]*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
-class _Map:
-    """A YAML mapping being read: tracks the key path and which keys were consumed."""
+class _Map(KeyedReader):
+    """A policy mapping: KeyedReader plus the typed getters policies need."""
 
     def __init__(self, data: Any, path: str) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise PolicyError(f"{path}: expected a mapping, got {type(data).__name__}")
-        self.data = data
-        self.path = path
-        self.used: set[str] = set()
+        super().__init__(data, path, PolicyError)
 
     def _key(self, key: str) -> str:
-        return f"{self.path}.{key}"
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.used.add(key)
-        return self.data.get(key, default)
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def finish(self) -> None:
-        for key in self.data:
-            if key not in self.used:
-                close = difflib.get_close_matches(str(key), sorted(self.used), n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(self.used))}"
-                raise PolicyError(f"{self._key(str(key))}: unknown key", hint=hint)
+        return self.key_path(key)
 
     def boolean(self, key: str, default: bool | None) -> bool | None:
         value = self.get(key, default)
@@ -297,15 +275,8 @@ def parse_policy(data: Any, source: str = "<memory>") -> Policy:
 
 def load_policy(path: str | Path) -> Policy:
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read policy file {p}: {exc.strerror}",
-                         hint="check the path, or write one with 'ratls policy init'") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{p}: not valid YAML ({exc})") from None
+    data = read_yaml(p, "policy file", error=PolicyError,
+                     missing_hint="check the path, or write one with 'ratls policy init'")
     try:
         return parse_policy(data, source=str(p))
     except PolicyError as exc:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 from ratls.cli import main
 from ratls.client.fetch import fetch_certificate, parse_target
 from ratls.errors import EvidenceError, UsageError
+from ratls.testing.tls_server import serve_certificate
 
 
 @pytest.fixture
@@ -21,31 +20,8 @@ def tls_server(tmp_path: Path, sim_state: Path) -> Iterator[tuple[int, Path]]:
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     assert main(["cert", "issue", "--platform", "sim", "--sim-dir", str(sim_state), "--out-cert", str(cert),
                  "--out-key", str(key)]) == 0
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    stop = threading.Event()
-
-    def serve() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            try:
-                with ctx.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(1)
-            except (ssl.SSLError, OSError):
-                pass
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield port, cert
-    stop.set()
-    thread.join()
-    listener.close()
+    with serve_certificate(cert, key) as port:
+        yield port, cert
 
 
 def test_verify_live_server(tls_server: tuple[int, Path], tmp_path: Path, capsys) -> None:
