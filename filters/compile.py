@@ -115,15 +115,25 @@ def allowed_http_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
         regex = http_route_regex(route, policy)
         if regex is None:
             continue
-        entry: dict[str, Any] = {
-            "name": f"{route.category.value}:{route.name}",
-            "match": {"safe_regex": {"regex": regex}, "headers": [_method_match(route.methods)]},
-            "route": {"cluster": CLUSTER_HTTP,
-                      "timeout": "0s" if route.streaming else f"{policy.limits.request_timeout_s:g}s",
-                      "idle_timeout": f"{policy.limits.stream_idle_timeout_s:g}s"},
-        }
-        entry["typed_per_filter_config"] = _buffer(_request_limit(policy, route.category))
-        routes.append(entry)
+        name = f"{route.category.value}:{route.name}"
+        limit = _request_limit(policy, route.category)
+        action = {"cluster": CLUSTER_HTTP,
+                  "timeout": "0s" if route.streaming else f"{policy.limits.request_timeout_s:g}s",
+                  "idle_timeout": f"{policy.limits.stream_idle_timeout_s:g}s"}
+        method = _method_match(route.methods)
+        # A request that declares Content-Length within the limit is forwarded as it came: the
+        # HTTP framing already guarantees Triton gets exactly that many bytes, with the header.
+        routes.append({"name": name, "match": {"safe_regex": {"regex": regex}, "headers": [method, {
+            "name": "content-length", "range_match": {"start": 0, "end": limit + 1}}]}, "route": dict(action),
+            "typed_per_filter_config": NO_BUFFER})
+        # A declared Content-Length over the limit is refused before any body byte is read.
+        routes.append(_local_reply(f"{name}:too-large", 413, f"request body larger than {limit} bytes",
+                                   {"safe_regex": {"regex": regex}, "headers": [method, {
+                                       "name": "content-length", "present_match": True}]}))
+        # No Content-Length (chunked, or HTTP/2 without it): buffer up to the limit (413 above
+        # it) and forward with Content-Length, never chunked.
+        routes.append({"name": name, "match": {"safe_regex": {"regex": regex}, "headers": [method]},
+                       "route": dict(action), "typed_per_filter_config": _buffer(limit)})
     return routes
 
 
