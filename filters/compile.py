@@ -99,8 +99,11 @@ def _buffer(limit: int) -> dict[str, Any]:
         "buffer": {"max_request_bytes": limit}}}
 
 
-NO_BUFFER = {"envoy.filters.http.buffer": {
-    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute", "disabled": True}}
+def _no_buffer() -> dict[str, Any]:
+    # A fresh dict each time: per-route configs are amended later (e.g. ext_authz exemptions),
+    # and a shared one would leak an exemption onto every route that uses it.
+    return {"envoy.filters.http.buffer": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute", "disabled": True}}
 
 
 def _request_limit(policy: FilterPolicy, category: Category) -> int:
@@ -125,7 +128,7 @@ def allowed_http_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
         # HTTP framing already guarantees Triton gets exactly that many bytes, with the header.
         routes.append({"name": name, "match": {"safe_regex": {"regex": regex}, "headers": [method, {
             "name": "content-length", "range_match": {"start": 0, "end": limit + 1}}]}, "route": dict(action),
-            "typed_per_filter_config": NO_BUFFER})
+            "typed_per_filter_config": _no_buffer()})
         # A declared Content-Length over the limit is refused before any body byte is read.
         routes.append(_local_reply(f"{name}:too-large", 413, f"request body larger than {limit} bytes",
                                    {"safe_regex": {"regex": regex}, "headers": [method, {
@@ -202,7 +205,7 @@ def grpc_routes(policy: FilterPolicy, per_model: bool = True) -> list[dict[str, 
         # gRPC is never buffered (streams must stream); message sizes are bounded by Triton's
         # own gRPC limits and the HTTP/2 flow control below.
         rbac = _rbac_models(method, policy) if method.per_model and per_model else {}
-        entry["typed_per_filter_config"] = {**NO_BUFFER, **rbac}
+        entry["typed_per_filter_config"] = {**_no_buffer(), **rbac}
         routes.append(entry)
     return routes
 
@@ -339,10 +342,10 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
         "disabled": True}} if auth is not None else {}
     # The evidence API, health and reflection stay open: verifying the gateway needs no account.
-    plan.route_extras = {"grpc-reflection-v1": {"typed_per_filter_config": {**NO_BUFFER, **no_authz}},
-                         "grpc-reflection-v1alpha": {"typed_per_filter_config": {**NO_BUFFER, **no_authz}},
-                         "ratls-evidence": {"typed_per_filter_config": no_authz},
-                         "ratls-health": {"typed_per_filter_config": no_authz}}
+    plan.route_extras = {"grpc-reflection-v1": {"typed_per_filter_config": {**_no_buffer(), **no_authz}},
+                         "grpc-reflection-v1alpha": {"typed_per_filter_config": {**_no_buffer(), **no_authz}},
+                         "ratls-evidence": {"typed_per_filter_config": dict(no_authz)},
+                         "ratls-health": {"typed_per_filter_config": dict(no_authz)}}
     plan.auth = auth
     plan.pre_routes = hygiene_routes()
     # Query strings are refused before the Triton routes (their regexes see the path only).

@@ -94,3 +94,20 @@ def test_model_fields_come_from_descriptors() -> None:
     assert model_fields(classify_grpc("/inference.GRPCInferenceService/ModelInfer")) == ("model_name", "model_version")
     assert model_fields(classify_grpc("/inference.GRPCInferenceService/ModelReady")) == ("name", "version")
     assert model_fields(classify_grpc("/inference.GRPCInferenceService/RepositoryModelLoad"))[0] == "model_name"
+
+
+def test_auth_exemptions_do_not_leak_onto_other_routes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Regression: a shared per-route dict once carried the health exemption to every route."""
+    import hashlib
+
+    doc = {"auth": {"api_keys": {"keys": [{"name": "a", "sha256": hashlib.sha256(b"k").hexdigest()}]}}}
+    _, plan = plan_for(doc)
+    routes = routes_of(plan)
+    exempt = {r["name"] for r in routes
+              if r.get("typed_per_filter_config", {}).get("envoy.filters.http.ext_authz", {}).get("disabled")}
+    for name in exempt:
+        category = name.split(":", 1)[0]
+        assert category in ("health", "hygiene", "deny", "ratls-evidence", "ratls-health") or \
+            name.startswith("grpc-reflection") or name.endswith(":too-large"), name
+    assert any(r["name"] == "inference:model-infer" for r in routes)
+    assert "inference:model-infer" not in exempt and "inference:ModelInfer" not in exempt
