@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
@@ -26,6 +25,7 @@ from ratls.client.proxy import VerifyingProxy
 from ratls.client.triton import grpc_client, http_client
 from ratls.errors import PolicyViolation
 from ratls.policy import load_policy
+from triton_backend.demo import add_sub_inputs as demo_inputs
 
 from .stack import Stack, free_port, start_stack
 
@@ -149,11 +149,7 @@ class ProxyThread:
 
 
 def add_sub_inputs(module):  # type: ignore[no-untyped-def]
-    a = module.InferInput("INPUT0", [1], "FP32")
-    a.set_data_from_numpy(np.array([5], dtype=np.float32))
-    b = module.InferInput("INPUT1", [1], "FP32")
-    b.set_data_from_numpy(np.array([3], dtype=np.float32))
-    return [a, b]
+    return demo_inputs(module, [5], [3])
 
 
 def test_proxy_with_unmodified_tritonclient(stack: Stack, policies: dict[str, Path]) -> None:

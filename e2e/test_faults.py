@@ -76,6 +76,7 @@ def test_xds_socket_removed_then_envoy_restart_still_configures(fstack: Stack) -
     cert = fetch_pem(fstack.port)
     os.kill(envoy, signal.SIGKILL)
     assert wait_for(lambda: fstack.status()["ready"] and fstack.status()["envoy"]["pid"] != envoy, 60)
+    assert wait_for(lambda: _accepts(fstack.port), 10)
     assert fetch_pem(fstack.port) == cert
     assert "ratls_xds_socket_recreated_total 1" in fstack.metrics()
 
@@ -156,6 +157,15 @@ def test_rotation_happens_before_expiry(sim_state: Path, tmp_path: Path) -> None
             await gw.stop()
 
     asyncio.run(scenario())
+
+
+def _accepts(port: int) -> bool:
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def _post(url: str) -> tuple[int, str]:

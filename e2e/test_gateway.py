@@ -15,6 +15,8 @@ import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 
+from triton_backend.demo import add_sub_inputs
+
 from .stack import Stack, fetch_cert_pem, pinned_context
 
 pytestmark = pytest.mark.slow
@@ -33,22 +35,14 @@ def grpc_client(stack: Stack) -> tgrpc.InferenceServerClient:
                                        channel_args=[("grpc.ssl_target_name_override", "localhost")])
 
 
-def add_sub(module, a: list[float], b: list[float]):
-    x = module.InferInput("INPUT0", [len(a)], "FP32")
-    x.set_data_from_numpy(np.array(a, dtype=np.float32))
-    y = module.InferInput("INPUT1", [len(b)], "FP32")
-    y.set_data_from_numpy(np.array(b, dtype=np.float32))
-    return [x, y]
-
-
 def test_rest_and_grpc_through_one_port(stack: Stack) -> None:
     http = http_client(stack)
     assert http.is_server_ready()
-    out = http.infer("add_sub", add_sub(thttp, [1, 2], [3, 4]))
+    out = http.infer("add_sub", add_sub_inputs(thttp, [1, 2], [3, 4]))
     assert out.as_numpy("OUTPUT0").tolist() == [4.0, 6.0]
     grpc = grpc_client(stack)
     assert grpc.is_server_live()
-    out = grpc.infer("add_sub", add_sub(tgrpc, [10], [1]))
+    out = grpc.infer("add_sub", add_sub_inputs(tgrpc, [10], [1]))
     assert out.as_numpy("OUTPUT1").tolist() == [9.0]
     text = tgrpc.InferInput("TEXT", [1], "BYTES")
     text.set_data_from_numpy(np.array([b"attested"], dtype=np.object_))

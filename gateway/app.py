@@ -136,7 +136,8 @@ class Gateway:
                                      self.run_dir / "envoy.log", log_level=cfg.envoy.log_level,
                                      concurrency=cfg.envoy.concurrency,
                                      drain_time_s=int(_seconds(cfg.envoy.drain_time, "envoy.drain_time")),
-                                     backoff_max=_seconds(cfg.envoy.restart_backoff_max, "envoy.restart_backoff_max"))
+                                     backoff_max=_seconds(cfg.envoy.restart_backoff_max, "envoy.restart_backoff_max"),
+                                     on_start=self._on_envoy_start)
         await self.envoy.start()
         if not await self.ads.wait_acked(self._snapshot_version, timeout=30):
             raise ConfigError(f"envoy did not accept the configuration: {self.xds_problems() or 'no ACK'}; "
@@ -290,6 +291,11 @@ class Gateway:
         self._version += 1
         await self.ads.set_snapshot(self.build_snapshot(self._snapshot_version))
         return self._snapshot_version
+
+    async def _on_envoy_start(self) -> None:
+        # A new Envoy process knows nothing yet: readiness waits for its own ACKs, not for
+        # the ones its predecessor sent.
+        self.ads.status.forget_acks()
 
     def xds_problems(self) -> str:
         return "; ".join(f"{t.rsplit('.', 1)[-1]} v{s.nacked_version}: {s.last_nack}"

@@ -43,6 +43,10 @@ class XdsStatus:
     def of(self, type_url: str) -> TypeStatus:
         return self.types.setdefault(type_url, TypeStatus())
 
+    def forget_acks(self) -> None:
+        for st in self.types.values():
+            st.acked_version = None
+
     def fully_acked(self, version: str) -> bool:
         return all(self.of(t).acked_version == version for t in PUSH_ORDER)
 

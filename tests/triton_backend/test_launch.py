@@ -13,19 +13,11 @@ import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 
-from triton_backend.demo import demo_repository
+from triton_backend.demo import add_sub_inputs, demo_repository
 from triton_backend.launch import TritonConfig, TritonCrashed, TritonLaunchError, TritonProcess, free_port
 from triton_backend.locate import TritonNotFound, locate
 
 pytestmark = pytest.mark.slow
-
-
-def add_sub_inputs(module, a: list[float], b: list[float]):
-    x = module.InferInput("INPUT0", [len(a)], "FP32")
-    x.set_data_from_numpy(np.array(a, dtype=np.float32))
-    y = module.InferInput("INPUT1", [len(b)], "FP32")
-    y.set_data_from_numpy(np.array(b, dtype=np.float32))
-    return [x, y]
 
 
 def test_http_and_grpc_inference(triton: TritonProcess) -> None:
