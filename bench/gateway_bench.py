@@ -330,6 +330,27 @@ class GatewayThread:
         self.thread.join(10)
 
 
+def filters_cost(pool: Any, triton: TritonProcess, on: tuple[str, int, str, Any], off: tuple[str, int, str, Any],
+                 rounds: int = 6, seconds: float = 4.0) -> dict[str, dict[str, float]]:
+    """The default policy's cost, measured the steadier way: the same gateway with filters on
+    and off, alternated round by round, medians compared; plus Envoy's own CPU per request."""
+    out: dict[str, dict[str, float]] = {}
+    for scenario in ("http_small", "grpc_small"):
+        samples: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
+        for _ in range(rounds):
+            for label, (host, port, pem, gw) in (("on", on), ("off", off)):
+                if scenario == "http_small":
+                    row = run_scenario(pool, _http_worker, (host, port, True, "small", seconds), 2,
+                                       [(gw.envoy_pid(), False)])
+                else:
+                    row = run_scenario(pool, _grpc_worker, (host, port, pem, seconds), 2, [(gw.envoy_pid(), False)])
+                samples[label].append((row["rps"], row["server_cpu_ms_per_req"]))
+        med = {k: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for k, v in samples.items()}
+        out[scenario] = {"rps_ratio": med["on"][0] / med["off"][0],
+                         "envoy_cpu_per_request_ratio": med["on"][1] / med["off"][1], "rounds": rounds}
+    return out
+
+
 def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]:
     results: dict[str, Any] = {"seconds_per_run": seconds, "client_processes": procs, "rounds": rounds}
     # Fork the client processes before this process starts any gRPC machinery (the gateway's
@@ -413,6 +434,9 @@ def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]
             results["rps_ratio_vs_plain_envoy"] = ratios
             results["filters_cost_ratio"] = {sc: best["gateway"][sc]["rps"] / best["gateway_nofilters"][sc]["rps"]
                                              for sc in best["gateway"]}
+            results["filters_cost_interleaved"] = filters_cost(
+                pool, triton, ("127.0.0.1", gw_port, str(gw_cert), gw),
+                ("127.0.0.1", gw_off_port, str(gw_off_cert), gw_off))
             results["rotation_seconds_median"] = gw.rotate_seconds()
         finally:
             for g in (gw, gw_off):
