@@ -410,19 +410,18 @@ def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]
                                       [(triton.pid, True), (gw_off.envoy_pid(), False), (os.getpid(), False)]),
             }
             table: dict[str, dict[str, list[dict[str, float]]]] = {}
-            if True:
-                for _ in range(rounds):
-                    for name, (host, hport, gport, tls, pem, pids) in targets.items():
-                        rows = table.setdefault(name, {})
-                        rows.setdefault("http_small", []).append(
-                            run_scenario(pool, _http_worker, (host, hport, tls, "small", seconds), procs, pids))
-                        rows.setdefault("http_2mib", []).append(
-                            run_scenario(pool, _http_worker, (host, hport, tls, "large", seconds), procs, pids))
-                        rows.setdefault("grpc_small", []).append(
-                            run_scenario(pool, _grpc_worker, (host, gport, pem, seconds), procs, pids))
-                        if tls:
-                            rows.setdefault("handshakes", []).append(
-                                run_scenario(pool, _handshake_worker, (host, hport, seconds), procs, pids))
+            for _ in range(rounds):
+                for name, (host, hport, gport, tls, pem, pids) in targets.items():
+                    rows = table.setdefault(name, {})
+                    rows.setdefault("http_small", []).append(
+                        run_scenario(pool, _http_worker, (host, hport, tls, "small", seconds), procs, pids))
+                    rows.setdefault("http_2mib", []).append(
+                        run_scenario(pool, _http_worker, (host, hport, tls, "large", seconds), procs, pids))
+                    rows.setdefault("grpc_small", []).append(
+                        run_scenario(pool, _grpc_worker, (host, gport, pem, seconds), procs, pids))
+                    if tls:
+                        rows.setdefault("handshakes", []).append(
+                            run_scenario(pool, _handshake_worker, (host, hport, seconds), procs, pids))
             # Best round per scenario: the least disturbed by other tenants of a shared machine.
             best = {name: {sc: max(runs, key=lambda r: r["rps"]) for sc, runs in rows.items()}
                     for name, rows in table.items()}

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import ssl
 import time
 import urllib.error
 import urllib.request
@@ -180,5 +179,3 @@ def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as r:
         return r.read().decode()
 
-
-assert ssl  # imported for type context of helpers

@@ -15,7 +15,7 @@ import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 
-from triton_backend.demo import add_sub_inputs
+from triton_backend.demo import add_sub_inputs, repeat_inputs
 
 from .stack import Stack, fetch_cert_pem, pinned_context
 
@@ -112,11 +112,7 @@ def test_streaming_is_not_buffered(stack: Stack) -> None:
     received: queue.Queue = queue.Queue()
     client = grpc_client(stack)
     client.start_stream(callback=lambda result, error: received.put((time.monotonic(), result, error)))
-    count = tgrpc.InferInput("COUNT", [1], "INT32")
-    count.set_data_from_numpy(np.array([20], dtype=np.int32))
-    msg = tgrpc.InferInput("MESSAGE", [1], "BYTES")
-    msg.set_data_from_numpy(np.array([b"chunk"], dtype=np.object_))
-    client.async_stream_infer("repeat", [count, msg])
+    client.async_stream_infer("repeat", repeat_inputs(tgrpc, 20, b"chunk"))
     arrivals = []
     for _ in range(20):
         t, result, error = received.get(timeout=30)

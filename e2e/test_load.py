@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from triton_backend.demo import repeat_inputs
+
 from .load import fetch_pem, run_load
 from .stack import Stack, start_stack
 
@@ -77,11 +79,7 @@ def test_mixed_load_zero_failures(lstack: Stack, tmp_path: Path) -> None:
         results: queue.Queue = queue.Queue()
         client.start_stream(callback=lambda result, error: results.put((result, error)))
         while time.monotonic() < deadline:
-            n = tgrpc.InferInput("COUNT", [1], "INT32")
-            n.set_data_from_numpy(np.array([5], dtype=np.int32))
-            m = tgrpc.InferInput("MESSAGE", [1], "BYTES")
-            m.set_data_from_numpy(np.array([b"load"], dtype=np.object_))
-            client.async_stream_infer("repeat", [n, m])
+            client.async_stream_infer("repeat", repeat_inputs(tgrpc, 5, b"load"))
             got = []
             for _ in range(5):
                 result, error = results.get(timeout=30)

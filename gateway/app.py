@@ -24,7 +24,7 @@ from ratls.registry import Platform
 from ratls.timeutil import parse_duration, utcnow
 from triton_backend import hardening
 from triton_backend.demo import demo_repository
-from triton_backend.launch import TritonConfig, TritonError, TritonProcess
+from triton_backend.launch import TritonConfig, TritonProcess
 from triton_backend.manifest import Manifest, ManifestError, RepositoryWatch, build_manifest, canonical_json
 
 from . import envoy_config as ec
@@ -194,9 +194,7 @@ class Gateway:
             try:
                 self.triton.start()  # on the loop thread: see TritonProcess.start (PDEATHSIG)
                 await asyncio.to_thread(self.triton.wait_ready)
-            except TritonError as exc:
-                raise ConfigError(f"Triton did not start: {exc}") from None
-            except Exception as exc:  # noqa: BLE001 - TritonNotFound and friends
+            except Exception as exc:  # noqa: BLE001 - TritonError, TritonNotFound, OSError alike
                 raise ConfigError(f"Triton did not start: {exc}") from None
             host, http_port, grpc_port = "127.0.0.1", self.triton.config.http_port, self.triton.config.grpc_port
             self.upstream_ready = True

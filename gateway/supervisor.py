@@ -63,7 +63,6 @@ class EnvoySupervisor:
         self.backoff = Backoff(maximum=backoff_max)
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
-        self.starts = 0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self.on_start = on_start
@@ -89,7 +88,6 @@ class EnvoySupervisor:
                 stdin=asyncio.subprocess.DEVNULL)
         finally:
             log_file.close()
-        self.starts += 1
         log.info("envoy started (pid %d)", self.proc.pid)
         if self.on_start is not None:
             await self.on_start()

@@ -109,7 +109,7 @@ def _verify_fresh(args: argparse.Namespace, policy: Policy) -> int:
     if not args.target.startswith("https://"):
         raise UsageError("--fresh needs a live server (https://HOST:PORT), not a file")
     now, trust = _now(args), _trust(args)
-    server = _verified_or_exit(lambda: verify_server(args.target, policy, now=now, trust=trust), args)
+    server = _verified_or_exit(lambda: verify_server(args.target, policy, now=now, trust=trust))
     if server is None:
         return EXIT_VERDICT
     fresh = verify_fresh(server, policy, now=now, trust=trust)
@@ -117,7 +117,7 @@ def _verify_fresh(args: argparse.Namespace, policy: Policy) -> int:
     return _emit(fresh, args.json, {"certificate_sha256": server.cert_sha256, "fresh": True})
 
 
-def _verified_or_exit(fn, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _verified_or_exit(fn):  # type: ignore[no-untyped-def]
     from .errors import PolicyViolation
     try:
         return fn()
@@ -132,7 +132,7 @@ def _verified_or_exit(fn, args: argparse.Namespace):  # type: ignore[no-untyped-
 def cmd_pin(args: argparse.Namespace) -> int:
     from .client.verify import verify_server
     server = _verified_or_exit(lambda: verify_server(args.target, load_policy(args.policy), now=_now(args),
-                                                     trust=_trust(args)), args)
+                                                     trust=_trust(args)))
     if server is None:
         return EXIT_VERDICT
     if args.pem:
@@ -152,13 +152,13 @@ def _tool_args(args: argparse.Namespace) -> list[str]:
 
 def cmd_curl(args: argparse.Namespace) -> int:
     from .client.tools import run_curl
-    got = _verified_or_exit(lambda: run_curl(_tool_args(args), load_policy(args.policy)), args)
+    got = _verified_or_exit(lambda: run_curl(_tool_args(args), load_policy(args.policy)))
     return EXIT_VERDICT if got is None else got[1]
 
 
 def cmd_grpcurl(args: argparse.Namespace) -> int:
     from .client.tools import run_grpcurl
-    got = _verified_or_exit(lambda: run_grpcurl(_tool_args(args), load_policy(args.policy)), args)
+    got = _verified_or_exit(lambda: run_grpcurl(_tool_args(args), load_policy(args.policy)))
     return EXIT_VERDICT if got is None else got[1]
 
 

@@ -18,7 +18,6 @@ RATLS_COLLECTION_TYPE = "tag:ratls-gateway.dev,2026:ratls/1"
 
 MEDIA_CLAIMS = "application/vnd.ratls.claims+cbor"
 MEDIA_PKIX_CERT = "application/pkix-cert"
-MEDIA_PKIX_CRL = "application/pkix-crl"
 
 MAX_CMW_BYTES = 256 * 1024
 

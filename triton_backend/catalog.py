@@ -194,6 +194,3 @@ def classify_grpc(path: str) -> GrpcMethod | None:
             return method
     return None
 
-
-def categories() -> list[Category]:
-    return list(Category)

@@ -20,3 +20,14 @@ def add_sub_inputs(module: Any, a: list[float], b: list[float]) -> list[Any]:
     y = module.InferInput("INPUT1", [len(b)], "FP32")
     y.set_data_from_numpy(np.array(b, dtype=np.float32))
     return [x, y]
+
+
+def repeat_inputs(module: Any, count: int, message: bytes) -> list[Any]:
+    """COUNT/MESSAGE for the decoupled demo repeat model (streams COUNT responses)."""
+    import numpy as np
+
+    n = module.InferInput("COUNT", [1], "INT32")
+    n.set_data_from_numpy(np.array([count], dtype=np.int32))
+    m = module.InferInput("MESSAGE", [1], "BYTES")
+    m.set_data_from_numpy(np.array([message], dtype=np.object_))
+    return [n, m]

@@ -75,10 +75,6 @@ class Manifest:
         """The ``models`` claim of the RA-TLS certificate."""
         return {"manifest": self.digest, "models": self.model_digests()}
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for files in self.models.values() for f in files)
-
 
 def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +38,6 @@ class XdsStatus:
     types: dict[str, TypeStatus] = field(default_factory=dict)
     streams_opened: int = 0
     streams_active: int = 0
-    listeners: list[Callable[[], None]] = field(default_factory=list)
 
     def of(self, type_url: str) -> TypeStatus:
         return self.types.setdefault(type_url, TypeStatus())
@@ -49,10 +48,6 @@ class XdsStatus:
 
     def fully_acked(self, version: str) -> bool:
         return all(self.of(t).acked_version == version for t in PUSH_ORDER)
-
-    @property
-    def total_nacks(self) -> int:
-        return sum(t.nacks for t in self.types.values())
 
 
 class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):

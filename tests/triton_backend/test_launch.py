@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 
-from triton_backend.demo import add_sub_inputs, demo_repository
+from triton_backend.demo import add_sub_inputs, demo_repository, repeat_inputs
 from triton_backend.launch import TritonConfig, TritonCrashed, TritonLaunchError, TritonProcess, free_port
 from triton_backend.locate import TritonNotFound, locate
 
@@ -42,11 +42,7 @@ def test_decoupled_streaming(triton: TritonProcess) -> None:
     received: queue.Queue = queue.Queue()
     client = tgrpc.InferenceServerClient(triton.grpc_target)
     client.start_stream(callback=lambda result, error: received.put((result, error)))
-    count = tgrpc.InferInput("COUNT", [1], "INT32")
-    count.set_data_from_numpy(np.array([5], dtype=np.int32))
-    msg = tgrpc.InferInput("MESSAGE", [1], "BYTES")
-    msg.set_data_from_numpy(np.array([b"tick"], dtype=np.object_))
-    client.async_stream_infer("repeat", [count, msg], enable_empty_final_response=True)
+    client.async_stream_infer("repeat", repeat_inputs(tgrpc, 5, b"tick"), enable_empty_final_response=True)
     indexes = []
     while True:
         result, error = received.get(timeout=30)

@@ -55,7 +55,7 @@ class SimPlatform:
             else:
                 root_check = failed("sim.root", f"SIMULATED root {fp} is not pinned "
                                                 "(policy simulated.root_sha256); refusing simulated evidence")
-        keys = key_material(evidence, None)
+        keys = key_material(evidence)
         if keys is not None:
             keys.intermediates = [c for c in keys.intermediates if c.subject != c.issuer]
         verified = verify_snp(report, keys, snp_trust(trust, roots, simulated=True), now, platform=self.name)

@@ -14,7 +14,7 @@ from ...policy import Policy
 from ...trust import Trust
 from ...tsm import DEFAULT_ROOT, TsmFilesystem
 from . import collect as snp_collect
-from .abi import Product, parse_report, product_from_name
+from .abi import Product, parse_report
 from .appraise import appraise_snp
 from .certs import ProductRoots, load_certificates, shipped_roots
 from .kds import KdsClient
@@ -41,7 +41,7 @@ def snp_trust(trust: Trust, roots: dict[Product, ProductRoots], *, simulated: bo
                     cache=cache if cache is not False else NoCache())
 
 
-def key_material(evidence: Evidence, report_product: str | None) -> KeyMaterial | None:
+def key_material(evidence: Evidence) -> KeyMaterial | None:
     """The VCEK/VLEK and intermediates carried with the evidence (cert table, CMW, CLI)."""
     e = evidence.endorsements
     key_der = e.get("vcek") or e.get("vlek")
@@ -76,7 +76,7 @@ class SnpPlatform:
 
     def verify(self, evidence: Evidence, trust: Trust, now: datetime) -> VerifiedEvidence:
         report = parse_report(evidence.raw)
-        keys = key_material(evidence, None)
+        keys = key_material(evidence)
         if keys is None:
             keys = self._fetch(report, trust)
         return verify_snp(report, keys, self._trust(trust), now, platform=self.name)
@@ -94,5 +94,3 @@ class SnpPlatform:
     def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
         return appraise_snp(verified.parsed, policy.snp, verified.summary.get("product"))
 
-
-__all__ = ["SnpPlatform", "MEDIA_TYPE", "product_from_name"]

@@ -25,7 +25,6 @@ from .certs import (
     ProductRoots,
     endorsement_key_info,
     fingerprint,
-    load_certificates,
     product_of_key,
     shipped_roots,
 )
@@ -264,13 +263,3 @@ def verify_snp(report: SnpReport, keys: KeyMaterial | None, trust: SnpTrust, now
     checks.extend(check_key_against_report(report, info, product))
     checks.append(verify_report_signature(report, keys.key_cert))
     return result
-
-
-def key_material_from(vcek: bytes | None, chain: bytes | None) -> KeyMaterial | None:
-    if vcek is None:
-        return None
-    key = load_certificates(vcek, "endorsement key (VCEK/VLEK)")
-    if len(key) != 1:
-        raise EvidenceError(f"endorsement key file holds {len(key)} certificates; give only the VCEK or VLEK")
-    extra = load_certificates(chain, "certificate chain (ASK/ASVK + ARK)") if chain else []
-    return KeyMaterial(key[0], extra)
