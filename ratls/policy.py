@@ -129,6 +129,33 @@ class SnpPolicy:
     report_data: bytes | None = None
 
 
+TDX_TCB_STATUSES = ("UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
+                    "OutOfDate", "OutOfDateConfigurationNeeded")
+
+
+@dataclass(frozen=True)
+class TdxPolicy:
+    mrtd: list[bytes] | None = None
+    rtmr: dict[int, list[bytes]] = field(default_factory=dict)
+    mrconfigid: list[bytes] | None = None
+    mrowner: list[bytes] | None = None
+    mrownerconfig: list[bytes] | None = None
+    mrseam: list[bytes] | None = None
+    debug: bool = False
+    sept_ve_disable: bool | None = None
+    accept_tcb_status: list[str] = field(default_factory=lambda: ["UpToDate"])
+    reject_advisories: list[str] = field(default_factory=list)
+    min_tcb_eval_data_number: int | None = None
+    report_data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class VtpmPolicy:
+    """Azure vTPM: allowed SHA-256 PCR values by index (any listed value passes)."""
+
+    pcrs: dict[int, list[bytes]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class ClaimsPolicy:
     models: dict[str, str] | None = None
@@ -143,6 +170,8 @@ class Policy:
     allow_simulated: bool = False
     simulated_roots: list[str] = field(default_factory=list)  # SHA-256 of pinned sim ARKs
     snp: SnpPolicy = field(default_factory=SnpPolicy)
+    tdx: TdxPolicy = field(default_factory=TdxPolicy)
+    vtpm: VtpmPolicy = field(default_factory=VtpmPolicy)
     claims: ClaimsPolicy = field(default_factory=ClaimsPolicy)
     source: str = "<built-in>"
     trust_on_first_use: bool = False
@@ -217,6 +246,56 @@ def _parse_snp(m: _Map) -> SnpPolicy:
     return policy
 
 
+def _indexed_hex(m: _Map, key: str, size: int, hi: int) -> dict[int, list[bytes]]:
+    raw = m.get(key)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{m.path}.{key}: expected a mapping of index (0-{hi}) to hex value(s)")
+    out: dict[int, list[bytes]] = {}
+    for index, value in raw.items():
+        where = f"{m.path}.{key}.{index}"
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= hi:
+            raise PolicyError(f"{where}: index must be an integer 0-{hi}")
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise PolicyError(f"{where}: empty list would accept nothing; remove the entry or list values")
+        out[index] = [_hex(v, size, f"{where}[{i}]") for i, v in enumerate(values)]
+    return out
+
+
+def _parse_tdx(m: _Map) -> TdxPolicy:
+    status = m.str_list("accept_tcb_status", TDX_TCB_STATUSES)
+    if status is not None and not status:
+        raise PolicyError(f"{m.path}.accept_tcb_status: empty list accepts no TCB at all")
+    advisories = m.str_list("reject_advisories") or []
+    for i, adv in enumerate(advisories):
+        if not re.fullmatch(r"INTEL-SA-\d{5}", adv):
+            raise PolicyError(f"{m.path}.reject_advisories[{i}]: '{adv}' is not an advisory id like INTEL-SA-00334")
+    policy = TdxPolicy(
+        mrtd=m.hex_list("mrtd", 48),
+        rtmr=_indexed_hex(m, "rtmr", 48, 3),
+        mrconfigid=m.hex_list("mrconfigid", 48),
+        mrowner=m.hex_list("mrowner", 48),
+        mrownerconfig=m.hex_list("mrownerconfig", 48),
+        mrseam=m.hex_list("mrseam", 48),
+        debug=bool(m.boolean("debug", False)),
+        sept_ve_disable=m.boolean("sept_ve_disable", None),
+        accept_tcb_status=status or ["UpToDate"],
+        reject_advisories=advisories,
+        min_tcb_eval_data_number=m.integer("min_tcb_eval_data_number", lo=0, hi=2**32 - 1),
+        report_data=m.hex_value("report_data", 64),
+    )
+    m.finish()
+    return policy
+
+
+def _parse_vtpm(m: _Map) -> VtpmPolicy:
+    policy = VtpmPolicy(pcrs=_indexed_hex(m, "pcrs", 32, 23))
+    m.finish()
+    return policy
+
+
 def _parse_claims(m: _Map) -> ClaimsPolicy:
     models = m.get("models")
     if models is not None:
@@ -263,6 +342,10 @@ def parse_policy(data: Any, source: str = "<memory>") -> Policy:
                           hint="run 'ratls sim root' and paste its sha256 here")
     snp_map = top.sub("sev-snp")
     snp = _parse_snp(snp_map) if snp_map is not None else SnpPolicy()
+    tdx_map = top.sub("tdx")
+    tdx = _parse_tdx(tdx_map) if tdx_map is not None else TdxPolicy()
+    vtpm_map = top.sub("vtpm")
+    vtpm = _parse_vtpm(vtpm_map) if vtpm_map is not None else VtpmPolicy()
     claims_map = top.sub("claims")
     claims = _parse_claims(claims_map) if claims_map is not None else ClaimsPolicy()
     tofu = top.boolean("trust_on_first_use", False) or False
@@ -270,7 +353,7 @@ def parse_policy(data: Any, source: str = "<memory>") -> Policy:
     if not platforms and not allow_sim:
         raise PolicyError("policy.platforms: no platform is accepted", hint="list e.g. [sev-snp]")
     return Policy(version=version, platforms=platforms, allow_simulated=allow_sim, simulated_roots=roots,
-                  snp=snp, claims=claims, source=source, trust_on_first_use=tofu)
+                  snp=snp, tdx=tdx, vtpm=vtpm, claims=claims, source=source, trust_on_first_use=tofu)
 
 
 def load_policy(path: str | Path) -> Policy:

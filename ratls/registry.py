@@ -37,9 +37,11 @@ def _load_builtin() -> None:
         return
     from .platforms.sim.platform import SimPlatform
     from .platforms.snp.platform import SnpPlatform
+    from .platforms.tdx.platform import TdxPlatform
 
     register("sev-snp", SnpPlatform)
     register("sim", SimPlatform)
+    register("tdx", TdxPlatform)
 
 
 def names() -> list[str]:

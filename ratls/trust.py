@@ -15,6 +15,7 @@ class Trust:
     policy); simulated evidence is refused unless its root is listed. ``crls``: PEM/DER CRLs.
     ``kds_offline``: never fetch endorsements from the network (the default).
     ``signature_cache``: a per-process cache of verified certificate signatures (None = off).
+    ``tdx_collateral``: TDX collateral the verifier brings instead of what the evidence carries.
     """
 
     simulated_roots: tuple[str, ...] = ()
@@ -23,3 +24,4 @@ class Trust:
     kds_offline: bool = True
     kds_cache_dir: Path | None = None
     signature_cache: Any = None
+    tdx_collateral: bytes | None = None  # QuoteCollateralV3 JSON the verifier supplies (overrides embedded)

@@ -1,0 +1,75 @@
+"""TDX collateral (TCB info, QE identity, CRLs and their issuer chains) for a quote.
+
+The gateway embeds collateral in its certificate so clients can verify offline. Collateral is
+fetched from a configured PCCS/PCS with dcap-qvl when online and cached per FMSPC until its
+``nextUpdate``; in offline mode only the cache (or a file the operator placed there) is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+
+from ...errors import CollectionError
+
+log = logging.getLogger(__name__)
+
+
+def next_update(collateral_json: bytes) -> datetime | None:
+    """The earliest ``nextUpdate`` of the TCB info and QE identity: when the collateral goes stale."""
+    try:
+        doc = json.loads(collateral_json)
+        stamps = [json.loads(doc[k])["nextUpdate"] for k in ("tcb_info", "qe_identity")]
+        return min(datetime.fromisoformat(s.replace("Z", "+00:00")) for s in stamps)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class CollateralCache:
+    """Collateral by FMSPC: cache directory first, then the PCCS unless offline."""
+
+    def __init__(self, *, cache_dir: Path | None, pccs_url: str | None, offline: bool) -> None:
+        self.cache_dir, self.pccs_url, self.offline = cache_dir, pccs_url, offline
+
+    def _path(self, fmspc: str) -> Path | None:
+        return self.cache_dir / f"tdx-collateral-{fmspc.lower()}.json" if self.cache_dir else None
+
+    def get(self, quote: bytes, fmspc: str, now: datetime) -> bytes:
+        path = self._path(fmspc)
+        if path is not None and path.is_file():
+            data = path.read_bytes()
+            stale = next_update(data)
+            if stale is not None and stale > now:
+                return data
+            log.info("cached TDX collateral for FMSPC %s is stale (nextUpdate %s)", fmspc, stale)
+        if self.offline or not self.pccs_url:
+            raise CollectionError(f"no current TDX collateral for FMSPC {fmspc} and fetching is off",
+                                  hint=f"set identity.tdx.pccs_url and offline: false, or place a "
+                                       f"QuoteCollateralV3 JSON at {path}")
+        data = self._fetch(quote)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return data
+
+    def _fetch(self, quote: bytes) -> bytes:
+        try:
+            import dcap_qvl
+        except ImportError:
+            raise CollectionError("dcap-qvl is not installed, so collateral cannot be fetched",
+                                  hint="install the 'tdx' extra") from None
+        try:
+            # a private thread, so this works whether or not the caller runs an event loop
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                collateral = pool.submit(asyncio.run, dcap_qvl.get_collateral(self.pccs_url, quote)).result()
+        except (ValueError, RuntimeError) as exc:
+            raise CollectionError(f"fetching TDX collateral from {self.pccs_url} failed: {exc}",
+                                  hint="check the PCCS URL and network, or run offline with a cached file") from None
+        return str(collateral.to_json()).encode()

@@ -1,0 +1,57 @@
+"""Intel TDX as a registry platform: glue between abi/collect/verify/appraise."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ...appraisal import Check
+from ...evidence import Evidence, VerifiedEvidence
+from ...policy import Policy
+from ...trust import Trust
+from ...tsm import DEFAULT_ROOT, TsmFilesystem
+from .abi import parse_quote
+from .appraise import appraise_tdx
+from .collateral import CollateralCache
+from .collect import collect_quote
+from .verify import TdxTrust, load_pck_chain, shipped_root, verify_tdx
+
+MEDIA_TYPE = "application/vnd.intel.tdx.quote"
+COLLATERAL_LABEL = "tdx-collateral"
+log = logging.getLogger(__name__)
+
+
+def fmspc_of(quote: bytes) -> str:
+    """FMSPC from the PCK leaf's SGX extension (needs dcap-qvl's extension parser)."""
+    import dcap_qvl
+
+    return str(dcap_qvl.parse_quote(quote).fmspc())
+
+
+class TdxPlatform:
+    name = "tdx"
+    media_type = MEDIA_TYPE
+    simulated = False
+
+    def __init__(self, *, tsm_root: Path = DEFAULT_ROOT, fs: TsmFilesystem | None = None,
+                 collateral: CollateralCache | None = None) -> None:
+        self.tsm_root, self.fs, self.collateral = tsm_root, fs, collateral
+
+    def collect(self, report_data: bytes) -> Evidence:
+        quote = collect_quote(report_data, root=self.tsm_root, fs=self.fs)
+        endorsements: dict[str, bytes] = {}
+        if self.collateral is not None:
+            endorsements[COLLATERAL_LABEL] = self.collateral.get(quote, fmspc_of(quote), datetime.now(UTC))
+        return Evidence(self.name, self.media_type, quote, endorsements)
+
+    def verify(self, evidence: Evidence, trust: Trust, now: datetime) -> VerifiedEvidence:
+        quote = parse_quote(evidence.raw)
+        tdx_trust = TdxTrust(root=shipped_root(), collateral=trust.tdx_collateral)
+        return verify_tdx(quote, evidence.endorsements.get(COLLATERAL_LABEL), tdx_trust, now, platform=self.name)
+
+    def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
+        return appraise_tdx(verified.parsed, verified.tcb, policy.tdx)
+
+
+__all__ = ["MEDIA_TYPE", "COLLATERAL_LABEL", "TdxPlatform", "load_pck_chain"]
