@@ -37,3 +37,10 @@ def sim_chain(sim_state: Path) -> SimChain:
     from ratls.platforms.sim.chain import load_chain
 
     return load_chain(sim_state)
+
+
+@pytest.fixture(scope="session")
+def sim_tdx_chain():  # type: ignore[no-untyped-def]
+    from ratls.platforms.sim.tdx_chain import generate_tdx_chain
+
+    return generate_tdx_chain()

@@ -87,8 +87,13 @@ class Gateway:
             if name == "auto":
                 name = detect()
             options: dict[str, Any] = {}
-            if name == "sim" and self.config.identity.sim_state_dir:
+            if name in ("sim", "sim-tdx") and self.config.identity.sim_state_dir:
                 options["state_dir"] = Path(self.config.identity.sim_state_dir)
+            if name == "tdx" and self.config.identity.tdx.embed:
+                from ratls.platforms.tdx.collateral import CollateralCache
+                tdx = self.config.identity.tdx
+                options["collateral"] = CollateralCache(cache_dir=Path(tdx.cache_dir), pccs_url=tdx.pccs_url,
+                                                        offline=tdx.offline)
             self._platform = registry.get(name, **options)
         return self._platform
 

@@ -30,9 +30,20 @@ class ListenConfig:
 
 
 @dataclass
+class TdxCollateralConfig:
+    """Where the gateway gets the Intel collateral it embeds next to its TDX quote."""
+
+    pccs_url: str = "https://api.trustedservices.intel.com"
+    cache_dir: str = "/var/cache/ratls/tdx"
+    offline: bool = False  # true: only use cache_dir (place QuoteCollateralV3 JSON there)
+    embed: bool = True  # false: clients must bring their own collateral
+
+
+@dataclass
 class IdentityConfig:
-    platform: str = "auto"  # auto | sev-snp | sim
+    platform: str = "auto"  # auto | sev-snp | tdx | azure-snp-vtpm | azure-tdx-vtpm | sim | sim-tdx
     sim_state_dir: str | None = None
+    tdx: TdxCollateralConfig = field(default_factory=TdxCollateralConfig)
     key_curve: str = "p256"
     lifetime: str = "24h"
     rotate_at: float = 0.5  # fraction of the lifetime after which a new certificate is issued
@@ -101,7 +112,7 @@ class GatewayConfig:
 
 
 _CHOICES = {
-    "identity.platform": ("auto", "sev-snp", "sim"),
+    "identity.platform": ("auto", "sev-snp", "tdx", "sim", "sim-tdx"),
     "identity.key_curve": ("p256", "p384"),
     "triton.mode": ("managed", "external"),
     "triton.on_exposed": ("refuse", "warn"),

@@ -42,7 +42,7 @@ def build_collection(claims_cbor: bytes, evidence: Evidence) -> cmw.CmwCollectio
     }
     if evidence.endorsements:
         items["endorsements"] = cmw.CmwCollection(
-            None, {k: cmw.CmwRecord(cmw.MEDIA_PKIX_CERT, v) for k, v in evidence.endorsements.items()})
+            None, {k: cmw.CmwRecord(cmw.endorsement_media_type(k), v) for k, v in evidence.endorsements.items()})
     return cmw.CmwCollection(cmw.RATLS_COLLECTION_TYPE, items)
 
 

@@ -76,12 +76,15 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
         endorsements["vcek"] = data  # VCEK or VLEK: the certificate itself says which
     if args.chain:
         endorsements["chain"] = _read(args.chain, "certificate chain")
-    if args.sim_dir and platform.simulated:
+    if args.sim_dir and platform.name == "sim":
         from .platforms.sim.chain import load_chain
         endorsements = {**load_chain(Path(args.sim_dir)).endorsements(), **endorsements}
+    trust = _trust(args)
+    if args.collateral:
+        trust.tdx_collateral = _read(args.collateral, "TDX collateral (QuoteCollateralV3 JSON)")
     evidence = Evidence(platform.name, platform.media_type, report, endorsements)
     expected = bytes.fromhex(args.report_data) if args.report_data else None
-    appraisal = verify_evidence(evidence, policy=_policy(args), now=_now(args), trust=_trust(args),
+    appraisal = verify_evidence(evidence, policy=_policy(args), now=_now(args), trust=trust,
                                 expected_report_data=expected)
     return _emit(appraisal, args.json)
 
@@ -189,7 +192,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
 
 def cmd_cert_issue(args: argparse.Namespace) -> int:
-    options = {"state_dir": Path(args.sim_dir)} if args.sim_dir and args.platform == "sim" else {}
+    options = {"state_dir": Path(args.sim_dir)} if args.sim_dir and args.platform in ("sim", "sim-tdx") else {}
     platform = registry.get(args.platform, **options)
     from .issue import issue_certificate
     key = generate_key(args.curve)
@@ -230,10 +233,14 @@ def cmd_cert_show(args: argparse.Namespace) -> int:
     }
     if rc.evidence.media_type.startswith("application/vnd.amd.sev-snp"):
         info["report"] = parse_report(rc.evidence.raw).summary()
+    elif rc.evidence.media_type == "application/vnd.intel.tdx.quote":
+        from .platforms.tdx.abi import parse_quote
+        quote = parse_quote(rc.evidence.raw)
+        info["report"] = {**quote.summary(), "measurements": quote.measurements()}
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        if rc.evidence.platform == "sim":
+        if rc.evidence.platform.startswith("sim"):
             print("SIMULATED platform - not hardware evidence")
         for key, value in info.items():
             print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
@@ -241,15 +248,14 @@ def cmd_cert_show(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_init(args: argparse.Namespace) -> int:
-    from .platforms.snp.certs import fingerprint, load_certificate
+    from .platforms.sim.roots import simulated_root_sha256
     from .policy_init import policy_from_observation
     cert = _load_cert_arg(args.source)
     rc = parse_ratls(load_x509(cert))
     now = _now(args)
     trust = _trust(args)
-    sim_root = None
-    if rc.evidence.platform == "sim" and "ark" in rc.evidence.endorsements:
-        sim_root = fingerprint(load_certificate(rc.evidence.endorsements["ark"], "simulated ARK"))
+    sim_root = simulated_root_sha256(rc.evidence)
+    if sim_root is not None:
         trust.simulated_roots = (sim_root,)
     appraisal, _ = verify_certificate(cert, policy=None, now=now, trust=trust)
     if not appraisal.ok:
@@ -268,6 +274,12 @@ def cmd_policy_init(args: argparse.Namespace) -> int:
 def cmd_sim_root(args: argparse.Namespace) -> int:
     from .platforms.sim.chain import default_state_dir, load_or_create
     state = Path(args.sim_dir) if args.sim_dir else default_state_dir()
+    if args.platform == "sim-tdx":
+        from .platforms.sim.tdx_chain import load_or_create_tdx
+        tdx = load_or_create_tdx(state / "tdx")
+        print(json.dumps({"state_dir": str(state / "tdx"), "root_sha256": tdx.root_sha256,
+                          "mrtd": tdx.mrtd.hex()}, indent=2))
+        return EXIT_OK
     chain = load_or_create(state)
     print(json.dumps({"state_dir": str(state), "root_sha256": chain.root_sha256,
                       "measurement": chain.measurement.hex()}, indent=2))
@@ -298,8 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evidence", help="raw hardware evidence").add_subparsers(dest="sub", required=True,
                                                                                  parser_class=_Parser)
     evv = ev.add_parser("verify", help="verify a raw attestation report (no certificate)")
-    evv.add_argument("--platform", required=True, help="snp (sev-snp) or sim")
-    evv.add_argument("--report", required=True, metavar="R.bin", help="raw ATTESTATION_REPORT (1184 bytes)")
+    evv.add_argument("--platform", required=True,
+                     help="sev-snp (snp), tdx, azure-snp-vtpm, azure-tdx-vtpm, sim or sim-tdx")
+    evv.add_argument("--report", required=True, metavar="R.bin",
+                     help="raw evidence: SNP ATTESTATION_REPORT, TDX quote, or Azure vTPM evidence JSON")
+    evv.add_argument("--collateral", metavar="FILE",
+                     help="TDX collateral (QuoteCollateralV3 JSON: TCB info, QE identity, CRLs, issuer chains)")
     evv.add_argument("--vcek", metavar="FILE", help="VCEK or VLEK certificate, PEM or DER")
     evv.add_argument("--chain", metavar="FILE", help="ASK/ASVK (+ARK) PEM; the ARK must match a pinned AMD root")
     evv.add_argument("--policy", metavar="P", help="appraise against this policy (else authenticity only)")
@@ -338,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     cert = sub.add_parser("cert", help="issue or inspect RA-TLS certificates").add_subparsers(
         dest="sub", required=True, parser_class=_Parser)
     ci = cert.add_parser("issue", help="issue a certificate bound to fresh evidence")
-    ci.add_argument("--platform", required=True, help="sim or snp")
+    ci.add_argument("--platform", required=True, help="sev-snp (snp), tdx, sim or sim-tdx")
     ci.add_argument("--out-cert", required=True, metavar="C")
     ci.add_argument("--out-key", required=True, metavar="K")
     ci.add_argument("--san", action="append", metavar="NAME", help="DNS name or IP; repeatable")
@@ -376,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                               parser_class=_Parser)
     sr = sim.add_parser("root", help="print the simulated root fingerprint to pin in a policy")
     sr.add_argument("--sim-dir", metavar="DIR")
+    sr.add_argument("--platform", default="sim", choices=["sim", "sim-tdx"],
+                    help="which simulated chain: SNP-format (sim, default) or TDX (sim-tdx)")
     sr.set_defaults(func=cmd_sim_root)
     return parser
 

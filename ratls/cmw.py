@@ -18,6 +18,14 @@ RATLS_COLLECTION_TYPE = "tag:ratls-gateway.dev,2026:ratls/1"
 
 MEDIA_CLAIMS = "application/vnd.ratls.claims+cbor"
 MEDIA_PKIX_CERT = "application/pkix-cert"
+MEDIA_TDX_COLLATERAL = "application/vnd.ratls.tdx-collateral+json"
+MEDIA_JSON = "application/json"
+# Endorsements are certificates unless their label says otherwise.
+ENDORSEMENT_MEDIA_TYPES = {"tdx-collateral": MEDIA_TDX_COLLATERAL}
+
+
+def endorsement_media_type(label: str) -> str:
+    return ENDORSEMENT_MEDIA_TYPES.get(label, MEDIA_PKIX_CERT)
 
 MAX_CMW_BYTES = 256 * 1024
 

@@ -36,12 +36,14 @@ def _load_builtin() -> None:
     if _FACTORIES:
         return
     from .platforms.sim.platform import SimPlatform
+    from .platforms.sim.tdx_platform import SimTdxPlatform
     from .platforms.snp.platform import SnpPlatform
     from .platforms.tdx.platform import TdxPlatform
 
     register("sev-snp", SnpPlatform)
     register("sim", SimPlatform)
     register("tdx", TdxPlatform)
+    register("sim-tdx", SimTdxPlatform)
 
 
 def names() -> list[str]:

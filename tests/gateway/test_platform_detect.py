@@ -6,6 +6,7 @@ import pytest
 
 from gateway.platform_detect import detect
 from ratls.errors import ConfigError
+from ratls.testing.fake_tsm import FakeTsm
 
 
 def test_no_tee_refuses_with_a_way_out(tmp_path: Path) -> None:
@@ -19,7 +20,21 @@ def test_legacy_sev_guest_device(tmp_path: Path) -> None:
     assert detect(tmp_path / "tsm", tmp_path / "sev-guest", tmp_path / "tdx_guest") == "sev-snp"
 
 
-def test_tdx_is_named_not_silently_accepted(tmp_path: Path) -> None:
+def test_tdx_device_without_configfs_says_what_is_missing(tmp_path: Path) -> None:
     (tmp_path / "tdx_guest").touch()
-    with pytest.raises(ConfigError, match="Intel TDX"):
+    with pytest.raises(ConfigError, match="Intel TDX guest but configfs-tsm is not available"):
         detect(tmp_path / "tsm", tmp_path / "sev-guest", tmp_path / "tdx_guest")
+
+
+@pytest.mark.parametrize(("provider", "platform"), [("tdx_guest", "tdx"), ("sev_guest", "sev-snp")])
+def test_configfs_provider_decides(tmp_path: Path, provider: str, platform: str) -> None:
+    tsm = FakeTsm(tmp_path / "tsm", lambda data, level: (b"", None), provider=provider)
+    (tmp_path / "sev-guest").touch()  # configfs wins over the legacy device
+    assert detect(tsm.root, tmp_path / "sev-guest", tmp_path / "tdx_guest", fs=tsm) == platform
+    assert not any(tsm.root.iterdir())  # the probe entry is removed
+
+
+def test_unknown_provider_is_named(tmp_path: Path) -> None:
+    tsm = FakeTsm(tmp_path / "tsm", lambda data, level: (b"", None), provider="arm_cca_guest")
+    with pytest.raises(ConfigError, match="arm_cca_guest"):
+        detect(tsm.root, tmp_path / "sev-guest", tmp_path / "tdx_guest", fs=tsm)

@@ -65,10 +65,16 @@ class CollateralCache:
         except ImportError:
             raise CollectionError("dcap-qvl is not installed, so collateral cannot be fetched",
                                   hint="install the 'tdx' extra") from None
+        url = self.pccs_url
+
+        async def fetch() -> object:
+            # dcap-qvl's binding needs a running loop when it is called, not only when awaited
+            return await dcap_qvl.get_collateral(url, quote)
+
         try:
             # a private thread, so this works whether or not the caller runs an event loop
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                collateral = pool.submit(asyncio.run, dcap_qvl.get_collateral(self.pccs_url, quote)).result()
+                collateral = pool.submit(asyncio.run, fetch()).result()
         except (ValueError, RuntimeError) as exc:
             raise CollectionError(f"fetching TDX collateral from {self.pccs_url} failed: {exc}",
                                   hint="check the PCCS URL and network, or run offline with a cached file") from None

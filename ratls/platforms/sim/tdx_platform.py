@@ -1,0 +1,82 @@
+"""The simulated TDX platform: a fake configfs-tsm tree (provider ``tdx_guest``) answered by a
+locally signed quote chain, collateral served from the collateral cache, verified by the real
+TDX verifier against the simulated root the policy pins."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+
+from ...appraisal import Check, failed, passed
+from ...evidence import Evidence, VerifiedEvidence
+from ...policy import Policy
+from ...trust import Trust
+from ...x509util import X509_ERRORS
+from ..tdx.abi import parse_quote
+from ..tdx.appraise import appraise_tdx
+from ..tdx.collateral import CollateralCache
+from ..tdx.collect import TSM_PROVIDER, collect_quote
+from ..tdx.platform import COLLATERAL_LABEL, MEDIA_TYPE, fmspc_of
+from ..tdx.verify import TdxTrust, fingerprint, shipped_root, verify_tdx
+from .chain import default_state_dir
+from .tdx_chain import SimTdxChain, load_or_create_tdx
+
+
+class SimTdxPlatform:
+    name = "sim-tdx"
+    media_type = MEDIA_TYPE
+    simulated = True
+
+    def __init__(self, *, state_dir: Path | None = None, chain: SimTdxChain | None = None) -> None:
+        self._state_dir = (state_dir or default_state_dir()) / "tdx"
+        self._chain = chain
+
+    @property
+    def chain(self) -> SimTdxChain:
+        if self._chain is None:
+            self._chain = load_or_create_tdx(self._state_dir)
+        return self._chain
+
+    def collect(self, report_data: bytes) -> Evidence:
+        from ...testing.fake_tsm import FakeTsm
+
+        chain = self.chain
+        tsm = FakeTsm(self._state_dir / "configfs-tsm" / "report",
+                      lambda data, _level: (chain.sign_quote(chain.body(data)), None), provider=TSM_PROVIDER)
+        quote = collect_quote(report_data, root=tsm.root, fs=tsm)
+        cache_dir = self._state_dir / "collateral"
+        fmspc = fmspc_of(quote)
+        seeded = cache_dir / f"tdx-collateral-{fmspc.lower()}.json"
+        if not seeded.exists():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            seeded.write_bytes(chain.collateral)
+        collateral = CollateralCache(cache_dir=cache_dir, pccs_url=None, offline=True).get(
+            quote, fmspc, datetime.now(UTC))
+        return Evidence(self.name, self.media_type, quote, {COLLATERAL_LABEL: collateral})
+
+    def verify(self, evidence: Evidence, trust: Trust, now: datetime) -> VerifiedEvidence:
+        quote = parse_quote(evidence.raw)
+        root: x509.Certificate | None = None
+        try:
+            certs = x509.load_pem_x509_certificates(quote.pck_chain_pem)
+            root = certs[-1] if certs and certs[-1].subject == certs[-1].issuer else None
+        except X509_ERRORS:
+            root = None
+        if root is None:
+            root_check = failed("sim.root", "simulated quote carries no self-signed root in its PCK chain")
+        elif fingerprint(root) in trust.simulated_roots:
+            root_check = passed("sim.root", f"SIMULATED TDX root {fingerprint(root)} is pinned by the caller")
+        else:
+            root_check = failed("sim.root", f"SIMULATED TDX root {fingerprint(root)} is not pinned "
+                                            "(policy simulated.root_sha256); refusing simulated evidence")
+        anchor = root if root is not None and root_check.ok else shipped_root()
+        verified = verify_tdx(quote, evidence.endorsements.get(COLLATERAL_LABEL),
+                              TdxTrust(root=anchor, simulated=True, collateral=trust.tdx_collateral), now,
+                              platform=self.name)
+        verified.checks.insert(0, root_check)
+        return verified
+
+    def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
+        return appraise_tdx(verified.parsed, verified.tcb, policy.tdx)
