@@ -17,7 +17,7 @@ from . import cmw
 from .claims import Claims, decode_claims
 from .errors import EvidenceError, UsageError
 from .evidence import Evidence
-from .x509util import X509_ERRORS, force_parse
+from .x509util import X509_ERRORS, force_parse, looks_like_pem
 
 BACKDATE = dt.timedelta(minutes=5)
 MAX_CERT_BYTES = 512 * 1024
@@ -114,7 +114,7 @@ def load_x509(data: bytes) -> x509.Certificate:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            if b"-----BEGIN CERTIFICATE" in data:
+            if looks_like_pem(data):
                 return x509.load_pem_x509_certificate(data)
             return x509.load_der_x509_certificate(data)
         except X509_ERRORS as exc:

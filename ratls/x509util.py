@@ -22,3 +22,10 @@ def force_parse(cert: x509.Certificate, what: str = "certificate") -> x509.Certi
     except X509_ERRORS as exc:
         raise EvidenceError(f"{what} is malformed: {exc}", hint="it may be truncated or corrupted") from None
     return cert
+
+
+def looks_like_pem(data: bytes) -> bool:
+    """PEM, not DER. A DER certificate is a SEQUENCE (first byte 0x30) and may itself contain
+    PEM text (RA-TLS certificates carry TDX collateral with PEM issuer chains), so the
+    presence of '-----BEGIN' alone does not make it PEM."""
+    return not data.startswith(b"\x30") and b"-----BEGIN" in data

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ... import der
 from ...errors import ConfigError, EvidenceError
-from ...x509util import X509_ERRORS, force_parse
+from ...x509util import X509_ERRORS, force_parse, looks_like_pem
 from .abi import Product, product_from_name
 
 OID_STRUCT_VERSION = "1.3.6.1.4.1.3704.1.1"
@@ -59,7 +59,7 @@ def load_certificates(data: bytes, what: str) -> list[x509.Certificate]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            if b"-----BEGIN" in data:
+            if looks_like_pem(data):
                 certs = x509.load_pem_x509_certificates(data)
             else:
                 certs = [x509.load_der_x509_certificate(data)]

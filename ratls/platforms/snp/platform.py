@@ -13,6 +13,7 @@ from ...evidence import Evidence, VerifiedEvidence
 from ...policy import Policy
 from ...trust import Trust
 from ...tsm import DEFAULT_ROOT, TsmFilesystem
+from ...x509util import looks_like_pem
 from . import collect as snp_collect
 from .abi import Product, parse_report
 from .appraise import appraise_snp
@@ -28,7 +29,7 @@ def _crls(trust: Trust) -> list[x509.CertificateRevocationList]:
     out = []
     for data in trust.crls:
         try:
-            out.append(x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data))
+            out.append(x509.load_pem_x509_crl(data) if looks_like_pem(data) else x509.load_der_x509_crl(data))
         except ValueError as exc:
             raise EvidenceError(f"unreadable CRL: {exc}") from None
     return out

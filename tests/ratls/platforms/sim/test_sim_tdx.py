@@ -61,3 +61,15 @@ def test_certificate_round_trips_through_pem(tmp_path: Path) -> None:
     cert = issue_certificate(platform, generate_key("p256"), now=datetime.now(UTC)).cert
     again = load_x509(cert.public_bytes(Encoding.PEM))
     assert again == cert
+
+
+def test_der_certificate_holding_pem_collateral_loads_as_der(tmp_path: Path) -> None:
+    """Regression: the DER certificate contains PEM issuer chains (inside the TDX collateral);
+    sniffing for '-----BEGIN' alone made the loader treat it as PEM and fail."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    platform = registry.get("sim-tdx", state_dir=tmp_path)
+    cert = issue_certificate(platform, generate_key("p256"), now=datetime.now(UTC)).cert
+    der = cert.public_bytes(Encoding.DER)
+    assert b"-----BEGIN CERTIFICATE-----" in der
+    assert load_x509(der) == cert
