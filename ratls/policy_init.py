@@ -13,8 +13,9 @@ from .cert import RatlsCertificate
 HEADER = """\
 # ratls policy written by 'ratls policy init' from evidence observed at {when}.
 # TRUST ON FIRST USE: these values describe what the server presented, not what it
-# *should* run. Review every value (compute the expected launch digest independently,
-# e.g. with sev-snp-measure) before relying on this policy, then remove
+# *should* run. Review every value (compute the expected launch digest or MRTD/RTMRs
+# independently, e.g. with sev-snp-measure or from the TD firmware build) before relying on
+# this policy, then remove
 # 'trust_on_first_use: true'.
 """
 

@@ -35,6 +35,7 @@ def register(name: str, factory: Callable[..., Platform]) -> None:
 def _load_builtin() -> None:
     if _FACTORIES:
         return
+    from .platforms.azure.platform import AzureSnpVtpmPlatform, AzureTdxVtpmPlatform
     from .platforms.sim.platform import SimPlatform
     from .platforms.sim.tdx_platform import SimTdxPlatform
     from .platforms.snp.platform import SnpPlatform
@@ -44,6 +45,8 @@ def _load_builtin() -> None:
     register("sim", SimPlatform)
     register("tdx", TdxPlatform)
     register("sim-tdx", SimTdxPlatform)
+    register("azure-snp-vtpm", AzureSnpVtpmPlatform)
+    register("azure-tdx-vtpm", AzureTdxVtpmPlatform)
 
 
 def names() -> list[str]:

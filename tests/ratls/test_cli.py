@@ -117,3 +117,55 @@ def test_snp_issue_outside_a_cvm_explains(capsys, tmp_path: Path) -> None:
     code, _, err = run(capsys, "cert", "issue", "--platform", "snp", "--out-cert", str(tmp_path / "c"),
                        "--out-key", str(tmp_path / "k"))
     assert code == 2 and "no SEV-SNP guest interface" in err and "--platform sim" in err
+
+
+
+
+def test_evidence_verify_tdx_with_collateral(vectors: Path, capsys) -> None:
+    d = vectors / "tdx/v4_dcap-qvl"
+    args = ["evidence", "verify", "--platform", "tdx", "--report", str(d / "quote.bin"), "--json"]
+    code, out, _ = run(capsys, *args, "--collateral", str(d / "collateral.json"), "--at", "1752919234")
+    doc = json.loads(out)
+    assert code == 0 and doc["platform"] == "tdx" and doc["tcb"]["status"] == "UpToDate"
+    code, out, _ = run(capsys, *args, "--at", "1752919234")  # no collateral: fail closed
+    assert code == 1 and any(c["name"] == "tdx.collateral" and not c["ok"] for c in json.loads(out)["checks"])
+
+
+def test_evidence_verify_tdx_outdated_and_debug(vectors: Path, capsys, tmp_path: Path) -> None:
+    d = vectors / "tdx/v5_outdated_dcap-qvl"
+    code, out, _ = run(capsys, "evidence", "verify", "--platform", "tdx", "--report", str(d / "quote.bin"),
+                       "--collateral", str(d / "collateral.json"), "--at", "1774003274")
+    assert code == 1 and "No matching TCB level found" in out
+    from ratls.platforms.tdx.abi import parse_quote
+    debug = vectors / "tdx/v4_trustee/quote.bin"
+    policy = tmp_path / "p.yaml"
+    mrtd = parse_quote(debug.read_bytes()).body.mr_td.hex()
+    policy.write_text(f"version: 1\nplatforms: [tdx]\ntdx:\n  mrtd: ['{mrtd}']\n  debug: false\n")
+    code, out, _ = run(capsys, "evidence", "verify", "--platform", "tdx", "--report", str(debug),
+                       "--policy", str(policy), "--at", "2024-01-01")
+    assert code == 1 and "[FAIL] policy.tdx.debug" in out
+
+
+def test_evidence_verify_azure_vtpm(vectors: Path, capsys) -> None:
+    d = vectors / "azure/snp_genoa_trustee"
+    code, out, _ = run(capsys, "evidence", "verify", "--platform", "azure-snp-vtpm", "--report",
+                       str(d / "evidence.json"), "--at", "2025-06-01", "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["measurements"]["pcr0"] and doc["evidence"]["product"] == "genoa"
+    d = vectors / "azure/snp_milan_trustee"
+    code, out, _ = run(capsys, "evidence", "verify", "--platform", "azure-snp-vtpm", "--report",
+                       str(d / "hcl_report.bin"), "--vcek", str(d / "vcek_ask_ark.pem"), "--at", "2025-06-01")
+    assert code == 1 and "Azure evidence is not JSON" in out  # a bare HCL report is not the evidence
+
+
+def test_sim_tdx_issue_init_verify(capsys, tmp_path: Path) -> None:
+    cert, key, policy = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "p.yaml"
+    assert run(capsys, "cert", "issue", "--platform", "sim-tdx", "--sim-dir", str(tmp_path / "sim"),
+               "--out-cert", str(cert), "--out-key", str(key))[0] == 0
+    assert run(capsys, "policy", "init", "--from", str(cert), "--out", str(policy))[0] == 0
+    assert "\ntdx:" in policy.read_text() and "\nsev-snp:" not in policy.read_text()
+    code, out, _ = run(capsys, "verify", str(cert), "--policy", str(policy), "--json")
+    assert code == 0 and json.loads(out)["platform"] == "sim-tdx"
+    code, out, _ = run(capsys, "sim", "root", "--platform", "sim-tdx", "--sim-dir", str(tmp_path / "sim"))
+    assert json.loads(out)["root_sha256"] in policy.read_text()

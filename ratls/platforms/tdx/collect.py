@@ -18,7 +18,8 @@ def collect_quote(report_data: bytes, *, root: Path = DEFAULT_ROOT, fs: TsmFiles
         quote = parse_quote(got.outblob)
     except EvidenceError as exc:
         raise CollectionError(f"tdx_guest returned something that is not a TDX quote: {exc.message}",
-                              hint="check that the host runs a TDX quoting enclave (QGS) reachable over vsock") from None
+                              hint="check that the host runs a TDX quoting enclave (QGS) reachable over "
+                                   "vsock") from None
     if quote.body.report_data != report_data:
         raise CollectionError("the quote's REPORTDATA is not the value written to inblob",
                               hint="another process may share this configfs-tsm entry")
