@@ -89,7 +89,7 @@ class Gateway:
             options: dict[str, Any] = {}
             if name in ("sim", "sim-tdx") and self.config.identity.sim_state_dir:
                 options["state_dir"] = Path(self.config.identity.sim_state_dir)
-            if name == "tdx" and self.config.identity.tdx.embed:
+            if name in ("tdx", "azure-tdx-vtpm") and self.config.identity.tdx.embed:
                 from ratls.platforms.tdx.collateral import CollateralCache
                 tdx = self.config.identity.tdx
                 options["collateral"] = CollateralCache(cache_dir=Path(tdx.cache_dir), pccs_url=tdx.pccs_url,

@@ -112,7 +112,7 @@ class GatewayConfig:
 
 
 _CHOICES = {
-    "identity.platform": ("auto", "sev-snp", "tdx", "sim", "sim-tdx"),
+    "identity.platform": ("auto", "sev-snp", "tdx", "azure-snp-vtpm", "azure-tdx-vtpm", "sim", "sim-tdx"),
     "identity.key_curve": ("p256", "p384"),
     "triton.mode": ("managed", "external"),
     "triton.on_exposed": ("refuse", "warn"),

@@ -38,3 +38,29 @@ def test_unknown_provider_is_named(tmp_path: Path) -> None:
     tsm = FakeTsm(tmp_path / "tsm", lambda data, level: (b"", None), provider="arm_cca_guest")
     with pytest.raises(ConfigError, match="arm_cca_guest"):
         detect(tsm.root, tmp_path / "sev-guest", tmp_path / "tdx_guest", fs=tsm)
+
+
+@pytest.mark.parametrize(("vm", "platform"), [("snp_milan_trustee", "azure-snp-vtpm"),
+                                              ("tdx_trustee", "azure-tdx-vtpm")])
+def test_azure_vtpm_is_detected_from_the_hcl_report(tmp_path: Path, vectors: Path, vm: str, platform: str) -> None:
+    (tmp_path / "tpmrm0").touch()
+
+    def nvread(args: list[str], work: Path) -> None:  # replays the vTPM's NV index (no vTPM here)
+        assert args[0] == "tpm2_nvread" and "0x01400001" in args
+        (work / "hcl.bin").write_bytes((vectors / "azure" / vm / "hcl_report.bin").read_bytes())
+
+    assert detect(tmp_path / "tsm", tmp_path / "sev-guest", tmp_path / "tdx_guest", tpm_device=tmp_path / "tpmrm0",
+                  run=nvread) == platform
+
+
+def test_plain_tpm_is_not_azure(tmp_path: Path) -> None:
+    from ratls.errors import CollectionError
+
+    (tmp_path / "tpmrm0").touch()
+
+    def no_index(args: list[str], work: Path) -> None:
+        raise CollectionError("tpm2_nvread failed: the handle is not correct")
+
+    with pytest.raises(ConfigError, match="no TEE detected"):
+        detect(tmp_path / "tsm", tmp_path / "sev-guest", tmp_path / "tdx_guest", tpm_device=tmp_path / "tpmrm0",
+               run=no_index)
