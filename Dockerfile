@@ -14,9 +14,10 @@ COPY triton_backend triton_backend
 RUN pip wheel --no-cache-dir --no-deps -w /wheels .
 
 FROM python:3.11-slim-bookworm
-# util-linux: setpriv (children die with the gateway); ca-certificates: AMD KDS / Intel PCS when online
+# util-linux: setpriv (children die with the gateway); ca-certificates: AMD KDS / Intel PCS when online;
+# tpm2-tools: evidence on Azure confidential VMs (vTPM)
 RUN apt-get update \
- && apt-get install -y --no-install-recommends util-linux ca-certificates \
+ && apt-get install -y --no-install-recommends util-linux ca-certificates tpm2-tools \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=envoy /usr/local/bin/envoy /usr/local/bin/envoy
 COPY --from=build /wheels /wheels

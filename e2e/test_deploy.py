@@ -23,7 +23,8 @@ def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
 
-@pytest.mark.parametrize(("gateway", "triton"), [("gateway", "triton"), ("gateway-sim", "triton-sim")])
+@pytest.mark.parametrize(("gateway", "triton"), [("gateway", "triton"), ("gateway-sim", "triton-sim"),
+                                                 ("gateway-azure", "triton-azure")])
 def test_compose_structure(gateway: str, triton: str) -> None:
     services = compose()["services"]
     g, t = services[gateway], services[triton]
@@ -38,9 +39,13 @@ def test_compose_structure(gateway: str, triton: str) -> None:
     assert g["environment"]["RATLS_GATEWAY__TRITON__MODE"] == "external"
     if gateway == "gateway-sim":
         assert g["environment"]["RATLS_GATEWAY__IDENTITY__PLATFORM"] == "sim" and g["user"] == "10001:10001"
+    elif gateway == "gateway-azure":
+        assert g["environment"]["RATLS_GATEWAY__IDENTITY__PLATFORM"] == "auto"
+        assert g["devices"] == ["/dev/tpmrm0:/dev/tpmrm0"]
     else:
         assert g["environment"]["RATLS_GATEWAY__IDENTITY__PLATFORM"] == "auto"
         assert "/sys/kernel/config:/sys/kernel/config" in g["volumes"]
+        assert "devices" not in g  # configfs-tsm serves SNP and TDX; no device node is required
 
 
 def test_compose_environment_is_valid_gateway_config() -> None:
@@ -58,7 +63,7 @@ def test_docker_compose_validates(tmp_path: Path) -> None:
         if os.environ.get("CI"):
             pytest.fail("docker-compose is missing in CI: .ci/run installs it (apt-get install docker-compose)")
         pytest.skip("docker-compose not installed here (CI installs Debian's to validate the file)")
-    for profile in ("sim", "tee"):
+    for profile in ("sim", "tee", "azure"):
         result = subprocess.run([tool, "-f", str(COMPOSE), "--profile", profile, "config", "-q"],
                                 capture_output=True, text=True, timeout=60, cwd=COMPOSE.parent)
         assert result.returncode == 0, result.stderr
