@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: all venv test lint demo demo-library serve bench clean
+.PHONY: all venv test lint demo demo-library serve bench bench-filters clean
 
 all: test
 
@@ -53,6 +53,9 @@ serve: venv
 
 bench: venv
 	$(BIN)/python bench/run.py
+
+bench-filters: venv
+	$(BIN)/python bench/run.py --filters
 
 clean:
 	rm -rf $(VENV) $(MITM_VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info .demo

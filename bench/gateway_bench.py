@@ -447,3 +447,34 @@ def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]
                     proc.wait(10)
             triton.close()
     return results
+
+
+def filters_only(rounds: int = 10, seconds: float = 4.0) -> dict[str, Any]:
+    """Only the filter-cost measurement (make bench-filters): one Triton, the gateway with the
+    default policy and the same gateway with filters off, alternated round by round."""
+    pool = mp.get_context("fork").Pool(2)
+    with pool, tempfile.TemporaryDirectory(prefix="ratls-bench-") as tmp:
+        work = Path(tmp)
+        triton = TritonProcess(TritonConfig(demo_repository()))
+        triton.start()
+        triton.wait_ready()
+        gateways: list[GatewayThread] = []
+        try:
+            from ratls.platforms.sim.chain import load_or_create
+            sim_dir = work / "sim"
+            load_or_create(sim_dir)
+            ends = []
+            for label, filters in (("on", None), ("off", {"enabled": False})):
+                port = free_port()
+                gw = GatewayThread(triton, port, free_port(), work / f"run-{label}", sim_dir, filters=filters)
+                gateways.append(gw)
+                pem = work / f"gw-{label}.pem"
+                with socket.create_connection(("127.0.0.1", port)) as s, _ctx().wrap_socket(s) as t:
+                    pem.write_text(ssl.DER_cert_to_PEM_cert(t.getpeercert(binary_form=True)))
+                ends.append(("127.0.0.1", port, str(pem), gw))
+            return {"filters_cost_interleaved": filters_cost(pool, triton, ends[0], ends[1], rounds=rounds,
+                                                             seconds=seconds)}
+        finally:
+            for g in gateways:
+                g.stop()
+            triton.close()

@@ -349,7 +349,10 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
     plan.auth = auth
     plan.pre_routes = hygiene_routes()
     # Query strings are refused before the Triton routes (their regexes see the path only).
-    plan.routes = [deny_query_route()] + allowed_http_routes(policy) + grpc_routes(policy, grpc_check) + deny_routes()
+    # Envoy tries routes in order: the gRPC routes (exact path + content-type, cheap) go before
+    # the HTTP routes (one RE2 match each), so a gRPC call does not pay for ~20 regexes that can
+    # never match it. The two sets are disjoint (/inference.* vs /v2/*), so order is not policy.
+    plan.routes = [deny_query_route()] + grpc_routes(policy, grpc_check) + allowed_http_routes(policy) + deny_routes()
     if auth is not None:
         for route in plan.pre_routes:
             route.setdefault("typed_per_filter_config", {}).update(no_authz)

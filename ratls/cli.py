@@ -192,7 +192,13 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
 
 def cmd_cert_issue(args: argparse.Namespace) -> int:
-    options = {"state_dir": Path(args.sim_dir)} if args.sim_dir and args.platform in ("sim", "sim-tdx") else {}
+    options: dict[str, object] = {}
+    if args.sim_dir and args.platform in ("sim", "sim-tdx"):
+        options["state_dir"] = Path(args.sim_dir)
+    if args.platform in ("tdx", "azure-tdx-vtpm") and args.pccs_url != "none":
+        from .platforms.tdx.collateral import CollateralCache
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ratls" / "tdx"
+        options["collateral"] = CollateralCache(cache_dir=cache, pccs_url=args.pccs_url, offline=False)
     platform = registry.get(args.platform, **options)
     from .issue import issue_certificate
     key = generate_key(args.curve)
@@ -354,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     cert = sub.add_parser("cert", help="issue or inspect RA-TLS certificates").add_subparsers(
         dest="sub", required=True, parser_class=_Parser)
     ci = cert.add_parser("issue", help="issue a certificate bound to fresh evidence")
-    ci.add_argument("--platform", required=True, help="sev-snp (snp), tdx, sim or sim-tdx")
+    ci.add_argument("--platform", required=True,
+                    help="sev-snp (snp), tdx, azure-snp-vtpm, azure-tdx-vtpm (inside that CVM), sim or sim-tdx")
     ci.add_argument("--out-cert", required=True, metavar="C")
     ci.add_argument("--out-key", required=True, metavar="K")
     ci.add_argument("--san", action="append", metavar="NAME", help="DNS name or IP; repeatable")
@@ -363,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--curve", default="p256", choices=["p256", "p384"])
     ci.add_argument("--key-passphrase-env", metavar="VAR", help="encrypt the key with the passphrase in $VAR")
     ci.add_argument("--sim-dir", metavar="DIR", help="simulated platform state directory")
+    ci.add_argument("--pccs-url", default="https://api.trustedservices.intel.com", metavar="URL",
+                    help="TDX: where to fetch the collateral embedded in the certificate ('none': embed none)")
     ci.add_argument("--at", metavar="TIME", help=argparse.SUPPRESS)
     ci.set_defaults(func=cmd_cert_issue)
     cs = cert.add_parser("show", help="decode a certificate's claims and evidence (no verification)")

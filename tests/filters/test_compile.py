@@ -30,6 +30,18 @@ def test_compiles_to_valid_envoy_config() -> None:
     assert names[:4] == ["hygiene:percent", "hygiene:dotdot", "hygiene:double-slash", "hygiene:backslash"]
     assert names.index("deny:query") < names.index("inference:model-infer")
     assert names[-1] == "deny:not-found"
+    # gRPC calls are routed before any regex route is tried (cost), which is only safe because
+    # no HTTP route's regex can match a gRPC method path:
+    first_regex = min(i for i, r in enumerate(routes) if "safe_regex" in r["match"])
+    last_grpc = max(i for i, r in enumerate(routes) if r["match"].get("path", "").startswith("/inference."))
+    assert last_grpc < first_regex
+    import re
+
+    from triton_backend.catalog import GRPC_METHODS
+    for r in routes:
+        regex = r["match"].get("safe_regex", {}).get("regex")
+        if regex:
+            assert not any(re.search(regex, m.path) for m in GRPC_METHODS), r["name"]
     filters = [f["name"] for f in plan.http_filters]
     assert filters == ["envoy.filters.http.header_mutation", "envoy.filters.http.local_ratelimit",
                        "envoy.filters.http.grpc_field_extraction", "envoy.filters.http.rbac",

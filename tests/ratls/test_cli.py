@@ -169,3 +169,10 @@ def test_sim_tdx_issue_init_verify(capsys, tmp_path: Path) -> None:
     assert code == 0 and json.loads(out)["platform"] == "sim-tdx"
     code, out, _ = run(capsys, "sim", "root", "--platform", "sim-tdx", "--sim-dir", str(tmp_path / "sim"))
     assert json.loads(out)["root_sha256"] in policy.read_text()
+
+
+def test_tdx_issue_outside_a_tdx_guest_explains(capsys, tmp_path: Path) -> None:
+    code, _, err = run(capsys, "cert", "issue", "--platform", "tdx", "--pccs-url", "none",
+                       "--out-cert", str(tmp_path / "c.pem"), "--out-key", str(tmp_path / "k.pem"))
+    assert code == 2 and "configfs-tsm is not available" in err
+    assert not (tmp_path / "c.pem").exists()
