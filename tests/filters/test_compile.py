@@ -123,3 +123,36 @@ def test_auth_exemptions_do_not_leak_onto_other_routes(tmp_path) -> None:  # typ
             name.startswith("grpc-reflection") or name.endswith(":too-large"), name
     assert any(r["name"] == "inference:model-infer" for r in routes)
     assert "inference:model-infer" not in exempt and "inference:ModelInfer" not in exempt
+
+
+def test_hot_first_route_order_routes_every_path_like_catalog_order() -> None:
+    """allowed_http_routes tries inference first (hot path). That is only correct if every concrete
+    path reaches the same route as in catalog order (e.g. /v2/models/stats stays the statistics
+    route even with a model named 'stats'); check it with every category exposed."""
+    from filters.policy import DANGEROUS
+    from triton_backend.catalog import Category
+
+    dangerous = sorted(c.value for c in DANGEROUS)
+    doc = {"expose": {c.value: "allow" for c in Category}, "i_understand_the_risk": dangerous}
+    policy, plan = plan_for(doc, ["add_sub", "stats", "ready"])
+    routes = [r for r in plan.routes if "route" in r and not r["name"].startswith(("grpc", "deny"))
+              and r["match"].get("headers", [{}])[0].get("name") == ":method"]
+    names = {r["name"] for r in routes}
+    rank = {f"{r.category.value}:{r.name}": i for i, r in enumerate(HTTP_ROUTES)}
+    catalog_order = sorted(routes, key=lambda r: rank[r["name"]])  # stable: variants keep their order
+
+    def matches(route: dict, path: str) -> bool:  # type: ignore[type-arg]
+        m = route["match"]
+        return m.get("path") == path if "path" in m else re.search(m["safe_regex"]["regex"], path) is not None
+
+    for route in HTTP_ROUTES:
+        for model in ("add_sub", "stats", "ready"):
+            for version in ("", "/versions/3"):
+                if "[/versions/{version}]" not in route.template and version:
+                    continue
+                path = (route.template.replace("[/versions/{version}]", version).replace("{model}", model)
+                        .replace("{region}", "r1"))
+                compiled = next((r["name"] for r in routes if matches(r, path)), None)
+                in_catalog_order = next((r["name"] for r in catalog_order if matches(r, path)), None)
+                assert compiled == in_catalog_order, path
+    assert names and routes[0]["name"].startswith("inference:")
