@@ -335,12 +335,13 @@ def filters_cost(pool: Any, triton: TritonProcess, on: tuple[str, int, str, Any]
     """The default policy's cost, measured the steadier way: the same gateway with filters on
     and off, alternated round by round, medians compared; plus Envoy's own CPU per request."""
     out: dict[str, dict[str, float]] = {}
-    for scenario in ("http_small", "grpc_small"):
+    for scenario in ("http_small", "http_2mib", "grpc_small"):
         samples: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
         for _ in range(rounds):
             for label, (host, port, pem, gw) in (("on", on), ("off", off)):
-                if scenario == "http_small":
-                    row = run_scenario(pool, _http_worker, (host, port, True, "small", seconds), 2,
+                if scenario.startswith("http"):
+                    size = "small" if scenario == "http_small" else "large"
+                    row = run_scenario(pool, _http_worker, (host, port, True, size, seconds), 2,
                                        [(gw.envoy_pid(), False)])
                 else:
                     row = run_scenario(pool, _grpc_worker, (host, port, pem, seconds), 2, [(gw.envoy_pid(), False)])

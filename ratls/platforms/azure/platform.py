@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 
 from ...appraisal import Check, failed
@@ -33,7 +34,9 @@ def _unverified(platform: str, detail: str) -> VerifiedEvidence:
                             parsed=None)
 
 
-class _AzureVtpm:
+class _AzureVtpm(ABC):
+    """What both Azure kinds share; subclasses say how the hardware report is verified."""
+
     name = ""
     media_type = MEDIA_TYPE
     simulated = False
@@ -61,16 +64,19 @@ class _AzureVtpm:
                                           f"platform {self.name}")
         return verify_vtpm(ev, hcl, self._verify_hardware(ev, hcl, evidence, trust, now))
 
+    @abstractmethod
     def _verify_hardware(self, ev: AzureEvidence, hcl: HclReport, evidence: Evidence, trust: Trust,
-                         now: datetime) -> VerifiedEvidence:
-        raise NotImplementedError
+                         now: datetime) -> VerifiedEvidence: ...
 
     def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
-        parsed: AzureParsed = verified.parsed
+        parsed: AzureParsed | None = verified.parsed
+        if parsed is None:
+            return [failed("policy.azure", "nothing to appraise: the evidence did not verify far enough")]
         return [*self._appraise_hardware(verified, parsed, policy), *appraise_pcrs(parsed.pcrs, policy.vtpm)]
 
-    def _appraise_hardware(self, verified: VerifiedEvidence, parsed: AzureParsed, policy: Policy) -> list[Check]:
-        raise NotImplementedError
+    @abstractmethod
+    def _appraise_hardware(self, verified: VerifiedEvidence, parsed: AzureParsed,
+                           policy: Policy) -> list[Check]: ...
 
 
 class AzureSnpVtpmPlatform(_AzureVtpm):

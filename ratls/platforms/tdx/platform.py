@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,11 +14,10 @@ from .abi import parse_quote
 from .appraise import appraise_tdx
 from .collateral import CollateralCache
 from .collect import collect_quote
-from .verify import TdxTrust, load_pck_chain, shipped_root, verify_tdx
+from .verify import TdxTrust, shipped_root, verify_tdx
 
 MEDIA_TYPE = "application/vnd.intel.tdx.quote"
 COLLATERAL_LABEL = "tdx-collateral"
-log = logging.getLogger(__name__)
 
 
 def fmspc_of(quote: bytes) -> str:
@@ -53,5 +51,3 @@ class TdxPlatform:
     def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
         return appraise_tdx(verified.parsed, verified.tcb, policy.tdx)
 
-
-__all__ = ["MEDIA_TYPE", "COLLATERAL_LABEL", "TdxPlatform", "load_pck_chain"]

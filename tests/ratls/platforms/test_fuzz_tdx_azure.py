@@ -89,3 +89,33 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
                  .map(lambda v: json.dumps(v).encode())))
 def test_azure_evidence_parser(data: bytes) -> None:
     _typed(parse_azure_evidence, data)
+
+
+POLICY = None
+
+
+def _policy():  # type: ignore[no-untyped-def]
+    from ratls.policy import parse_policy
+
+    global POLICY
+    if POLICY is None:
+        POLICY = parse_policy({"version": 1, "platforms": ["sev-snp", "tdx", "azure-snp-vtpm", "azure-tdx-vtpm"],
+                               "allow_simulated": True, "simulated": {"root_sha256": CHAIN.root_sha256},
+                               "tdx": {"mrtd": ["00" * 48]}, "sev-snp": {"measurements": ["00" * 48]},
+                               "vtpm": {"pcrs": {7: "00" * 32}}})
+    return POLICY
+
+
+@FUZZ
+@given(st.sampled_from(["tdx", "sim-tdx", "azure-snp-vtpm", "azure-tdx-vtpm", "sev-snp", "sim"]),
+       st.one_of(st.binary(max_size=3000), st.just(QUOTE), json_values.map(lambda v: json.dumps(v).encode())),
+       st.dictionaries(st.sampled_from(["tdx-collateral", "vcek", "ask", "ark", "chain"]),
+                       st.one_of(st.binary(max_size=200), st.just(CHAIN.collateral)), max_size=2))
+def test_pipeline_never_crashes_and_never_accepts_garbage(platform: str, raw: bytes, ends: dict) -> None:  # type: ignore[type-arg]
+    from ratls import registry
+    from ratls.evidence import Evidence
+    from ratls.pipeline import verify_evidence
+
+    media = registry.get(platform).media_type
+    appraisal = verify_evidence(Evidence(platform, media, raw, ends), policy=_policy(), now=NOW)
+    assert not appraisal.ok

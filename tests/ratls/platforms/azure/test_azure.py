@@ -141,6 +141,9 @@ def test_snp_evidence_presented_as_tdx_is_refused(azure: Path) -> None:
     doc, ends = _milan(azure)
     a = _verify("azure-tdx-vtpm", doc, ends)
     assert "is a sev-snp report" in _failed(a)["azure.evidence"]
+    policy = parse_policy({"version": 1, "platforms": ["azure-tdx-vtpm"], "tdx": {"mrtd": ["00" * 48]}})
+    a = _verify("azure-tdx-vtpm", doc, ends, policy=policy)  # appraisal of unverified evidence: no crash
+    assert not a.ok and "policy.azure" in _failed(a)
 
 
 def test_pcr_policy(azure: Path) -> None:
