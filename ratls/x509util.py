@@ -8,7 +8,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from .errors import EvidenceError
 
 # Everything `cryptography` raises for malformed or unsupported certificate bytes.
-X509_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
+X509_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension)
 
 
 def force_parse(cert: x509.Certificate, what: str = "certificate") -> x509.Certificate:
