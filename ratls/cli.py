@@ -49,9 +49,12 @@ def _policy(args: argparse.Namespace) -> Policy | None:
 
 def _trust(args: argparse.Namespace) -> Trust:
     crls = [_read(p, "CRL") for p in (getattr(args, "crl", None) or [])]
-    return Trust(crls=crls, require_crl=getattr(args, "require_crl", False),
-                 kds_offline=not getattr(args, "online", False),
-                 kds_cache_dir=Path(args.kds_cache) if getattr(args, "kds_cache", None) else None)
+    trust = Trust(crls=crls, require_crl=getattr(args, "require_crl", False),
+                  kds_offline=not getattr(args, "online", False),
+                  kds_cache_dir=Path(args.kds_cache) if getattr(args, "kds_cache", None) else None)
+    if getattr(args, "pccs_url", None):
+        trust.pccs_url = args.pccs_url
+    return trust
 
 
 def _emit(appraisal: Appraisal, as_json: bool, extra: dict[str, object] | None = None) -> int:
@@ -304,8 +307,10 @@ def _common_verify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the Appraisal as JSON (schema ratls-appraisal/1)")
     p.add_argument("--crl", action="append", metavar="FILE", help="AMD CRL (PEM or DER); repeatable")
     p.add_argument("--require-crl", action="store_true", help="fail unless a CRL for the product is supplied")
-    p.add_argument("--online", action="store_true", help="allow fetching missing VCEKs from AMD KDS")
-    p.add_argument("--kds-cache", metavar="DIR", help="on-disk cache for AMD KDS responses")
+    p.add_argument("--online", action="store_true",
+                   help="allow fetching missing VCEKs from AMD KDS and missing TDX collateral from a PCCS")
+    p.add_argument("--kds-cache", metavar="DIR", help="on-disk cache for AMD KDS responses and TDX collateral")
+    p.add_argument("--pccs-url", metavar="URL", help="TDX collateral source for --online (default: Intel PCS)")
 
 
 def build_parser() -> argparse.ArgumentParser:

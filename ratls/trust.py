@@ -16,6 +16,8 @@ class Trust:
     ``kds_offline``: never fetch endorsements from the network (the default).
     ``signature_cache``: a per-process cache of verified certificate signatures (None = off).
     ``tdx_collateral``: TDX collateral the verifier brings instead of what the evidence carries.
+    ``pccs_url``: where TDX collateral is fetched when evidence carries none and ``kds_offline``
+    is False (the same switch as for AMD KDS: network access is opt-in).
     """
 
     simulated_roots: tuple[str, ...] = ()
@@ -25,3 +27,4 @@ class Trust:
     kds_cache_dir: Path | None = None
     signature_cache: Any = None
     tdx_collateral: bytes | None = None  # QuoteCollateralV3 JSON the verifier supplies (overrides embedded)
+    pccs_url: str = "https://api.trustedservices.intel.com"  # TDX collateral source when not offline

@@ -17,7 +17,7 @@ from ..snp.platform import key_material, snp_trust
 from ..snp.verify import verify_snp
 from ..tdx.abi import parse_quote
 from ..tdx.appraise import appraise_tdx
-from ..tdx.collateral import CollateralCache
+from ..tdx.collateral import CollateralCache, collateral_for_verifier
 from ..tdx.platform import COLLATERAL_LABEL, fmspc_of
 from ..tdx.verify import TdxTrust, shipped_root, verify_tdx
 from .appraise import appraise_pcrs
@@ -103,8 +103,10 @@ class AzureTdxVtpmPlatform(_AzureVtpm):
         if ev.td_quote is None:
             raise EvidenceError("Azure TDX evidence carries no td_quote")
         quote = parse_quote(ev.td_quote)
-        verified = verify_tdx(quote, evidence.endorsements.get(COLLATERAL_LABEL),
-                              TdxTrust(root=shipped_root(), collateral=trust.tdx_collateral), now, platform=self.name)
+        collateral = collateral_for_verifier(ev.td_quote, evidence.endorsements.get(COLLATERAL_LABEL),
+                                             supplied=trust.tdx_collateral, offline=trust.kds_offline,
+                                             pccs_url=trust.pccs_url, cache_dir=trust.kds_cache_dir, now=now)
+        verified = verify_tdx(quote, collateral, TdxTrust(root=shipped_root()), now, platform=self.name)
         verified.checks.append(check_tdreport_matches_quote(hcl, quote.body.report_data))
         return verified
 

@@ -79,3 +79,20 @@ class CollateralCache:
             raise CollectionError(f"fetching TDX collateral from {self.pccs_url} failed: {exc}",
                                   hint="check the PCCS URL and network, or run offline with a cached file") from None
         return str(collateral.to_json()).encode()
+
+
+def collateral_for_verifier(quote: bytes, carried: bytes | None, *, supplied: bytes | None, offline: bool,
+                            pccs_url: str, cache_dir: Path | None, now: datetime) -> bytes | None:
+    """The collateral a verifier uses: what it brought, else what the evidence carries, else
+    (only when the caller allowed network access) fetched from the PCCS and cached."""
+    if supplied is not None:
+        return supplied
+    if carried is not None or offline:
+        return carried
+    from .platform import fmspc_of
+
+    try:
+        return CollateralCache(cache_dir=cache_dir, pccs_url=pccs_url, offline=False).get(quote, fmspc_of(quote), now)
+    except (CollectionError, ValueError, ImportError) as exc:
+        log.warning("could not fetch TDX collateral: %s", exc)
+        return None

@@ -12,7 +12,7 @@ from ...trust import Trust
 from ...tsm import DEFAULT_ROOT, TsmFilesystem
 from .abi import parse_quote
 from .appraise import appraise_tdx
-from .collateral import CollateralCache
+from .collateral import CollateralCache, collateral_for_verifier
 from .collect import collect_quote
 from .verify import TdxTrust, shipped_root, verify_tdx
 
@@ -45,8 +45,10 @@ class TdxPlatform:
 
     def verify(self, evidence: Evidence, trust: Trust, now: datetime) -> VerifiedEvidence:
         quote = parse_quote(evidence.raw)
-        tdx_trust = TdxTrust(root=shipped_root(), collateral=trust.tdx_collateral)
-        return verify_tdx(quote, evidence.endorsements.get(COLLATERAL_LABEL), tdx_trust, now, platform=self.name)
+        collateral = collateral_for_verifier(evidence.raw, evidence.endorsements.get(COLLATERAL_LABEL),
+                                             supplied=trust.tdx_collateral, offline=trust.kds_offline,
+                                             pccs_url=trust.pccs_url, cache_dir=trust.kds_cache_dir, now=now)
+        return verify_tdx(quote, collateral, TdxTrust(root=shipped_root()), now, platform=self.name)
 
     def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
         return appraise_tdx(verified.parsed, verified.tcb, policy.tdx)

@@ -53,7 +53,6 @@ class TdxTrust:
 
     root: x509.Certificate
     simulated: bool = False
-    collateral: bytes | None = None  # collateral supplied by the verifier (overrides the evidence's)
 
 
 @dataclass
@@ -218,13 +217,12 @@ def verify_tdx(quote: TdxQuote, collateral: bytes | None, trust: TdxTrust, now: 
     checks.extend(verify_pck_chain(chain, trust.root, now))
     if chain:
         checks.extend(verify_quote_signatures(quote, chain[0]))
-    source = trust.collateral if trust.collateral is not None else collateral
-    if source is None:
+    if collateral is None:
         checks.append(failed("tdx.collateral", "no collateral (TCB info, QE identity, CRLs) was carried or "
-                                               "supplied, so the TCB cannot be evaluated; pass --collateral or "
-                                               "let the gateway embed it"))
+                                               "supplied, so the TCB cannot be evaluated; pass --collateral, "
+                                               "let the gateway embed it, or allow fetching (--online)"))
         return result
-    check, coll = verify_collateral(quote, source, trust.root, now)
+    check, coll = verify_collateral(quote, collateral, trust.root, now)
     checks.append(check)
     if coll is not None:
         result.tcb.update({"status": coll.status, "advisory_ids": coll.advisory_ids, "qe_status": coll.qe_status,

@@ -73,3 +73,26 @@ def test_der_certificate_holding_pem_collateral_loads_as_der(tmp_path: Path) -> 
     der = cert.public_bytes(Encoding.DER)
     assert b"-----BEGIN CERTIFICATE-----" in der
     assert load_x509(der) == cert
+
+
+def test_verifier_fetches_missing_collateral_only_when_online(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from ratls.pipeline import verify_evidence
+    from ratls.testing.pccs import LoopbackPccs
+    from ratls.trust import Trust
+
+    platform = registry.get("sim-tdx", state_dir=tmp_path)
+    evidence = platform.collect(bytes(64))
+    chain = load_tdx_chain(tmp_path / "tdx")
+    bare = replace(evidence, endorsements={})
+    now = datetime.now(UTC)
+    offline = Trust(simulated_roots=(chain.root_sha256,))
+    a = verify_evidence(bare, policy=None, now=now, trust=offline)
+    assert {c.name for c in a.checks if not c.ok} == {"tdx.collateral"}
+    with LoopbackPccs(chain.collateral) as pccs:
+        online = replace(offline, kds_offline=False, pccs_url=pccs.url, kds_cache_dir=tmp_path / "cache")
+        a = verify_evidence(bare, policy=None, now=now, trust=online)
+        assert a.ok, [c for c in a.checks if not c.ok]
+        assert pccs.requests
+    assert list((tmp_path / "cache").glob("tdx-collateral-*.json"))
