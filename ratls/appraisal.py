@@ -31,6 +31,15 @@ def failed(name: str, detail: str) -> Check:
     return Check(name, False, detail)
 
 
+def allow_listed(name: str, value: bytes, allowed: list[bytes] | None, label: str) -> list[Check]:
+    """One check that *value* is in the policy's allow-list; none when the policy sets no list."""
+    if allowed is None:
+        return []
+    if value in allowed:
+        return [passed(name, f"{label} {value.hex()} is allowed")]
+    return [failed(name, f"{label} {value.hex()} is not in the policy's {len(allowed)} allowed value(s)")]
+
+
 @dataclass
 class Appraisal:
     platform: str | None

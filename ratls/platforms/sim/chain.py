@@ -17,6 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from ... import der
 from ...errors import ConfigError
+from ...fileutil import write_atomic
 from ..snp import abi
 from ..snp.certs import (
     OID_BL_SPL,
@@ -152,11 +153,7 @@ def save_chain(chain: SimChain, state_dir: Path) -> None:
         "measurement.hex": chain.measurement.hex().encode(),
     }
     for name, data in files.items():
-        tmp = state_dir / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, state_dir / name)
+        write_atomic(state_dir / name, data, mode=0o600)
 
 
 def load_chain(state_dir: Path) -> SimChain:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import secrets
 import struct
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from ... import der
 from ...errors import ConfigError
+from ...fileutil import write_atomic
 from ..tdx import abi
 from ..tdx.verify import SGX_EXTENSION_OID, fingerprint
 
@@ -250,11 +250,7 @@ def save_tdx_chain(chain: SimTdxChain, state_dir: Path) -> None:
             chain.attest_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
             chain.collateral, chain.mrtd.hex().encode()]
     for name, blob in zip(_FILES, data, strict=True):
-        tmp = state_dir / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, state_dir / name)
+        write_atomic(state_dir / name, blob, mode=0o600)
 
 
 def load_tdx_chain(state_dir: Path) -> SimTdxChain:

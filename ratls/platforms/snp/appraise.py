@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from ...appraisal import Check, failed, passed
+from ...appraisal import Check, allow_listed, failed, passed
 from ...policy import SnpPolicy
 from .abi import SnpReport
-
-
-def _in_list(name: str, value: bytes, allowed: list[bytes] | None, label: str) -> list[Check]:
-    if allowed is None:
-        return []
-    if value in allowed:
-        return [passed(name, f"{label} {value.hex()} is allowed")]
-    return [failed(name, f"{label} {value.hex()} is not in the policy's {len(allowed)} allowed value(s)")]
 
 
 def appraise_snp(report: SnpReport, policy: SnpPolicy, product: str | None = None) -> list[Check]:
@@ -22,7 +14,7 @@ def appraise_snp(report: SnpReport, policy: SnpPolicy, product: str | None = Non
         checks.append(failed("policy.snp.measurement", "the policy lists no accepted measurements "
                                                        "(sev-snp.measurements); refusing to accept any launch digest"))
     else:
-        checks += _in_list("policy.snp.measurement", report.measurement, policy.measurements, "measurement")
+        checks += allow_listed("policy.snp.measurement", report.measurement, policy.measurements, "measurement")
 
     product = product or (report.product.value if report.product else None)
     if policy.products is not None:
@@ -78,15 +70,15 @@ def appraise_snp(report: SnpReport, policy: SnpPolicy, product: str | None = Non
         checks.append((passed if ok else failed)("policy.snp.host-data",
                                                  f"HOST_DATA {report.host_data.hex()}" + ("" if ok else
                                                  f" differs from {policy.host_data.hex()}")))
-    checks += _in_list("policy.snp.id-key", report.id_key_digest, policy.id_key_digests, "ID_KEY_DIGEST")
+    checks += allow_listed("policy.snp.id-key", report.id_key_digest, policy.id_key_digests, "ID_KEY_DIGEST")
     if policy.author_key_digests is not None:
         if not report.signer_info.author_key_en:
             checks.append(failed("policy.snp.author-key", "policy pins author keys but the report has no "
                                                           "AUTHOR_KEY_EN"))
         else:
-            checks += _in_list("policy.snp.author-key", report.author_key_digest, policy.author_key_digests,
+            checks += allow_listed("policy.snp.author-key", report.author_key_digest, policy.author_key_digests,
                                "AUTHOR_KEY_DIGEST")
-    checks += _in_list("policy.snp.chip-id", report.chip_id, policy.chip_ids, "CHIP_ID")
+    checks += allow_listed("policy.snp.chip-id", report.chip_id, policy.chip_ids, "CHIP_ID")
     if policy.min_guest_svn is not None:
         ok = report.guest_svn >= policy.min_guest_svn
         checks.append((passed if ok else failed)("policy.snp.guest-svn",

@@ -7,13 +7,13 @@ the cache then fails with a message saying how to supply the certificate instead
 from __future__ import annotations
 
 import hashlib
-import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import EvidenceError
+from ...fileutil import write_atomic
 from .abi import Product, SnpReport
 
 DEFAULT_BASE_URL = "https://kdsintf.amd.com"
@@ -66,10 +66,7 @@ class KdsClient:
         if len(body) > MAX_RESPONSE:
             raise EvidenceError(f"AMD KDS response for {url} is larger than {MAX_RESPONSE} bytes")
         if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp")
-            tmp.write_bytes(body)
-            os.replace(tmp, cached)
+            write_atomic(cached, body)
         return body
 
     def fetch_vcek(self, product: Product, report: SnpReport) -> bytes:

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...appraisal import Check, failed, passed
+from ...appraisal import Check, allow_listed, failed, passed
 from ...policy import TdxPolicy
 from .abi import TdxQuote
-
-
-def _in_list(name: str, value: bytes, allowed: list[bytes] | None, label: str) -> list[Check]:
-    if allowed is None:
-        return []
-    if value in allowed:
-        return [passed(name, f"{label} {value.hex()} is allowed")]
-    return [failed(name, f"{label} {value.hex()} is not in the policy's {len(allowed)} allowed value(s)")]
 
 
 def _tcb_checks(tcb: dict[str, Any], policy: TdxPolicy) -> list[Check]:
@@ -50,13 +42,13 @@ def appraise_tdx(quote: TdxQuote, tcb: dict[str, Any], policy: TdxPolicy) -> lis
         checks.append(failed("policy.tdx.mrtd", "the policy lists no accepted MRTD values (tdx.mrtd); refusing "
                                                 "to accept any TD"))
     else:
-        checks += _in_list("policy.tdx.mrtd", body.mr_td, policy.mrtd, "MRTD")
+        checks += allow_listed("policy.tdx.mrtd", body.mr_td, policy.mrtd, "MRTD")
     for index, allowed in sorted(policy.rtmr.items()):
-        checks += _in_list(f"policy.tdx.rtmr{index}", body.rtmr[index], allowed, f"RTMR{index}")
-    checks += _in_list("policy.tdx.mrconfigid", body.mr_config_id, policy.mrconfigid, "MRCONFIGID")
-    checks += _in_list("policy.tdx.mrowner", body.mr_owner, policy.mrowner, "MROWNER")
-    checks += _in_list("policy.tdx.mrownerconfig", body.mr_owner_config, policy.mrownerconfig, "MROWNERCONFIG")
-    checks += _in_list("policy.tdx.mrseam", body.mr_seam, policy.mrseam, "MRSEAM")
+        checks += allow_listed(f"policy.tdx.rtmr{index}", body.rtmr[index], allowed, f"RTMR{index}")
+    checks += allow_listed("policy.tdx.mrconfigid", body.mr_config_id, policy.mrconfigid, "MRCONFIGID")
+    checks += allow_listed("policy.tdx.mrowner", body.mr_owner, policy.mrowner, "MROWNER")
+    checks += allow_listed("policy.tdx.mrownerconfig", body.mr_owner_config, policy.mrownerconfig, "MROWNERCONFIG")
+    checks += allow_listed("policy.tdx.mrseam", body.mr_seam, policy.mrseam, "MRSEAM")
     if body.debug and not policy.debug:
         checks.append(failed("policy.tdx.debug", f"TD is debuggable (TDATTRIBUTES {body.td_attributes.hex()}): the "
                                                  "host can read its memory; the policy forbids debug TDs"))

@@ -11,11 +11,11 @@ import asyncio
 import concurrent.futures
 import json
 import logging
-import os
 from datetime import datetime
 from pathlib import Path
 
 from ...errors import CollectionError
+from ...fileutil import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,7 @@ class CollateralCache:
                                        f"QuoteCollateralV3 JSON at {path}")
         data = self._fetch(quote)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            write_atomic(path, data)
         return data
 
     def _fetch(self, quote: bytes) -> bytes:
