@@ -183,7 +183,7 @@ def verify_collateral(quote: TdxQuote, collateral_json: bytes, root: x509.Certif
         report = dcap_qvl.verify_with_root_ca(quote.raw, collateral, root.public_bytes(Encoding.DER),
                                               int(now.timestamp()))
     except ValueError as exc:
-        reason = str(exc).removeprefix("Verification failed: ")
+        reason = " ".join(str(exc).removeprefix("Verification failed: ").split())  # one line for logs
         return failed("tdx.collateral", f"dcap-qvl rejected the quote with this collateral: {reason}"), None
     detail = json.loads(report.to_json())
     tcb_info = json.loads(doc.get("tcb_info", "{}"))

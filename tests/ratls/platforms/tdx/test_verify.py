@@ -228,3 +228,33 @@ def test_collateral_of_another_platform(tdx_vectors: Path, v4: tuple[bytes, byte
     other = (tdx_vectors / "v5_outdated_dcap-qvl/collateral.json").read_bytes()
     a = _verify(v4[0], other, DCAP_V4_NOW)
     assert "tdx.collateral" in _failed(a)
+
+
+def _trustee_collateral(tdx_vectors: Path, *, tamper: bool = False) -> bytes:
+    """Trustee's TCB info and QE identity (issued 2025-10) with the only CRLs the vectors have
+    (dcap-qvl's, which expired 2025-07): the README's "no full offline run" case."""
+    import re
+
+    def body_and_signature(name: str, key: str) -> tuple[str, str]:
+        raw = (tdx_vectors / "v4_trustee" / name).read_text()
+        match = re.search(r'"' + key + r'"\s*:\s*(\{.*\})\s*,\s*"signature"', raw, re.S)
+        assert match is not None
+        return match.group(1), json.loads(raw)["signature"]
+
+    doc = json.loads((tdx_vectors / "v4_dcap-qvl/collateral.json").read_text())
+    doc["tcb_info"], doc["tcb_info_signature"] = body_and_signature("tcbInfo_00A06D080000.json", "tcbInfo")
+    doc["qe_identity"], doc["qe_identity_signature"] = body_and_signature("enclaveIdentity_TD_QE.json",
+                                                                          "enclaveIdentity")
+    if tamper:
+        doc["tcb_info"] = doc["tcb_info"].replace('"tcbEvaluationDataNumber":17', '"tcbEvaluationDataNumber":18')
+    return json.dumps(doc).encode()
+
+
+def test_trustee_tcb_info_signature_verifies_but_the_crls_are_stale(tdx_vectors: Path) -> None:
+    quote = (tdx_vectors / "v4_trustee/quote_6_fmspc00a06d080000.bin").read_bytes()
+    when = datetime(2025, 11, 1, tzinfo=UTC)
+    a = _verify(quote, _trustee_collateral(tdx_vectors), when)
+    # TCB info and QE identity signatures pass; the verdict stops at the expired CRLs
+    assert "CrlExpired" in _failed(a)["tdx.collateral"] and "\n" not in _failed(a)["tdx.collateral"]
+    a = _verify(quote, _trustee_collateral(tdx_vectors, tamper=True), when)
+    assert "Signature is invalid for tcb_info" in _failed(a)["tdx.collateral"]
