@@ -169,6 +169,11 @@ def test_sim_tdx_issue_init_verify(capsys, tmp_path: Path) -> None:
     assert code == 0 and json.loads(out)["platform"] == "sim-tdx"
     code, out, _ = run(capsys, "sim", "root", "--platform", "sim-tdx", "--sim-dir", str(tmp_path / "sim"))
     assert json.loads(out)["root_sha256"] in policy.read_text()
+    code, out, _ = run(capsys, "cert", "show", str(cert), "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["evidence"]["media_type"] == "application/vnd.intel.tdx.quote"
+    assert shown["evidence"]["endorsements"] == ["tdx-collateral"]
+    assert shown["report"]["measurements"]["mrtd"] in policy.read_text()
 
 
 def test_tdx_issue_outside_a_tdx_guest_explains(capsys, tmp_path: Path) -> None:
