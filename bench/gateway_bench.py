@@ -283,12 +283,13 @@ class GatewayThread:
     """The gateway in external mode on its own event loop thread."""
 
     def __init__(self, triton: TritonProcess, port: int, metrics_port: int, run_dir: Path, sim_dir: Path,
-                 filters: dict[str, Any] | None = None) -> None:
+                 filters: dict[str, Any] | None = None, platform: str = "sim") -> None:
         from gateway.app import Gateway
         from gateway.config import load_config
 
         env = {"RATLS_GATEWAY__LISTEN__ADDRESS": "127.0.0.1", "RATLS_GATEWAY__LISTEN__PORT": str(port),
-               "RATLS_GATEWAY__IDENTITY__PLATFORM": "sim", "RATLS_GATEWAY__IDENTITY__SIM_STATE_DIR": str(sim_dir),
+               "RATLS_GATEWAY__IDENTITY__PLATFORM": platform,
+               "RATLS_GATEWAY__IDENTITY__SIM_STATE_DIR": str(sim_dir),
                "RATLS_GATEWAY__TRITON__MODE": "external",
                "RATLS_GATEWAY__TRITON__MODEL_REPOSITORY": str(demo_repository()),
                "RATLS_GATEWAY__TRITON__HTTP_PORT": str(triton.config.http_port),
@@ -350,6 +351,27 @@ def filters_cost(pool: Any, triton: TritonProcess, on: tuple[str, int, str, Any]
         out[scenario] = {"rps_ratio": med["on"][0] / med["off"][0],
                          "envoy_cpu_per_request_ratio": med["on"][1] / med["off"][1], "rounds": rounds}
     return out
+
+
+def tdx_handshakes(pool: Any, triton: TritonProcess, work: Path, snp_port: int, rounds: int = 4,
+                   seconds: float = 4.0) -> dict[str, float]:
+    """What the larger TDX certificate (quote + embedded Intel collateral) costs a TLS handshake:
+    a gateway on sim-tdx against the SNP-format gateway, alternated, medians."""
+    port = free_port()
+    gw = GatewayThread(triton, port, free_port(), work / "run-tdx", work / "sim", platform="sim-tdx")
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as s, _ctx().wrap_socket(s) as t:
+            size = len(t.getpeercert(binary_form=True))
+        samples: dict[str, list[float]] = {"tdx": [], "snp": []}
+        for _ in range(rounds):
+            for label, p in (("tdx", port), ("snp", snp_port)):
+                row = run_scenario(pool, _handshake_worker, ("127.0.0.1", p, seconds), 2, [])
+                samples[label].append(row["rps"])
+        tdx, snp = statistics.median(samples["tdx"]), statistics.median(samples["snp"])
+        return {"tdx_cert_bytes": size, "tdx_handshakes_per_s": tdx, "snp_handshakes_per_s": snp,
+                "ratio": tdx / snp, "rounds": rounds}
+    finally:
+        gw.stop()
 
 
 def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]:
@@ -438,6 +460,7 @@ def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]
                 pool, triton, ("127.0.0.1", gw_port, str(gw_cert), gw),
                 ("127.0.0.1", gw_off_port, str(gw_off_cert), gw_off))
             results["rotation_seconds_median"] = gw.rotate_seconds()
+            results["tdx_handshakes"] = tdx_handshakes(pool, triton, work, gw_port)
         finally:
             for g in (gw, gw_off):
                 if g is not None:
