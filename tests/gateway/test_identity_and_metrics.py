@@ -71,3 +71,21 @@ def test_prometheus_rendering() -> None:
                    MetricFamily("y", "gauge", "exp").add(1795760000.0)])
     assert '# TYPE x_total counter\nx_total{type="a\\"b"} 3\n' in text
     assert "y 1795760000\n" in text
+
+
+def test_rotation_comes_before_embedded_tdx_collateral_goes_stale(sim_chain: SimChain, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A certificate must not outlive the collateral it carries: clients would reject it with an
+    expired CRL. Collateral expiring in about 3 h moves rotation from 12 h to nextUpdate - 1 h."""
+    from ratls.platforms.sim.tdx_chain import COLLATERAL_YEARS, generate_tdx_chain
+    from ratls.platforms.sim.tdx_platform import SimTdxPlatform
+    from ratls.platforms.tdx.collateral import COLLATERAL_REFRESH_MARGIN, next_update
+
+    real_now = dt.datetime.now(dt.UTC)
+    expiring = generate_tdx_chain(real_now - dt.timedelta(days=365 * COLLATERAL_YEARS) + dt.timedelta(hours=3))
+    stale_at = next_update(expiring.collateral)
+    assert stale_at is not None and stale_at - real_now < dt.timedelta(hours=4)
+    m = IdentityManager(SimTdxPlatform(state_dir=tmp_path, chain=expiring), lifetime=dt.timedelta(hours=24),
+                        rotate_at=0.5, curve="p256", sans=["localhost"], common_name="gw", models=None,
+                        config_digest="sha256:" + "b" * 64)
+    m.issue()
+    assert m.rotation_due(real_now) == stale_at - COLLATERAL_REFRESH_MARGIN

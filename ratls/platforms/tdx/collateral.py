@@ -11,13 +11,16 @@ import asyncio
 import concurrent.futures
 import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ...errors import CollectionError
 from ...fileutil import write_atomic
 
 log = logging.getLogger(__name__)
+# Collateral this close to its nextUpdate is refreshed rather than served (and certificates
+# carrying it are rotated), so no client ever receives collateral that expires in its hands.
+COLLATERAL_REFRESH_MARGIN = timedelta(hours=1)
 
 
 def next_update(collateral_json: bytes) -> datetime | None:
@@ -44,7 +47,7 @@ class CollateralCache:
         if path is not None and path.is_file():
             data = path.read_bytes()
             stale = next_update(data)
-            if stale is not None and stale > now:
+            if stale is not None and stale - COLLATERAL_REFRESH_MARGIN > now:
                 return data
             log.info("cached TDX collateral for FMSPC %s is stale (nextUpdate %s)", fmspc, stale)
         if self.offline or not self.pccs_url:
