@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: all venv test lint demo demo-library serve bench bench-filters clean
+.PHONY: all venv test lint demo demo-tdx demo-library serve bench bench-filters clean
 
 all: test
 
@@ -37,6 +37,10 @@ test: venv lint $(MITM_STAMP)
 # The whole product on the embedded default: Triton + gateway (sim platform) + verifying clients.
 demo: venv
 	$(BIN)/python -m gateway.demo
+
+# the same on the simulated Intel TDX platform (quotes through a fake configfs-tsm tree)
+demo-tdx: venv
+	RATLS_DEMO_PLATFORM=sim-tdx $(BIN)/python -m gateway.demo
 
 # The RA-TLS library alone: issue, verify, refuse; and a real AMD report when the vectors are present.
 demo-library: venv

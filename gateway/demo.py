@@ -51,6 +51,10 @@ class Demo:
         self.sim_dir = Path(os.environ.get("RATLS_SIM_DIR", Path(".demo") / "sim")).resolve()
         self.proc: subprocess.Popen[bytes] | None = None
         self.failures = 0
+        # sim (SNP-format reports, the default) or sim-tdx (TDX quotes + Intel-format collateral)
+        self.platform = os.environ.get("RATLS_DEMO_PLATFORM", "sim")
+        if self.platform not in ("sim", "sim-tdx"):
+            raise SystemExit(f"RATLS_DEMO_PLATFORM must be sim or sim-tdx, not {self.platform!r}")
 
     def check(self, ok: bool, what: str) -> None:
         print(("  ok   " if ok else "  FAIL ") + what, flush=True)
@@ -60,7 +64,7 @@ class Demo:
         config = {
             "version": 1,
             "listen": {"address": "127.0.0.1", "port": self.port},
-            "identity": {"platform": "sim", "sim_state_dir": str(self.sim_dir)},
+            "identity": {"platform": self.platform, "sim_state_dir": str(self.sim_dir)},
             "control": {"run_dir": str(self.work / "run"), "metrics_port": self.metrics_port},
         }
         path = self.work / "gateway.yaml"
@@ -90,20 +94,26 @@ class Demo:
                 self.proc.kill()
 
     def write_policy(self, models: dict[str, str], config_digest: str) -> Path:
-        chain = load_or_create(self.sim_dir)
-        doc = {
-            "version": 1, "platforms": [], "allow_simulated": True,
-            "simulated": {"root_sha256": chain.root_sha256},
-            "sev-snp": {"measurements": [chain.measurement.hex()], "guest_policy": {"debug": False,
-                                                                                   "migrate_ma": False}, "vmpl": 0},
-            "claims": {"models": models, "config": config_digest, "max_age": "1h"},
-        }
+        doc: dict[str, object] = {"version": 1, "platforms": [], "allow_simulated": True}
+        if self.platform == "sim-tdx":
+            from ratls.platforms.sim.tdx_chain import load_tdx_chain
+            tdx = load_tdx_chain(self.sim_dir / "tdx")
+            doc["simulated"] = {"root_sha256": tdx.root_sha256}
+            doc["tdx"] = {"mrtd": [tdx.mrtd.hex()], "debug": False, "sept_ve_disable": True,
+                          "accept_tcb_status": ["UpToDate"]}
+        else:
+            chain = load_or_create(self.sim_dir)
+            doc["simulated"] = {"root_sha256": chain.root_sha256}
+            doc["sev-snp"] = {"measurements": [chain.measurement.hex()],
+                              "guest_policy": {"debug": False, "migrate_ma": False}, "vmpl": 0}
+        doc["claims"] = {"models": models, "config": config_digest, "max_age": "1h"}
         path = self.work / "policy.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
 
     def run(self) -> int:
-        _step(f"start the gateway on the SIMULATED platform, port {self.port} (Triton + Envoy + control plane)")
+        _step(f"start the gateway on the SIMULATED platform ({self.platform}), port {self.port} "
+              "(Triton + Envoy + control plane)")
         self.start_gateway()
         status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/admin/status").read())
         print(f"  envoy pid {status['envoy']['pid']}, triton pid {status['triton']['pid']}, "
