@@ -24,9 +24,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    from triton_backend.launch import free_port as pick
+
+    return pick()
 
 
 def fetch_cert_pem(port: int) -> str:

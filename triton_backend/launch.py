@@ -8,6 +8,7 @@ no auto-completed configs, tracing off.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -44,8 +45,39 @@ __all__ = ["TritonConfig", "TritonProcess", "TritonError", "TritonLaunchError", 
            "free_port"]
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A free TCP port for a listener that something else will bind a moment later.
+
+    Ports are drawn from below the kernel's ephemeral range: a port the kernel hands out for
+    bind(0) can be taken as the source port of any outgoing connection before our listener
+    binds it (a real flake under load), while ports outside that range are only ever taken
+    by an explicit bind. Ports are not handed out twice by one process."""
+    low, _high = _ephemeral_range()
+    start = 10000 if low > 11000 else 1024
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(start, low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # everything below is taken: fall back
         s.bind((host, 0))
         return int(s.getsockname()[1])
 

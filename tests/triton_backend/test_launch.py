@@ -134,3 +134,12 @@ def test_served_snapshot_holds_no_bytecode(triton: TritonProcess) -> None:
     http.infer("add_sub", add_sub_inputs(thttp, [1], [2]))
     assert triton.served_repository != demo_repository()
     assert not [p for p in triton.served_repository.rglob("__pycache__") if p.is_dir()]
+
+
+def test_free_ports_avoid_the_ephemeral_range_and_do_not_repeat() -> None:
+    from triton_backend.launch import _ephemeral_range
+
+    low, _ = _ephemeral_range()
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert all(p < low for p in ports)  # never a port an outgoing connection could take meanwhile
