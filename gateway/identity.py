@@ -21,8 +21,7 @@ from ratls.cert import build_collection, generate_key
 from ratls.claims import Claims
 from ratls.errors import RatlsError
 from ratls.issue import Issued, collect_for_claims, issue_certificate, make_claims
-from ratls.platforms.tdx.collateral import COLLATERAL_REFRESH_MARGIN, next_update
-from ratls.platforms.tdx.platform import COLLATERAL_LABEL
+from ratls.platforms.tdx.collateral import COLLATERAL_LABEL, COLLATERAL_REFRESH_MARGIN, next_update
 from ratls.registry import Platform
 from ratls.timeutil import utcnow
 

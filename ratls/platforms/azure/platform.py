@@ -17,8 +17,7 @@ from ..snp.platform import key_material, snp_trust
 from ..snp.verify import verify_snp
 from ..tdx.abi import parse_quote
 from ..tdx.appraise import appraise_tdx
-from ..tdx.collateral import CollateralCache, collateral_for_verifier
-from ..tdx.platform import COLLATERAL_LABEL, fmspc_of
+from ..tdx.collateral import COLLATERAL_LABEL, CollateralCache, collateral_for_verifier, fmspc_of
 from ..tdx.verify import TdxTrust, shipped_root, verify_tdx
 from .appraise import appraise_pcrs
 from .collect import IMDS_TD_QUOTE_URL, IMDS_THIM_URL, Runner, collect_vtpm, fetch_vcek, run_tpm2
@@ -103,9 +102,7 @@ class AzureTdxVtpmPlatform(_AzureVtpm):
         if ev.td_quote is None:
             raise EvidenceError("Azure TDX evidence carries no td_quote")
         quote = parse_quote(ev.td_quote)
-        collateral = collateral_for_verifier(ev.td_quote, evidence.endorsements.get(COLLATERAL_LABEL),
-                                             supplied=trust.tdx_collateral, offline=trust.kds_offline,
-                                             pccs_url=trust.pccs_url, cache_dir=trust.kds_cache_dir, now=now)
+        collateral = collateral_for_verifier(ev.td_quote, evidence.endorsements, trust, now)
         verified = verify_tdx(quote, collateral, TdxTrust(root=shipped_root()), now, platform=self.name)
         verified.checks.append(check_tdreport_matches_quote(hcl, quote.body.report_data))
         return verified

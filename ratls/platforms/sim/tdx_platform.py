@@ -16,9 +16,9 @@ from ...trust import Trust
 from ...x509util import X509_ERRORS
 from ..tdx.abi import parse_quote
 from ..tdx.appraise import appraise_tdx
-from ..tdx.collateral import CollateralCache, collateral_for_verifier
+from ..tdx.collateral import COLLATERAL_LABEL, CollateralCache, collateral_for_verifier, fmspc_of
 from ..tdx.collect import TSM_PROVIDER, collect_quote
-from ..tdx.platform import COLLATERAL_LABEL, MEDIA_TYPE, fmspc_of
+from ..tdx.platform import MEDIA_TYPE
 from ..tdx.verify import TdxTrust, fingerprint, shipped_root, verify_tdx
 from .chain import default_state_dir
 from .tdx_chain import SimTdxChain, load_or_create_tdx
@@ -72,9 +72,7 @@ class SimTdxPlatform:
             root_check = failed("sim.root", f"SIMULATED TDX root {fingerprint(root)} is not pinned "
                                             "(policy simulated.root_sha256); refusing simulated evidence")
         anchor = root if root is not None and root_check.ok else shipped_root()
-        collateral = collateral_for_verifier(evidence.raw, evidence.endorsements.get(COLLATERAL_LABEL),
-                                             supplied=trust.tdx_collateral, offline=trust.kds_offline,
-                                             pccs_url=trust.pccs_url, cache_dir=trust.kds_cache_dir, now=now)
+        collateral = collateral_for_verifier(evidence.raw, evidence.endorsements, trust, now)
         verified = verify_tdx(quote, collateral, TdxTrust(root=anchor, simulated=True), now, platform=self.name)
         verified.checks.insert(0, root_check)
         return verified

@@ -16,11 +16,20 @@ from pathlib import Path
 
 from ...errors import CollectionError
 from ...fileutil import write_atomic
+from ...trust import Trust
 
 log = logging.getLogger(__name__)
+COLLATERAL_LABEL = "tdx-collateral"  # the endorsement (CMW record) that carries it
 # Collateral this close to its nextUpdate is refreshed rather than served (and certificates
 # carrying it are rotated), so no client ever receives collateral that expires in its hands.
 COLLATERAL_REFRESH_MARGIN = timedelta(hours=1)
+
+
+def fmspc_of(quote: bytes) -> str:
+    """FMSPC from the PCK leaf's SGX extension (needs dcap-qvl's extension parser)."""
+    import dcap_qvl
+
+    return str(dcap_qvl.parse_quote(quote).fmspc())
 
 
 def next_update(collateral_json: bytes) -> datetime | None:
@@ -81,18 +90,18 @@ class CollateralCache:
         return str(collateral.to_json()).encode()
 
 
-def collateral_for_verifier(quote: bytes, carried: bytes | None, *, supplied: bytes | None, offline: bool,
-                            pccs_url: str, cache_dir: Path | None, now: datetime) -> bytes | None:
+def collateral_for_verifier(quote: bytes, endorsements: dict[str, bytes], trust: Trust,
+                            now: datetime) -> bytes | None:
     """The collateral a verifier uses: what it brought, else what the evidence carries, else
     (only when the caller allowed network access) fetched from the PCCS and cached."""
-    if supplied is not None:
-        return supplied
-    if carried is not None or offline:
+    if trust.tdx_collateral is not None:
+        return trust.tdx_collateral
+    carried = endorsements.get(COLLATERAL_LABEL)
+    if carried is not None or trust.kds_offline:
         return carried
-    from .platform import fmspc_of
-
     try:
-        return CollateralCache(cache_dir=cache_dir, pccs_url=pccs_url, offline=False).get(quote, fmspc_of(quote), now)
+        cache = CollateralCache(cache_dir=trust.kds_cache_dir, pccs_url=trust.pccs_url, offline=False)
+        return cache.get(quote, fmspc_of(quote), now)
     except (CollectionError, ValueError, ImportError) as exc:
         log.warning("could not fetch TDX collateral: %s", exc)
         return None

@@ -12,19 +12,12 @@ from ...trust import Trust
 from ...tsm import DEFAULT_ROOT, TsmFilesystem
 from .abi import parse_quote
 from .appraise import appraise_tdx
-from .collateral import CollateralCache, collateral_for_verifier
+from .collateral import COLLATERAL_LABEL, CollateralCache, collateral_for_verifier, fmspc_of
 from .collect import collect_quote
 from .verify import TdxTrust, shipped_root, verify_tdx
 
 MEDIA_TYPE = "application/vnd.intel.tdx.quote"
-COLLATERAL_LABEL = "tdx-collateral"
 
-
-def fmspc_of(quote: bytes) -> str:
-    """FMSPC from the PCK leaf's SGX extension (needs dcap-qvl's extension parser)."""
-    import dcap_qvl
-
-    return str(dcap_qvl.parse_quote(quote).fmspc())
 
 
 class TdxPlatform:
@@ -45,9 +38,7 @@ class TdxPlatform:
 
     def verify(self, evidence: Evidence, trust: Trust, now: datetime) -> VerifiedEvidence:
         quote = parse_quote(evidence.raw)
-        collateral = collateral_for_verifier(evidence.raw, evidence.endorsements.get(COLLATERAL_LABEL),
-                                             supplied=trust.tdx_collateral, offline=trust.kds_offline,
-                                             pccs_url=trust.pccs_url, cache_dir=trust.kds_cache_dir, now=now)
+        collateral = collateral_for_verifier(evidence.raw, evidence.endorsements, trust, now)
         return verify_tdx(quote, collateral, TdxTrust(root=shipped_root()), now, platform=self.name)
 
     def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
