@@ -21,7 +21,6 @@ from ratls.cert import build_collection, generate_key
 from ratls.claims import Claims
 from ratls.errors import RatlsError
 from ratls.issue import Issued, collect_for_claims, issue_certificate, make_claims
-from ratls.platforms.tdx.collateral import COLLATERAL_LABEL, COLLATERAL_REFRESH_MARGIN, next_update
 from ratls.registry import Platform
 from ratls.timeutil import utcnow
 
@@ -124,13 +123,10 @@ class IdentityManager:
         claims = self.current.issued.claims
         start = datetime.fromtimestamp(claims.iat, UTC)
         due = start + timedelta(seconds=(claims.exp - claims.iat) * self.rotate_at)
-        # Embedded TDX collateral goes stale at its nextUpdate, after which clients reject the
-        # certificate (expired CRL / TCB info): rotate before that, with fresh collateral.
-        collateral = self.current.issued.evidence.endorsements.get(COLLATERAL_LABEL)
-        stale = next_update(collateral) if collateral is not None else None
-        if stale is not None:
-            due = min(due, stale - COLLATERAL_REFRESH_MARGIN)
-        return due
+        # Evidence can go stale before the certificate does (embedded TDX collateral past its
+        # nextUpdate makes clients reject it): the platform says when, and we rotate by then.
+        serve_until = self.current.issued.evidence.serve_until
+        return min(due, serve_until) if serve_until is not None else due
 
     def fresh_evidence(self, nonce: bytes, now: datetime | None = None) -> bytes:
         """A CMW collection (same form as the certificate extension) whose claims hold the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .appraisal import Check
@@ -16,6 +17,9 @@ class Evidence:
     media_type: str
     raw: bytes
     endorsements: dict[str, bytes] = field(default_factory=dict)
+    # When a server should stop presenting this evidence (e.g. embedded TDX collateral about to
+    # expire); set by the platform at collection, not carried in certificates.
+    serve_until: datetime | None = None
 
 
 @dataclass

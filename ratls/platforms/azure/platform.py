@@ -17,7 +17,7 @@ from ..snp.platform import key_material, snp_trust
 from ..snp.verify import verify_snp
 from ..tdx.abi import parse_quote
 from ..tdx.appraise import appraise_tdx
-from ..tdx.collateral import COLLATERAL_LABEL, CollateralCache, collateral_for_verifier, fmspc_of
+from ..tdx.collateral import COLLATERAL_LABEL, CollateralCache, collateral_for_verifier, fmspc_of, serve_until
 from ..tdx.verify import TdxTrust, shipped_root, verify_tdx
 from .appraise import appraise_pcrs
 from .collect import IMDS_TD_QUOTE_URL, IMDS_THIM_URL, Runner, collect_vtpm, fetch_vcek, run_tpm2
@@ -53,7 +53,7 @@ class _AzureVtpm(ABC):
                                                                  datetime.now(UTC))
         if self.report_type == REPORT_TYPE_SNP and self.thim_url:
             endorsements.update(fetch_vcek(self.thim_url))
-        return Evidence(self.name, self.media_type, ev.to_json(), endorsements)
+        return Evidence(self.name, self.media_type, ev.to_json(), endorsements, serve_until(endorsements))
 
     def verify(self, evidence: Evidence, trust: Trust, now: datetime) -> VerifiedEvidence:
         ev = parse_azure_evidence(evidence.raw)

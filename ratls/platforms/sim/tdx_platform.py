@@ -16,7 +16,7 @@ from ...trust import Trust
 from ...x509util import X509_ERRORS
 from ..tdx.abi import parse_quote
 from ..tdx.appraise import appraise_tdx
-from ..tdx.collateral import COLLATERAL_LABEL, CollateralCache, collateral_for_verifier, fmspc_of
+from ..tdx.collateral import COLLATERAL_LABEL, CollateralCache, collateral_for_verifier, fmspc_of, serve_until
 from ..tdx.collect import TSM_PROVIDER, collect_quote
 from ..tdx.platform import MEDIA_TYPE
 from ..tdx.verify import TdxTrust, fingerprint, shipped_root, verify_tdx
@@ -54,7 +54,8 @@ class SimTdxPlatform:
             seeded.write_bytes(chain.collateral)
         collateral = CollateralCache(cache_dir=cache_dir, pccs_url=None, offline=True).get(
             quote, fmspc, datetime.now(UTC))
-        return Evidence(self.name, self.media_type, quote, {COLLATERAL_LABEL: collateral})
+        endorsements = {COLLATERAL_LABEL: collateral}
+        return Evidence(self.name, self.media_type, quote, endorsements, serve_until(endorsements))
 
     def verify(self, evidence: Evidence, trust: Trust, now: datetime) -> VerifiedEvidence:
         quote = parse_quote(evidence.raw)

@@ -25,6 +25,13 @@ COLLATERAL_LABEL = "tdx-collateral"  # the endorsement (CMW record) that carries
 COLLATERAL_REFRESH_MARGIN = timedelta(hours=1)
 
 
+def serve_until(endorsements: dict[str, bytes]) -> datetime | None:
+    """When evidence carrying this collateral should no longer be presented (see the margin)."""
+    collateral = endorsements.get(COLLATERAL_LABEL)
+    stale = next_update(collateral) if collateral is not None else None
+    return stale - COLLATERAL_REFRESH_MARGIN if stale is not None else None
+
+
 def fmspc_of(quote: bytes) -> str:
     """FMSPC from the PCK leaf's SGX extension (needs dcap-qvl's extension parser)."""
     import dcap_qvl

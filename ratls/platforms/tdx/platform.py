@@ -12,7 +12,7 @@ from ...trust import Trust
 from ...tsm import DEFAULT_ROOT, TsmFilesystem
 from .abi import parse_quote
 from .appraise import appraise_tdx
-from .collateral import COLLATERAL_LABEL, CollateralCache, collateral_for_verifier, fmspc_of
+from .collateral import COLLATERAL_LABEL, CollateralCache, collateral_for_verifier, fmspc_of, serve_until
 from .collect import collect_quote
 from .verify import TdxTrust, shipped_root, verify_tdx
 
@@ -34,7 +34,7 @@ class TdxPlatform:
         endorsements: dict[str, bytes] = {}
         if self.collateral is not None:
             endorsements[COLLATERAL_LABEL] = self.collateral.get(quote, fmspc_of(quote), datetime.now(UTC))
-        return Evidence(self.name, self.media_type, quote, endorsements)
+        return Evidence(self.name, self.media_type, quote, endorsements, serve_until(endorsements))
 
     def verify(self, evidence: Evidence, trust: Trust, now: datetime) -> VerifiedEvidence:
         quote = parse_quote(evidence.raw)
