@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from .errors import EvidenceError
 
 # Everything `cryptography` raises for malformed or unsupported certificate bytes.
 X509_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate, hex: how roots are pinned in code and in policies."""
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
 
 def force_parse(cert: x509.Certificate, what: str = "certificate") -> x509.Certificate:

@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from ...appraisal import Check, failed, passed
+from ...appraisal import Check
 from ...evidence import Evidence, VerifiedEvidence
 from ...policy import Policy
 from ...trust import Trust
 from ..snp.abi import Product, parse_report
 from ..snp.appraise import appraise_snp
-from ..snp.certs import ProductRoots, fingerprint, load_certificate
+from ..snp.certs import ProductRoots, load_certificate
 from ..snp.platform import MEDIA_TYPE, key_material, snp_trust
 from ..snp.verify import verify_snp
 from .chain import SimChain, load_or_create
+from .roots import pin_check
 
 
 class SimPlatform:
@@ -41,20 +42,11 @@ class SimPlatform:
         report = parse_report(evidence.raw)
         ark_der = evidence.endorsements.get("ark")
         ask_der = evidence.endorsements.get("ask")
-        root_check: Check
         roots: dict[Product, ProductRoots] = {}
-        if ark_der is None or ask_der is None:
-            root_check = failed("sim.root", "simulated evidence carries no ARK/ASK")
-        else:
-            ark = load_certificate(ark_der, "simulated ARK")
-            ask = load_certificate(ask_der, "simulated ASK")
-            fp = fingerprint(ark)
-            if fp in trust.simulated_roots:
-                root_check = passed("sim.root", f"SIMULATED root {fp} is pinned by the caller")
-                roots = {Product.MILAN: ProductRoots(Product.MILAN, ark, ask, None)}
-            else:
-                root_check = failed("sim.root", f"SIMULATED root {fp} is not pinned "
-                                                "(policy simulated.root_sha256); refusing simulated evidence")
+        ark = load_certificate(ark_der, "simulated ARK") if ark_der is not None and ask_der is not None else None
+        root_check = pin_check(ark, trust, what="root", missing="simulated evidence carries no ARK/ASK")
+        if ark is not None and ask_der is not None and root_check.ok:
+            roots = {Product.MILAN: ProductRoots(Product.MILAN, ark, load_certificate(ask_der, "simulated ASK"), None)}
         keys = key_material(evidence)
         if keys is not None:
             keys.intermediates = [c for c in keys.intermediates if c.subject != c.issuer]

@@ -1,25 +1,44 @@
-"""Which simulated root a piece of simulated evidence chains to (for `ratls policy init`)."""
+"""Simulated roots: which one a piece of simulated evidence chains to, and whether the caller
+pinned it. Shared by both simulators and by `ratls policy init`."""
 
 from __future__ import annotations
 
 from cryptography import x509
 
+from ...appraisal import Check, failed, passed
 from ...evidence import Evidence
-from ...x509util import X509_ERRORS
+from ...trust import Trust
+from ...x509util import X509_ERRORS, fingerprint
+
+
+def pin_check(root: x509.Certificate | None, trust: Trust, *, what: str, missing: str) -> Check:
+    """Simulated evidence counts only when the caller pinned its root (policy simulated.root_sha256)."""
+    if root is None:
+        return failed("sim.root", missing)
+    fp = fingerprint(root)
+    if fp in trust.simulated_roots:
+        return passed("sim.root", f"SIMULATED {what} {fp} is pinned by the caller")
+    return failed("sim.root", f"SIMULATED {what} {fp} is not pinned (policy simulated.root_sha256); refusing "
+                              "simulated evidence")
+
+
+def tdx_quote_root(pck_chain_pem: bytes) -> x509.Certificate | None:
+    """The self-signed certificate ending a quote's PCK chain, if there is one."""
+    try:
+        certs = x509.load_pem_x509_certificates(pck_chain_pem)
+    except X509_ERRORS:
+        return None
+    return certs[-1] if certs and certs[-1].subject == certs[-1].issuer else None
 
 
 def simulated_root_sha256(evidence: Evidence) -> str | None:
     if evidence.platform == "sim" and "ark" in evidence.endorsements:
-        from ..snp.certs import fingerprint, load_certificate
+        from ..snp.certs import load_certificate
 
         return fingerprint(load_certificate(evidence.endorsements["ark"], "simulated ARK"))
     if evidence.platform == "sim-tdx":
         from ..tdx.abi import parse_quote
-        from ..tdx.verify import fingerprint as tdx_fingerprint
 
-        try:
-            certs = x509.load_pem_x509_certificates(parse_quote(evidence.raw).pck_chain_pem)
-        except X509_ERRORS:
-            return None
-        return tdx_fingerprint(certs[-1]) if certs else None
+        root = tdx_quote_root(parse_quote(evidence.raw).pck_chain_pem)
+        return fingerprint(root) if root is not None else None
     return None

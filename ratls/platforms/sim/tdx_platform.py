@@ -7,20 +7,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography import x509
-
-from ...appraisal import Check, failed, passed
+from ...appraisal import Check
 from ...evidence import Evidence, VerifiedEvidence
 from ...policy import Policy
 from ...trust import Trust
-from ...x509util import X509_ERRORS
 from ..tdx.abi import parse_quote
 from ..tdx.appraise import appraise_tdx
 from ..tdx.collateral import COLLATERAL_LABEL, CollateralCache, collateral_for_verifier, fmspc_of, serve_until
 from ..tdx.collect import TSM_PROVIDER, collect_quote
 from ..tdx.platform import MEDIA_TYPE
-from ..tdx.verify import TdxTrust, fingerprint, shipped_root, verify_tdx
+from ..tdx.verify import TdxTrust, shipped_root, verify_tdx
 from .chain import default_state_dir
+from .roots import pin_check, tdx_quote_root
 from .tdx_chain import SimTdxChain, load_or_create_tdx
 
 
@@ -59,19 +57,9 @@ class SimTdxPlatform:
 
     def verify(self, evidence: Evidence, trust: Trust, now: datetime) -> VerifiedEvidence:
         quote = parse_quote(evidence.raw)
-        root: x509.Certificate | None = None
-        try:
-            certs = x509.load_pem_x509_certificates(quote.pck_chain_pem)
-            root = certs[-1] if certs and certs[-1].subject == certs[-1].issuer else None
-        except X509_ERRORS:
-            root = None
-        if root is None:
-            root_check = failed("sim.root", "simulated quote carries no self-signed root in its PCK chain")
-        elif fingerprint(root) in trust.simulated_roots:
-            root_check = passed("sim.root", f"SIMULATED TDX root {fingerprint(root)} is pinned by the caller")
-        else:
-            root_check = failed("sim.root", f"SIMULATED TDX root {fingerprint(root)} is not pinned "
-                                            "(policy simulated.root_sha256); refusing simulated evidence")
+        root = tdx_quote_root(quote.pck_chain_pem)
+        root_check = pin_check(root, trust, what="TDX root",
+                               missing="simulated quote carries no self-signed root in its PCK chain")
         anchor = root if root is not None and root_check.ok else shipped_root()
         collateral = collateral_for_verifier(evidence.raw, evidence.endorsements, trust, now)
         verified = verify_tdx(quote, collateral, TdxTrust(root=anchor, simulated=True), now, platform=self.name)

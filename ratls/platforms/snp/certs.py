@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from ... import der
 from ...errors import ConfigError, EvidenceError
-from ...x509util import X509_ERRORS, force_parse, looks_like_pem
+from ...x509util import X509_ERRORS, fingerprint, force_parse, looks_like_pem
 from .abi import Product, product_from_name
 
 OID_STRUCT_VERSION = "1.3.6.1.4.1.3704.1.1"
@@ -40,10 +38,6 @@ PINNED_FINGERPRINTS: dict[tuple[Product, str], str] = {
     (Product.TURIN, "ask"): "5b77ef5fe7a7a004fd9032668fba9d0fda22f88c4442069a479636a6ae3b3185",
     (Product.TURIN, "asvk"): "104e10a8bd060a3c20a434261a57d0588fd65a88915b4f65b08bdecaf8df1a3c",
 }
-
-
-def fingerprint(cert: x509.Certificate) -> str:
-    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
 
 def load_certificate(data: bytes, what: str) -> x509.Certificate:

@@ -26,15 +26,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ...appraisal import Check, failed, passed
 from ...errors import EvidenceError
 from ...evidence import VerifiedEvidence
-from ...x509util import X509_ERRORS, force_parse
+from ...x509util import X509_ERRORS, fingerprint, force_parse
 from .abi import INTEL_QE_VENDOR_ID, TdxQuote
 
 INTEL_ROOT_SHA256 = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
 SGX_EXTENSION_OID = "1.2.840.113741.1.13.1"
-
-
-def fingerprint(cert: x509.Certificate) -> str:
-    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
 
 def shipped_root() -> x509.Certificate:
