@@ -108,6 +108,16 @@ class GrpcMethod:
 _V = "[/versions/{version}]"
 C = Category
 
+def _shared_memory_routes(kind: str) -> tuple[HttpRoute, ...]:
+    """Triton's system and CUDA shared-memory APIs have the same five routes."""
+    base = f"/v2/{kind}sharedmemory"
+    routes = (("status", "GET", "/status"), ("region-status", "GET", "/region/{region}/status"),
+              ("register", "POST", "/region/{region}/register"), ("unregister", "POST", "/unregister"),
+              ("region-unregister", "POST", "/region/{region}/unregister"))
+    return tuple(HttpRoute(f"{kind}-shm-{name}", (method,), base + suffix, C.SHARED_MEMORY)
+                 for name, method, suffix in routes)
+
+
 HTTP_ROUTES: tuple[HttpRoute, ...] = (
     HttpRoute("server-live", ("GET",), "/v2/health/live", C.HEALTH),
     HttpRoute("server-ready", ("GET",), "/v2/health/ready", C.HEALTH),
@@ -129,19 +139,7 @@ HTTP_ROUTES: tuple[HttpRoute, ...] = (
     HttpRoute("repository-index", ("POST",), "/v2/repository/index", C.MODEL_REPOSITORY),
     HttpRoute("repository-load", ("POST",), "/v2/repository/models/{model}/load", C.MODEL_REPOSITORY),
     HttpRoute("repository-unload", ("POST",), "/v2/repository/models/{model}/unload", C.MODEL_REPOSITORY),
-    HttpRoute("system-shm-status", ("GET",), "/v2/systemsharedmemory/status", C.SHARED_MEMORY),
-    HttpRoute("system-shm-region-status", ("GET",), "/v2/systemsharedmemory/region/{region}/status",
-              C.SHARED_MEMORY),
-    HttpRoute("system-shm-register", ("POST",), "/v2/systemsharedmemory/region/{region}/register", C.SHARED_MEMORY),
-    HttpRoute("system-shm-unregister", ("POST",), "/v2/systemsharedmemory/unregister", C.SHARED_MEMORY),
-    HttpRoute("system-shm-region-unregister", ("POST",), "/v2/systemsharedmemory/region/{region}/unregister",
-              C.SHARED_MEMORY),
-    HttpRoute("cuda-shm-status", ("GET",), "/v2/cudasharedmemory/status", C.SHARED_MEMORY),
-    HttpRoute("cuda-shm-region-status", ("GET",), "/v2/cudasharedmemory/region/{region}/status", C.SHARED_MEMORY),
-    HttpRoute("cuda-shm-register", ("POST",), "/v2/cudasharedmemory/region/{region}/register", C.SHARED_MEMORY),
-    HttpRoute("cuda-shm-unregister", ("POST",), "/v2/cudasharedmemory/unregister", C.SHARED_MEMORY),
-    HttpRoute("cuda-shm-region-unregister", ("POST",), "/v2/cudasharedmemory/region/{region}/unregister",
-              C.SHARED_MEMORY),
+    *(route for kind in ("system", "cuda") for route in _shared_memory_routes(kind)),
     HttpRoute("metrics", ("GET",), "/metrics", C.METRICS),
     HttpRoute("sagemaker-ping", ("GET",), "/ping", C.SAGEMAKER),
     HttpRoute("sagemaker-invocations", ("POST",), "/invocations", C.SAGEMAKER),
