@@ -35,7 +35,7 @@ from cryptography.x509.oid import NameOID
 
 from gateway.supervisor import locate_envoy
 from triton_backend.demo import demo_repository
-from triton_backend.launch import TritonConfig, TritonProcess, free_port
+from triton_backend.launch import TritonConfig, TritonProcess, free_port, wait_for_port
 
 SMALL = json.dumps({"inputs": [
     {"name": "INPUT0", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]},
@@ -248,7 +248,7 @@ def start_nginx(work: Path, port: int, triton: TritonProcess, cert: Path, key: P
                                       port=port, cert=cert, key=key))
     proc = subprocess.Popen([nginx, "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    _wait_port(port)
+    wait_for_port(port)
     return proc
 
 
@@ -266,17 +266,6 @@ def ordinary_cert(workdir: Path) -> tuple[Path, Path]:
     kp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                      serialization.NoEncryption()))
     return cp, kp
-
-
-def _wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} never opened")
 
 
 class GatewayThread:
@@ -353,15 +342,24 @@ def filters_cost(pool: Any, triton: TritonProcess, on: tuple[str, int, str, Any]
     return out
 
 
+def start_gateway(triton: TritonProcess, work: Path, label: str,
+                  **options: Any) -> tuple[GatewayThread, int, Path, int]:
+    """A gateway in front of *triton*: (thread, port, served certificate as PEM, its DER size)."""
+    port = free_port()
+    gw = GatewayThread(triton, port, free_port(), work / f"run-{label}", work / "sim", **options)
+    with socket.create_connection(("127.0.0.1", port)) as s, _ctx().wrap_socket(s) as t:
+        der = t.getpeercert(binary_form=True)
+    pem = work / f"gw-{label}.pem"
+    pem.write_text(ssl.DER_cert_to_PEM_cert(der))
+    return gw, port, pem, len(der)
+
+
 def tdx_handshakes(pool: Any, triton: TritonProcess, work: Path, snp_port: int, rounds: int = 4,
                    seconds: float = 4.0) -> dict[str, float]:
     """What the larger TDX certificate (quote + embedded Intel collateral) costs a TLS handshake:
     a gateway on sim-tdx against the SNP-format gateway, alternated, medians."""
-    port = free_port()
-    gw = GatewayThread(triton, port, free_port(), work / "run-tdx", work / "sim", platform="sim-tdx")
+    gw, port, _pem, size = start_gateway(triton, work, "tdx", platform="sim-tdx")
     try:
-        with socket.create_connection(("127.0.0.1", port)) as s, _ctx().wrap_socket(s) as t:
-            size = len(t.getpeercert(binary_form=True))
         samples: dict[str, list[float]] = {"tdx": [], "snp": []}
         for _ in range(rounds):
             for label, p in (("tdx", port), ("snp", snp_port)):
@@ -398,24 +396,13 @@ def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]
             envoy_proc = subprocess.Popen([str(locate_envoy()), "-c", str(boot), "--disable-hot-restart",
                                            "--concurrency", "1", "--log-level", "error"],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _wait_port(plain_port)
+            wait_for_port(plain_port)
             nginx_port = free_port()
             nginx_proc = start_nginx(work, nginx_port, triton, cert, key)
             from ratls.platforms.sim.chain import load_or_create
-            sim_dir = work / "sim"
-            load_or_create(sim_dir)
-            gw_port = free_port()
-            gw = GatewayThread(triton, gw_port, free_port(), work / "run", sim_dir)
-            gw_off_port = free_port()
-            gw_off = GatewayThread(triton, gw_off_port, free_port(), work / "run-off", sim_dir,
-                                   filters={"enabled": False})
-            gw_cert = work / "gw.pem"
-            with socket.create_connection(("127.0.0.1", gw_port)) as s, _ctx().wrap_socket(s) as t:
-                gw_cert.write_text(ssl.DER_cert_to_PEM_cert(t.getpeercert(binary_form=True)))
-                results["gateway_cert_bytes"] = len(t.getpeercert(binary_form=True))
-            gw_off_cert = work / "gw-off.pem"
-            with socket.create_connection(("127.0.0.1", gw_off_port)) as s, _ctx().wrap_socket(s) as t:
-                gw_off_cert.write_text(ssl.DER_cert_to_PEM_cert(t.getpeercert(binary_form=True)))
+            load_or_create(work / "sim")
+            gw, gw_port, gw_cert, results["gateway_cert_bytes"] = start_gateway(triton, work, "on")
+            gw_off, gw_off_port, gw_off_cert, _ = start_gateway(triton, work, "off", filters={"enabled": False})
             results["plain_cert_bytes"] = len(x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(
                 serialization.Encoding.DER))
             targets = {
@@ -485,16 +472,11 @@ def filters_only(rounds: int = 10, seconds: float = 4.0) -> dict[str, Any]:
         gateways: list[GatewayThread] = []
         try:
             from ratls.platforms.sim.chain import load_or_create
-            sim_dir = work / "sim"
-            load_or_create(sim_dir)
+            load_or_create(work / "sim")
             ends = []
             for label, filters in (("on", None), ("off", {"enabled": False})):
-                port = free_port()
-                gw = GatewayThread(triton, port, free_port(), work / f"run-{label}", sim_dir, filters=filters)
+                gw, port, pem, _ = start_gateway(triton, work, label, filters=filters)
                 gateways.append(gw)
-                pem = work / f"gw-{label}.pem"
-                with socket.create_connection(("127.0.0.1", port)) as s, _ctx().wrap_socket(s) as t:
-                    pem.write_text(ssl.DER_cert_to_PEM_cert(t.getpeercert(binary_form=True)))
                 ends.append(("127.0.0.1", port, str(pem), gw))
             return {"filters_cost_interleaved": filters_cost(pool, triton, ends[0], ends[1], rounds=rounds,
                                                              seconds=seconds)}

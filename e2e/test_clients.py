@@ -26,6 +26,7 @@ from ratls.client.triton import grpc_client, http_client
 from ratls.errors import PolicyViolation
 from ratls.policy import load_policy
 from triton_backend.demo import add_sub_inputs as demo_inputs
+from triton_backend.launch import wait_for_port
 
 from .stack import Stack, free_port, start_stack
 
@@ -232,14 +233,7 @@ def mitm(request: pytest.FixtureRequest, stack: Stack, tmp_path: Path) -> Iterat
     if request.param == "forwarded-evidence":
         args += ["--certs", f"*={_forged_pem(stack, tmp_path)}"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            import socket
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
+    wait_for_port(port)
     yield f"127.0.0.1:{port}"
     proc.terminate()
     proc.wait(10)

@@ -82,6 +82,18 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for_port(port: int, host: str = LOOPBACK, timeout: float = 30.0) -> None:
+    """Block until something accepts TCP connections on *port* (a child we just started)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing accepted connections on {host}:{port} within {timeout:g}s")
+
+
 def _port_busy(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # Like Triton's own listeners: connections in TIME_WAIT do not make the port busy.
