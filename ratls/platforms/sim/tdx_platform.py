@@ -9,7 +9,9 @@ from pathlib import Path
 
 from ...appraisal import Check
 from ...evidence import Evidence, VerifiedEvidence
+from ...fileutil import write_atomic
 from ...policy import Policy
+from ...testing.fake_tsm import FakeTsm
 from ...trust import Trust
 from ..tdx.abi import parse_quote
 from ..tdx.appraise import appraise_tdx
@@ -19,7 +21,7 @@ from ..tdx.platform import MEDIA_TYPE
 from ..tdx.verify import TdxTrust, shipped_root, verify_tdx
 from .chain import default_state_dir
 from .roots import pin_check, tdx_quote_root
-from .tdx_chain import SimTdxChain, load_or_create_tdx
+from .tdx_chain import SIM_FMSPC, SimTdxChain, load_or_create_tdx
 
 
 class SimTdxPlatform:
@@ -30,6 +32,7 @@ class SimTdxPlatform:
     def __init__(self, *, state_dir: Path | None = None, chain: SimTdxChain | None = None) -> None:
         self._state_dir = (state_dir or default_state_dir()) / "tdx"
         self._chain = chain
+        self._guest: tuple[FakeTsm, CollateralCache] | None = None
 
     @property
     def chain(self) -> SimTdxChain:
@@ -37,21 +40,24 @@ class SimTdxPlatform:
             self._chain = load_or_create_tdx(self._state_dir)
         return self._chain
 
-    def collect(self, report_data: bytes) -> Evidence:
-        from ...testing.fake_tsm import FakeTsm
+    def _simulated_guest(self) -> tuple[FakeTsm, CollateralCache]:
+        """Set up once: the configfs-tsm tree the chain answers, and a collateral cache seeded
+        with the chain's collateral (what an operator does for an offline TDX gateway)."""
+        if self._guest is None:
+            chain = self.chain
+            tsm = FakeTsm(self._state_dir / "configfs-tsm" / "report",
+                          lambda data, _level: (chain.sign_quote(chain.body(data)), None), provider=TSM_PROVIDER)
+            cache_dir = self._state_dir / "collateral"
+            seeded = cache_dir / f"tdx-collateral-{SIM_FMSPC.hex()}.json"
+            if not seeded.exists():
+                write_atomic(seeded, chain.collateral)
+            self._guest = tsm, CollateralCache(cache_dir=cache_dir, pccs_url=None, offline=True)
+        return self._guest
 
-        chain = self.chain
-        tsm = FakeTsm(self._state_dir / "configfs-tsm" / "report",
-                      lambda data, _level: (chain.sign_quote(chain.body(data)), None), provider=TSM_PROVIDER)
+    def collect(self, report_data: bytes) -> Evidence:
+        tsm, cache = self._simulated_guest()
         quote = collect_quote(report_data, root=tsm.root, fs=tsm)
-        cache_dir = self._state_dir / "collateral"
-        fmspc = fmspc_of(quote)
-        seeded = cache_dir / f"tdx-collateral-{fmspc.lower()}.json"
-        if not seeded.exists():
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            seeded.write_bytes(chain.collateral)
-        collateral = CollateralCache(cache_dir=cache_dir, pccs_url=None, offline=True).get(
-            quote, fmspc, datetime.now(UTC))
+        collateral = cache.get(quote, fmspc_of(quote), datetime.now(UTC))
         endorsements = {COLLATERAL_LABEL: collateral}
         return Evidence(self.name, self.media_type, quote, endorsements, serve_until(endorsements))
 
