@@ -4,6 +4,7 @@ its own PID with SIGTERM; and helpers for clients pinned to the served certifica
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -68,6 +69,10 @@ class Stack:
             body = resp.read().decode()
         return json.loads(body) if resp.headers.get_content_type() == "application/json" else body
 
+    def admin(self, path: str, method: str = "POST") -> Any:
+        """The admin endpoints (``POST /admin/rotate``) live on a 0600 unix socket in the run dir."""
+        return admin_request(self.workdir / "run" / "admin.sock", path, method)[1]
+
     def status(self) -> dict[str, Any]:
         return self.operator("/admin/status")
 
@@ -127,6 +132,29 @@ def start_stack(config: dict[str, Any] | None = None, *, sim_dir: Path, timeout:
         time.sleep(0.2)
     stack.stop()
     raise RuntimeError(f"gateway not ready within {timeout}s:\n{stack.log()[-4000:]}")
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def admin_request(sock: Path, path: str, method: str = "POST", timeout: float = 30.0) -> tuple[int, Any]:
+    """What `curl --unix-socket <run_dir>/admin.sock -X POST http://localhost/admin/rotate` does."""
+    conn = _UnixHTTPConnection(sock, timeout)
+    try:
+        conn.request(method, path, body=b"" if method == "POST" else None)
+        resp = conn.getresponse()
+        body = resp.read().decode()
+    finally:
+        conn.close()
+    return resp.status, json.loads(body) if resp.getheader("Content-Type", "").startswith("application/json") else body
 
 
 def pids_alive(pids: list[int]) -> list[int]:

@@ -293,7 +293,7 @@ def test_rotation_survived_by_sdk_and_proxy(sim_state: Path, policies: dict[str,
                         ok += 3
                     except Exception as exc:  # noqa: BLE001 - counted
                         failures.append(repr(exc))
-                s.operator("/admin/rotate", method="POST")
+                s.admin("/admin/rotate")
                 time.sleep(1.5)  # let Envoy drop the idle connections
             assert failures == [] and ok == 60
             assert sdk.reverifications >= 3

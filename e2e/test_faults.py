@@ -20,7 +20,7 @@ from ratls.platforms.sim.chain import load_chain
 from ratls.platforms.sim.platform import SimPlatform
 
 from .load import fetch_pem, unverified
-from .stack import Stack, free_port, pids_alive, start_stack
+from .stack import Stack, admin_request, free_port, pids_alive, start_stack
 
 pytestmark = pytest.mark.slow
 
@@ -112,8 +112,8 @@ def test_evidence_failure_keeps_serving_and_alarms(sim_state: Path, tmp_path: Pa
         try:
             served = await asyncio.to_thread(fetch_pem, config.listen.port)
             FlakyPlatform.broken = True
-            reply = await asyncio.to_thread(_post, f"http://127.0.0.1:{config.control.metrics_port}/admin/rotate")
-            assert reply[0] == 503 and "firmware error" in reply[1]
+            reply = await asyncio.to_thread(admin_request, tmp_path / "run" / "admin.sock", "/admin/rotate")
+            assert reply[0] == 503 and "firmware error" in reply[1]["error"]
             assert gw.identity is not None and gw.identity.current is not None
             assert gw.identity.current.serial == 1 and gw.identity.evidence_failures == 1
             assert await asyncio.to_thread(fetch_pem, config.listen.port) == served  # still-valid cert served
@@ -121,7 +121,8 @@ def test_evidence_failure_keeps_serving_and_alarms(sim_state: Path, tmp_path: Pa
             metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{config.control.metrics_port}/metrics")
             assert "ratls_evidence_failures_total 1" in metrics
             FlakyPlatform.broken = False
-            reply = await asyncio.to_thread(_post, f"http://127.0.0.1:{config.control.metrics_port}/admin/rotate")
+            await asyncio.sleep(1.0)  # admin rotations are at most one per second
+            reply = await asyncio.to_thread(admin_request, tmp_path / "run" / "admin.sock", "/admin/rotate")
             assert reply[0] == 200 and gw.identity.current.serial == 2
         finally:
             FlakyPlatform.broken = False

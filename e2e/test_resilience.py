@@ -34,7 +34,7 @@ def test_rotation_under_load_loses_no_request(own_stack: Stack) -> None:
     start = time.monotonic()
     while time.monotonic() - start < 30:
         time.sleep(5)
-        s.operator("/admin/rotate", method="POST")
+        s.admin("/admin/rotate")
         rotations += 1
     for t in threads:
         t.join(60)

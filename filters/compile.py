@@ -15,8 +15,10 @@ from .policy import FilterPolicy
 
 CLUSTER_HTTP = "triton_http"
 CLUSTER_GRPC = "triton_grpc"
+CLUSTER_GRPC_STREAM = "triton_grpc_stream"  # same Triton port, its own upstream budget
 CLUSTER_AUTHZ = "ratls_authz"
 FIELD_NS = "envoy.filters.http.grpc_field_extraction"
+LOG_NS = "ratls.log"
 _GRPC_CT = {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
 JSON_CT = [{"header": {"key": "content-type", "value": "application/json"},
             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
@@ -31,13 +33,18 @@ class FilterPlan:
     network_filters: list[dict[str, Any]] = field(default_factory=list)
     cluster_extras: dict[str, Any] = field(default_factory=dict)
     route_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stream_cluster_extras: dict[str, Any] = field(default_factory=dict)  # the ModelStreamInfer cluster
+    filter_chain_extras: dict[str, Any] = field(default_factory=dict)
+    listener_extras: dict[str, Any] = field(default_factory=dict)
+    overload_manager: dict[str, Any] = field(default_factory=dict)  # bootstrap section
+    buffer_factory: dict[str, Any] = field(default_factory=dict)  # bootstrap section
     auth: Any = None  # the AuthPolicy when client authentication is on
 
 
 def _local_reply(name: str, status: int, message: str, match: dict[str, Any]) -> dict[str, Any]:
     body = '{"error":"' + message.replace('"', "'") + '"}\n'
     return {"name": name, "match": match, "direct_response": {"status": status, "body": {"inline_string": body}},
-            "response_headers_to_add": JSON_CT}
+            "response_headers_to_add": JSON_CT, "typed_per_filter_config": _no_buffer()}
 
 
 def _path_contains(text: str) -> dict[str, Any]:
@@ -124,6 +131,12 @@ def _hot_first(route: HttpRoute) -> int:
     return 0 if route.category == Category.INFERENCE else 1
 
 
+def _no_stream_cap() -> dict[str, Any]:
+    # Streaming responses (generate_stream, Watch, ModelStreamInfer) are not cut by the
+    # connection manager's max_stream_duration; idle streams still end at stream_idle_timeout.
+    return {"max_stream_duration": {"max_stream_duration": "0s"}}
+
+
 def allowed_http_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
     routes = []
     for route in sorted(HTTP_ROUTES, key=_hot_first):
@@ -136,19 +149,21 @@ def allowed_http_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
         limit = _request_limit(policy, route.category)
         action = {"cluster": CLUSTER_HTTP,
                   "timeout": "0s" if route.streaming else f"{policy.limits.request_timeout_s:g}s",
-                  "idle_timeout": f"{policy.limits.stream_idle_timeout_s:g}s"}
+                  "idle_timeout": f"{policy.limits.stream_idle_timeout_s:g}s",
+                  **(_no_stream_cap() if route.streaming else {})}
         method = _method_match(route.methods)
-        # A request that declares Content-Length within the limit is forwarded as it came: the
-        # HTTP framing already guarantees Triton gets exactly that many bytes, with the header.
+        # Every body is buffered whole before Triton sees a byte: Triton gets Content-Length,
+        # never chunks (pre-2.62 Triton overflowed its stack on many chunks), and a client that
+        # trickles its body holds no upstream connection (the circuit breaker stays free for
+        # everyone else). The first route is the common case (one regex run).
         routes.append({"name": name, "match": {**_path_match(route, regex), "headers": [method, {
             "name": "content-length", "range_match": {"start": 0, "end": limit + 1}}]}, "route": dict(action),
-            "typed_per_filter_config": _no_buffer()})
+            "typed_per_filter_config": _buffer(limit)})
         # A declared Content-Length over the limit is refused before any body byte is read.
         routes.append(_local_reply(f"{name}:too-large", 413, f"request body larger than {limit} bytes",
                                    {**_path_match(route, regex), "headers": [method, {
                                        "name": "content-length", "present_match": True}]}))
-        # No Content-Length (chunked, or HTTP/2 without it): buffer up to the limit (413 above
-        # it) and forward with Content-Length, never chunked.
+        # No Content-Length (chunked, or HTTP/2 without it): buffered up to the limit (413 above).
         routes.append({"name": name, "match": {**_path_match(route, regex), "headers": [method]},
                        "route": dict(action), "typed_per_filter_config": _buffer(limit)})
     return routes
@@ -201,27 +216,82 @@ def _rbac_models(method: GrpcMethod, policy: FilterPolicy) -> dict[str, Any]:
         "rbac": {"rules": rules}}}
 
 
+GRPC_FRAME_HEADER = 5  # compressed flag + 4-byte length before every gRPC message
+
+
 def grpc_routes(policy: FilterPolicy, per_model: bool = True) -> list[dict[str, Any]]:
     routes = []
+    lim = policy.limits
     for method in GRPC_METHODS:
         match = {"path": method.path, "headers": [_GRPC_CT]}
         if not policy.allowed(method.category):
             # Catalogued but not exposed: refused here (PERMISSION_DENIED), Triton never sees it.
             routes.append({"name": f"deny:{method.method}", "match": match, "direct_response": {
                 "status": 403, "body": {"inline_string": f"ratls-gateway: {method.method} is not exposed by the "
-                                                         "gateway policy"}}})
+                                                         "gateway policy"}},
+                "typed_per_filter_config": _no_buffer()})
             continue
         streaming = method.client_streaming or method.server_streaming
+        action: dict[str, Any] = {"cluster": CLUSTER_GRPC_STREAM if method.client_streaming else CLUSTER_GRPC,
+                                  "timeout": "0s" if streaming else f"{lim.request_timeout_s:g}s",
+                                  "idle_timeout": f"{lim.stream_idle_timeout_s:g}s",
+                                  **(_no_stream_cap() if streaming else {})}
         entry: dict[str, Any] = {"name": f"{method.category.value}:{method.method}", "match": match,
-                                 "route": {"cluster": CLUSTER_GRPC, "timeout": "0s" if streaming else
-                                           f"{policy.limits.request_timeout_s:g}s",
-                                           "idle_timeout": f"{policy.limits.stream_idle_timeout_s:g}s"}}
-        # gRPC is never buffered (streams must stream); message sizes are bounded by Triton's
-        # own gRPC limits and the HTTP/2 flow control below.
+                                 "route": action}
+        # A unary call carries one message: buffering it enforces grpc_max_message_bytes and, as
+        # for HTTP, opens the upstream stream only once the request is complete. A client stream
+        # (ModelStreamInfer) cannot be buffered; it goes to its own upstream budget instead.
+        body = _no_buffer() if method.client_streaming else _buffer(lim.grpc_max_message_bytes + GRPC_FRAME_HEADER)
         rbac = _rbac_models(method, policy) if method.per_model and per_model else {}
-        entry["typed_per_filter_config"] = {**_no_buffer(), **rbac}
+        entry["typed_per_filter_config"] = {**body, **rbac}
         routes.append(entry)
     return routes
+
+
+def compression_routes() -> list[dict[str, Any]]:
+    """Compressed request bodies are refused: Triton inflates gzip/deflate bodies (HTTP) and
+    messages (gRPC) without a limit, so the size limits would apply to the compressed bytes."""
+    def not_identity(header: str) -> list[dict[str, Any]]:
+        return [{"name": header, "present_match": True},
+                {"name": header, "string_match": {"exact": "identity"}, "invert_match": True}]
+
+    grpc = {"name": "deny:grpc-compressed", "match": {"prefix": "/", "headers": [_GRPC_CT, *not_identity(
+        "grpc-encoding")]}, "direct_response": {"status": 404, "body": {"inline_string":  # 404 -> UNIMPLEMENTED
+            "ratls-gateway: compressed gRPC messages are refused; send them uncompressed (grpc-encoding: identity)"}},
+        "typed_per_filter_config": _no_buffer()}
+    http = _local_reply("deny:compressed", 415, "compressed request bodies are refused; send the body uncompressed",
+                        {"prefix": "/", "headers": not_identity("content-encoding")})
+    return [grpc, http]
+
+
+def shadow_deny_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
+    """Exact-path refusals for allowed-route paths that Triton reads as a denied API.
+
+    A served model named like one of Triton's own path segments makes an allowed pattern match
+    a path Triton dispatches elsewhere (a model named ``stats``: ``GET /v2/models/stats`` is
+    Triton's all-models statistics, not that model's metadata). Such paths are refused before
+    the allowed routes so the deny wins; the model stays reachable by its versioned path."""
+    from triton_backend.catalog import classify_http
+
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for route in HTTP_ROUTES:
+        if not policy.allowed(route.category) or not route.per_model:
+            continue
+        for model in sorted(policy.models or {}):
+            path = route.template.replace("[/versions/{version}]", "").replace("{model}", model)
+            for method in route.methods:
+                reading = classify_http(method, path)
+                if reading is None or reading[0] == route or policy.allowed(reading[0].category):
+                    continue
+                if (method, path) in seen:
+                    continue
+                seen.add((method, path))
+                out.append(_local_reply(f"deny:shadowed:{reading[0].name}", 403,
+                                        f"the Triton {reading[0].category.value} API is not exposed by the gateway "
+                                        f"policy (model {model!r}: use /v2/models/{model}/versions/<n>)",
+                                        {"path": path, "headers": [_method_match((method,))]}))
+    return out
 
 
 def deny_query_route() -> dict[str, Any]:
@@ -237,7 +307,8 @@ def deny_routes() -> list[dict[str, Any]]:
         denied.append((route, regex))
     out = [
         {"name": "deny:grpc-unknown", "match": {"prefix": "/", "headers": [_GRPC_CT]},
-         "direct_response": {"status": 404, "body": {"inline_string": "ratls-gateway: unknown gRPC method"}}},
+         "direct_response": {"status": 404, "body": {"inline_string": "ratls-gateway: unknown gRPC method"}},
+         "typed_per_filter_config": _no_buffer()},
     ]
     for route, regex in denied:
         if route.category in (Category.HEALTH, Category.METADATA, Category.INFERENCE):
@@ -281,8 +352,88 @@ def needs_grpc_model_check(policy: FilterPolicy, served: list[str] | None) -> bo
     return set(policy.models) != set(served) or any(policy.models.values())
 
 
+def _circuit_breaker(limit: int) -> dict[str, Any]:
+    return {"circuit_breakers": {"thresholds": [{"max_requests": limit, "max_pending_requests": limit,
+                                                 "max_connections": limit}]}}
+
+
+# Locally generated upstream failures and overload replies: a Triton-shaped JSON error, without
+# Envoy's internal reset reasons (which name internal addresses and states).
+_UPSTREAM_FLAGS = ["UH", "UF", "UO", "URX", "UC", "UR", "UT", "OM", "DO", "NC"]
+
+
+def local_reply_config() -> dict[str, Any]:
+    not_grpc = {"header_filter": {"header": {"name": "content-type", "string_match": {"prefix": "application/grpc"},
+                                             "invert_match": True}}}
+
+    def mapper(flags: list[str], message: str) -> dict[str, Any]:
+        return {"filter": {"and_filter": {"filters": [{"response_flag_filter": {"flags": flags}}, not_grpc]}},
+                "body_format_override": {"json_format": {"error": message},
+                                         "content_type": "application/json"}}
+    is_grpc = {"header_filter": {"header": {"name": "content-type", "string_match": {"prefix": "application/grpc"}}}}
+    too_large = {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+        "default_value": 413, "runtime_key": "ratls.local_reply.too_large"}}}}
+    return {"mappers": [
+        mapper(_UPSTREAM_FLAGS, "the model server is unavailable or overloaded; retry later"),
+        mapper(["RL"], "rate limited; retry later"),
+        # A unary gRPC message over grpc_max_message_bytes: RESOURCE_EXHAUSTED, as gRPC itself says.
+        {"filter": {"and_filter": {"filters": [too_large, is_grpc]}},
+         "headers_to_add": [{"header": {"key": "grpc-status", "value": "8"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+         "body": {"inline_string": "request message larger than the gateway's grpc_max_message_bytes"}},
+    ]}
+
+
+def overload_manager(lim: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Envoy's overload manager sized from the attested limits: the heap is bounded (the
+    streams holding the most buffered bytes are reset first, so one client's never-ending
+    bodies cannot exhaust the VM while small requests keep working) and so are connections."""
+    def threshold(value: float) -> dict[str, Any]:
+        return {"name": "envoy.resource_monitors.fixed_heap", "threshold": {"value": value}}
+
+    manager = {
+        "refresh_interval": "0.1s",
+        "resource_monitors": [
+            {"name": "envoy.resource_monitors.fixed_heap", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                "max_heap_size_bytes": lim.max_heap_bytes}},
+            {"name": "envoy.resource_monitors.global_downstream_max_connections", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+                         "DownstreamConnectionsConfig",
+                "max_active_downstream_connections": lim.max_connections}},
+        ],
+        "actions": [
+            {"name": "envoy.overload_actions.reset_high_memory_stream", "triggers": [{
+                "name": "envoy.resource_monitors.fixed_heap",
+                "scaled": {"scaling_threshold": 0.80, "saturation_threshold": 0.95}}]},
+            {"name": "envoy.overload_actions.shrink_heap", "triggers": [threshold(0.90)]},
+            {"name": "envoy.overload_actions.stop_accepting_requests", "triggers": [threshold(0.98)]},
+        ],
+    }
+    # Streams are tracked (and so can be reset) once they hold 1 MiB of buffers.
+    return manager, {"minimum_account_to_track_power_of_two": 20}
+
+
+def server_metadata_route(policy: FilterPolicy, metadata: dict[str, Any]) -> dict[str, Any]:
+    """``GET /v2`` answered by Envoy from Triton's own answer, minus the extensions of denied
+    categories (a client learns nothing about APIs it cannot call)."""
+    import json
+
+    from triton_backend.catalog import EXTENSION_CATEGORY
+
+    shown = [ext for ext in metadata.get("extensions", [])
+             if ext not in EXTENSION_CATEGORY or policy.allowed(EXTENSION_CATEGORY[ext])]
+    body = json.dumps({"name": metadata.get("name", "triton"), "version": metadata.get("version", ""),
+                       "extensions": shown}, separators=(",", ":"))
+    route = next(r for r in HTTP_ROUTES if r.name == "server-metadata")
+    return {"name": f"{route.category.value}:{route.name}",
+            "match": {"path": route.template, "headers": [_method_match(route.methods)]},
+            "direct_response": {"status": 200, "body": {"inline_string": body}},
+            "response_headers_to_add": JSON_CT, "typed_per_filter_config": _no_buffer()}
+
+
 def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
-                   served_models: list[str] | None = None) -> FilterPlan:
+                   served_models: list[str] | None = None,
+                   server_metadata: dict[str, Any] | None = None) -> FilterPlan:
     plan = FilterPlan()
     lim = policy.limits
     plan.hcm_extras = {
@@ -292,20 +443,33 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
         "request_headers_timeout": f"{lim.request_headers_timeout_s:g}s",
         "stream_idle_timeout": f"{lim.stream_idle_timeout_s:g}s",
         "max_request_headers_kb": lim.max_request_headers_kb,
+        "server_name": "ratls-gateway",
         "common_http_protocol_options": {"idle_timeout": f"{lim.idle_timeout_s:g}s",
                                          "max_headers_count": lim.max_headers_count,
+                                         # the whole exchange, body upload included (streams opt out)
+                                         "max_stream_duration": f"{lim.request_timeout_s:g}s",
                                          "headers_with_underscores_action": "REJECT_REQUEST"},
-        "http2_protocol_options": {"max_concurrent_streams": lim.max_concurrent_streams},
+        # Envoy's edge defaults: small windows, so a client cannot park megabytes per stream.
+        "http2_protocol_options": {"max_concurrent_streams": lim.max_concurrent_streams,
+                                   "initial_stream_window_size": 65536,
+                                   "initial_connection_window_size": 1048576},
+        "local_reply_config": local_reply_config(),
     }
     if access_log_path:
         plan.hcm_extras["access_log"] = [access_log(access_log_path)]
     plan.network_filters = [{"name": "envoy.filters.network.connection_limit", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
         "stat_prefix": "ratls", "max_connections": lim.max_connections}}]
-    plan.cluster_extras = {"circuit_breakers": {"thresholds": [{"max_requests": lim.upstream_max_requests,
-                                                                "max_pending_requests": lim.upstream_max_requests,
-                                                                "max_connections": lim.upstream_max_requests}]}}
+    # A connection that never completes its handshake is closed (the header timeout only
+    # starts at the first request byte).
+    plan.filter_chain_extras = {"transport_socket_connect_timeout": f"{lim.tls_handshake_timeout_s:g}s"}
+    plan.listener_extras = {"per_connection_buffer_limit_bytes": 32768}
+    plan.overload_manager, plan.buffer_factory = overload_manager(lim)
+    plan.cluster_extras = {**_circuit_breaker(lim.upstream_max_requests), "per_connection_buffer_limit_bytes": 32768}
+    plan.stream_cluster_extras = {**_circuit_breaker(lim.upstream_max_streams),
+                                  "per_connection_buffer_limit_bytes": 32768}
     if not policy.enabled:
+        plan.pre_routes = compression_routes()  # Triton's unbounded inflation is never acceptable
         return plan  # filters off: Triton catch-alls, only the connection-level limits above
     filters: list[dict[str, Any]] = [{"name": "envoy.filters.http.header_mutation", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
@@ -321,7 +485,8 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
             "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
             "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
             "rate_limited_as_resource_exhausted": True,
-            "always_consume_default_token_bucket": False,
+            # Both buckets apply: the per-client one does not exempt a request from the listener's.
+            "always_consume_default_token_bucket": True,
         }
         if lim.rate_limit:
             rl["token_bucket"] = _token_bucket(lim.rate_limit.requests_per_second, lim.rate_limit.burst)
@@ -332,6 +497,13 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
             rl["max_dynamic_descriptors"] = 10000
             rl["rate_limits"] = [{"actions": [{"remote_address": {}}]}]
         filters.append({"name": "envoy.filters.http.local_ratelimit", "typed_config": rl})
+    # The model an HTTP request names, for the access log (gRPC names it inside the body: logged
+    # when the gRPC model check extracts it).
+    filters.append({"name": "envoy.filters.http.header_to_metadata", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config",
+        "request_rules": [{"header": ":path", "remove": False, "on_header_present": {
+            "metadata_namespace": LOG_NS, "key": "model", "type": "STRING",
+            "regex_value_rewrite": {"pattern": {"regex": r"^(?:/v2/models/([^/]+).*|.*)$"}, "substitution": r"\1"}}}]}})
     grpc_check = needs_grpc_model_check(policy, served_models)
     auth = policy.auth if policy.auth is not None and policy.auth.enabled else None
     if grpc_check or auth is not None:
@@ -356,17 +528,22 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
         "disabled": True}} if auth is not None else {}
     # The evidence API, health and reflection stay open: verifying the gateway needs no account.
+    # The control plane's routes take no bodies worth buffering (the buffer would hold up to
+    # max_request_bytes per stream for nothing).
     plan.route_extras = {"grpc-reflection-v1": {"typed_per_filter_config": {**_no_buffer(), **no_authz}},
                          "grpc-reflection-v1alpha": {"typed_per_filter_config": {**_no_buffer(), **no_authz}},
-                         "ratls-evidence": {"typed_per_filter_config": dict(no_authz)},
-                         "ratls-health": {"typed_per_filter_config": dict(no_authz)}}
+                         "ratls-evidence": {"typed_per_filter_config": {**_no_buffer(), **no_authz}},
+                         "ratls-health": {"typed_per_filter_config": {**_no_buffer(), **no_authz}}}
     plan.auth = auth
     plan.pre_routes = hygiene_routes()
     # Query strings are refused before the Triton routes (their regexes see the path only).
     # Envoy tries routes in order: the gRPC routes (exact path + content-type, cheap) go before
     # the HTTP routes (one RE2 match each), so a gRPC call does not pay for ~20 regexes that can
     # never match it. The two sets are disjoint (/inference.* vs /v2/*), so order is not policy.
-    plan.routes = [deny_query_route()] + grpc_routes(policy, grpc_check) + allowed_http_routes(policy) + deny_routes()
+    metadata = ([server_metadata_route(policy, server_metadata)]
+                if server_metadata is not None and policy.allowed(Category.METADATA) else [])
+    plan.routes = ([deny_query_route()] + compression_routes() + grpc_routes(policy, grpc_check) +
+                   shadow_deny_routes(policy) + metadata + allowed_http_routes(policy) + deny_routes())
     if auth is not None:
         for route in plan.pre_routes:
             route.setdefault("typed_per_filter_config", {}).update(no_authz)
@@ -384,7 +561,8 @@ def access_log(path: str) -> dict[str, Any]:
         "path": "%REQ(:PATH)%", "route": "%ROUTE_NAME%", "status": "%RESPONSE_CODE%",
         "grpc_status": "%GRPC_STATUS_NUMBER%", "bytes_in": "%BYTES_RECEIVED%", "bytes_out": "%BYTES_SENT%",
         "duration_ms": "%DURATION%", "flags": "%RESPONSE_FLAGS%", "upstream": "%UPSTREAM_CLUSTER%",
-        "model": "%DYNAMIC_METADATA(" + FIELD_NS + ":model_name)%",
+        "model": "%DYNAMIC_METADATA(" + LOG_NS + ":model)%",
+        "grpc_model": "%DYNAMIC_METADATA(" + FIELD_NS + ":model_name)%",
         "request_content_length": "%REQ(CONTENT-LENGTH)%", "request_transfer_encoding": "%REQ(TRANSFER-ENCODING)%",
     }
     if path == "stdout":

@@ -53,31 +53,64 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class Limits:
+    """Every field is enforced by Envoy (tests/e2e walk them all): the attested config may
+    never claim a limit that nothing applies."""
+
     max_request_bytes: int = 8 * 2**20
     max_request_bytes_by_category: dict[str, int] = field(default_factory=lambda: {"inference": 64 * 2**20})
+    # Unary gRPC calls are buffered and refused above this; a ModelStreamInfer stream cannot be
+    # buffered, so its messages are bounded only by flow control (the attested scope says so).
     grpc_max_message_bytes: int = 64 * 2**20
-    request_timeout_s: float = 300.0
+    request_timeout_s: float = 300.0  # the whole exchange of a non-streaming request, body upload included
     stream_idle_timeout_s: float = 300.0
     request_headers_timeout_s: float = 10.0
+    tls_handshake_timeout_s: float = 10.0
     idle_timeout_s: float = 300.0
-    max_connections: int = 1024
+    # Envoy has no per-client connection cap: the defence against one client holding every slot
+    # is a limit well above what one address can open quickly, plus the handshake, header and
+    # idle timeouts that recycle silent connections (README, threat model).
+    max_connections: int = 16384
     max_concurrent_streams: int = 100
     max_request_headers_kb: int = 60
     max_headers_count: int = 100
     upstream_max_requests: int = 1024
-    rate_limit: RateLimit | None = field(default_factory=lambda: RateLimit(10000, 20000))
-    per_client_rate_limit: RateLimit | None = field(default_factory=lambda: RateLimit(2000, 4000))
+    # ModelStreamInfer streams have their own upstream budget so idle streams cannot take the
+    # slots every unary request needs.
+    upstream_max_streams: int = 256
+    # Envoy's heap; above 90% the streams holding the most buffered bytes are reset, at 95% new
+    # requests get 503 and the heap is returned to the system.
+    max_heap_bytes: int = 2**30
+    access_log_max_bytes: int = 16 * 2**20  # rotated (one previous file kept) at this size
+    compressed_requests: str = "refuse"  # Content-Encoding / grpc-encoding other than identity
+    # Off by default: one application server, a NAT or a load balancer is one client address,
+    # and a per-address cap silently throttles it. Overload is shed by the limits above.
+    rate_limit: RateLimit | None = None
+    per_client_rate_limit: RateLimit | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    # What still applies with filters.enabled: false (Envoy's catch-all routes, no filters).
+    CONNECTION_LEVEL = ("request_timeout_s", "stream_idle_timeout_s", "request_headers_timeout_s",
+                        "tls_handshake_timeout_s", "idle_timeout_s", "max_connections", "max_concurrent_streams",
+                        "max_request_headers_kb", "max_headers_count", "upstream_max_requests",
+                        "upstream_max_streams", "max_heap_bytes", "access_log_max_bytes", "compressed_requests")
+
+    def to_json(self, request_level: bool = True) -> dict[str, Any]:
+        full = self._all_json()
+        return full if request_level else {k: v for k, v in full.items() if k in self.CONNECTION_LEVEL}
+
+    def _all_json(self) -> dict[str, Any]:
         return {
             "max_request_bytes": self.max_request_bytes,
             "max_request_bytes_by_category": dict(sorted(self.max_request_bytes_by_category.items())),
             "grpc_max_message_bytes": self.grpc_max_message_bytes,
+            "grpc_max_message_bytes_scope": "unary",
             "request_timeout_s": self.request_timeout_s, "stream_idle_timeout_s": self.stream_idle_timeout_s,
-            "request_headers_timeout_s": self.request_headers_timeout_s, "idle_timeout_s": self.idle_timeout_s,
+            "request_headers_timeout_s": self.request_headers_timeout_s,
+            "tls_handshake_timeout_s": self.tls_handshake_timeout_s, "idle_timeout_s": self.idle_timeout_s,
             "max_connections": self.max_connections, "max_concurrent_streams": self.max_concurrent_streams,
             "max_request_headers_kb": self.max_request_headers_kb, "max_headers_count": self.max_headers_count,
-            "upstream_max_requests": self.upstream_max_requests,
+            "upstream_max_requests": self.upstream_max_requests, "upstream_max_streams": self.upstream_max_streams,
+            "max_heap_bytes": self.max_heap_bytes, "access_log_max_bytes": self.access_log_max_bytes,
+            "compressed_requests": self.compressed_requests,
             "rate_limit": self.rate_limit.to_json() if self.rate_limit else None,
             "per_client_rate_limit": self.per_client_rate_limit.to_json() if self.per_client_rate_limit else None,
         }
@@ -115,7 +148,7 @@ class FilterPolicy:
             else ALL_MODELS,
             "strip_headers": sorted(self.strip_headers),
             "strip_header_prefixes": sorted(self.strip_header_prefixes),
-            "limits": self.limits.to_json(),
+            "limits": self.limits.to_json(request_level=self.enabled),
             "access_log": self.access_log is not None,
             "auth": self.auth.canonical() if self.auth is not None and self.auth.enabled else None,
         }
@@ -138,6 +171,13 @@ def _rate(value: Any, path: str) -> RateLimit | None:
     if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
         raise ConfigError(f"{path}.burst: expected a positive integer")
     return RateLimit(float(rps), burst)
+
+
+def _choice(value: Any, path: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{path}: expected one of {', '.join(choices)}, got {value!r}",
+                          hint="compressed request bodies are refused: Triton inflates them without a limit")
+    return str(value)
 
 
 def parse_filter_policy(data: Any, path: str = "filters") -> FilterPolicy:
@@ -221,12 +261,18 @@ def parse_filter_policy(data: Any, path: str = "filters") -> FilterPolicy:
         request_timeout_s=secs("request_timeout", d.request_timeout_s),
         stream_idle_timeout_s=secs("stream_idle_timeout", d.stream_idle_timeout_s),
         request_headers_timeout_s=secs("request_headers_timeout", d.request_headers_timeout_s),
+        tls_handshake_timeout_s=secs("tls_handshake_timeout", d.tls_handshake_timeout_s),
         idle_timeout_s=secs("idle_timeout", d.idle_timeout_s),
         max_connections=count("max_connections", d.max_connections),
         max_concurrent_streams=count("max_concurrent_streams", d.max_concurrent_streams),
         max_request_headers_kb=count("max_request_headers_kb", d.max_request_headers_kb),
         max_headers_count=count("max_headers_count", d.max_headers_count),
         upstream_max_requests=count("upstream_max_requests", d.upstream_max_requests),
+        upstream_max_streams=count("upstream_max_streams", d.upstream_max_streams),
+        max_heap_bytes=size("max_heap_bytes", d.max_heap_bytes),
+        access_log_max_bytes=size("access_log_max_bytes", d.access_log_max_bytes),
+        compressed_requests=_choice(lim.get("compressed_requests", d.compressed_requests),
+                                    f"{path}.limits.compressed_requests", ("refuse",)),
         rate_limit=_rate(lim.get("rate_limit", d.rate_limit.to_json() if d.rate_limit else None),
                          f"{path}.limits.rate_limit"),
         per_client_rate_limit=_rate(lim.get("per_client_rate_limit", d.per_client_rate_limit.to_json()

@@ -30,6 +30,7 @@ from triton_backend.manifest import Manifest, ManifestError, RepositoryWatch, bu
 from . import envoy_config as ec
 from .config import GatewayConfig
 from .evidence_api import EvidenceApi
+from .evidence_limiter import FairEvidenceLimiter
 from .identity import IdentityManager
 from .metrics import MetricFamily, render
 from .platform_detect import detect
@@ -39,6 +40,10 @@ from .xds.server import AdsServicer, XdsServer
 from .xds.snapshot import Snapshot
 
 log = logging.getLogger("ratls.gateway")
+
+
+ADMIN_ROTATE_MIN_INTERVAL_S = 1.0
+ACCESS_LOG_CHECK_S = 1.0
 
 
 def _seconds(text: str, what: str) -> float:
@@ -78,6 +83,9 @@ class Gateway:
         self.access_log_path: Path | None = None
         self._authz_server: grpc.aio.Server | None = None
         self.authz: Any = None
+        self._rotating = False
+        self._last_admin_rotation = -ADMIN_ROTATE_MIN_INTERVAL_S
+        self.access_log_rotations = 0
 
     # ---- derived ----
     @property
@@ -117,13 +125,12 @@ class Gateway:
         if platform.simulated:
             log.warning("identity platform is SIMULATED: certificates carry no hardware evidence")
         await self._start_triton()
-        self._compile_filters()
+        self._compile_filters(await self._triton_metadata())
         self.security_digest = self._security_digest()
         self.identity = IdentityManager(
             platform, lifetime=cfg.identity.lifetime_td, rotate_at=cfg.identity.rotate_at,
             curve=cfg.identity.key_curve, sans=cfg.identity.sans, common_name=cfg.identity.common_name,
-            models=self.manifest.claims() if self.manifest else None, config_digest=self.security_digest,
-            evidence_rate=cfg.control.evidence_rate_per_second, evidence_burst=cfg.control.evidence_burst)
+            models=self.manifest.claims() if self.manifest else None, config_digest=self.security_digest)
         await self.identity.issue_async()
         await self._start_control_servers()
         if self.filter_plan is not None and self.filter_plan.auth is not None:
@@ -135,7 +142,9 @@ class Gateway:
         self.xds = XdsServer(self.run_dir / "xds.sock", self.ads)
         await self.xds.start()
         await self.publish()
-        bootstrap = ec.bootstrap(self.run_dir / "xds.sock", self.run_dir / "envoy-admin.sock")
+        plan = self.filter_plan
+        bootstrap = ec.bootstrap(self.run_dir / "xds.sock", self.run_dir / "envoy-admin.sock",
+                                 overload=plan.overload_manager or None, buffer_factory=plan.buffer_factory or None)
         ec.write_bootstrap(self.run_dir / "envoy.json", bootstrap)
         self.envoy = EnvoySupervisor(locate_envoy(cfg.envoy.binary), self.run_dir / "envoy.json",
                                      self.run_dir / "envoy.log", log_level=cfg.envoy.log_level,
@@ -152,15 +161,48 @@ class Gateway:
                         asyncio.create_task(self._socket_watchdog())]
         if self.watch is not None:
             self._tasks.append(asyncio.create_task(self._watch_loop()))
+        if self.access_log_path is not None:
+            self._tasks.append(asyncio.create_task(self._access_log_loop(self.access_log_path)))
         self.started.set()
         log.info("gateway ready on %s:%d (platform %s, config %s)", cfg.listen.address, cfg.listen.port,
                  platform.name, self.security_digest)
 
-    def _compile_filters(self) -> None:
+    def _configured_filter_policy(self) -> Any:
         policy = self.config.filter_policy
         if policy is None:
             from filters.policy import parse_filter_policy
             policy = parse_filter_policy(self.config.filters)
+        return policy
+
+    def _denied_triton_groups(self) -> tuple[str, ...]:
+        """Triton API groups the policy denies: Triton refuses them itself, to everyone."""
+        from triton_backend.catalog import RESTRICTED_API_GROUP, Category
+
+        policy = self._configured_filter_policy()
+        groups = []
+        for category, group in RESTRICTED_API_GROUP.items():
+            if policy.allowed(category):
+                continue
+            if category is Category.INFERENCE and policy.allowed(Category.GENERATE):
+                continue  # generate is part of Triton's inference group
+            groups.append(group)
+        return tuple(groups)
+
+    async def _triton_metadata(self) -> dict[str, Any] | None:
+        assert self._upstreams is not None
+        url = f"http://{self._upstreams.triton_host}:{self._upstreams.triton_http_port}/v2"
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        doc = await resp.json(content_type=None)
+                        return doc if isinstance(doc, dict) else None
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            pass
+        return None  # Envoy then forwards GET /v2 to Triton as before
+
+    def _compile_filters(self, server_metadata: dict[str, Any] | None = None) -> None:
+        policy = self._configured_filter_policy()
         if policy.models is None:
             if self.manifest is None:
                 raise ConfigError("filters.models: list the models clients may call (the gateway has no model "
@@ -171,7 +213,8 @@ class Gateway:
         log_target = policy.access_log
         path = str(self.run_dir / "access.log") if log_target == "run_dir" else log_target
         served = list(self.manifest.model_digests()) if self.manifest else None
-        self.filter_plan = compile_policy(policy, access_log_path=path, served_models=served)
+        self.filter_plan = compile_policy(policy, access_log_path=path, served_models=served,
+                                          server_metadata=server_metadata)
         self.access_log_path = Path(path) if path not in (None, "stdout") else None
         opts = self.listener_options
         opts.http_filters = self.filter_plan.http_filters
@@ -180,6 +223,8 @@ class Gateway:
         opts.hcm_extras = self.filter_plan.hcm_extras
         opts.network_filters = self.filter_plan.network_filters
         opts.route_extras = self.filter_plan.route_extras
+        opts.filter_chain_extras = self.filter_plan.filter_chain_extras
+        opts.listener_extras = self.filter_plan.listener_extras
         if self.filter_plan.auth is not None:
             opts.client_ca_pem = self.filter_plan.auth.mtls_ca_pem
 
@@ -195,7 +240,8 @@ class Gateway:
             self.triton = TritonProcess(TritonConfig(
                 repo, http_port=t.http_port, grpc_port=t.grpc_port, metrics_port=t.metrics_port, binary=t.binary,
                 ready_timeout=_seconds(t.ready_timeout, "triton.ready_timeout"),
-                work_dir=(self.run_dir / "triton") if self.run_dir else None))
+                work_dir=(self.run_dir / "triton") if self.run_dir else None,
+                deny_apis=self._denied_triton_groups()))
             try:
                 self.triton.start()  # on the loop thread: see TritonProcess.start (PDEATHSIG)
                 await asyncio.to_thread(self.triton.wait_ready)
@@ -228,7 +274,9 @@ class Gateway:
         self.evidence_api = EvidenceApi(
             self.identity, manifest=lambda: self.manifest.to_json() if self.manifest else None,
             security_config=lambda: {"digest": self.security_digest, "config": self.security_config()},
-            readiness=self.readiness)
+            readiness=self.readiness,
+            limiter=FairEvidenceLimiter(self.config.control.evidence_rate_per_second,
+                                        self.config.control.evidence_burst))
         runner = web.AppRunner(self.evidence_api.app(), access_log=None)
         await runner.setup()
         old = os.umask(0o177)
@@ -248,12 +296,24 @@ class Gateway:
         operator = web.Application()
         operator.router.add_get("/metrics", self._metrics_handler)
         operator.router.add_get("/healthz", self.evidence_api.healthz)
-        operator.router.add_post("/admin/rotate", self._rotate_handler)
         operator.router.add_get("/admin/status", self._status_handler)
         op_runner = web.AppRunner(operator, access_log=None)
         await op_runner.setup()
         await web.TCPSite(op_runner, self.config.control.metrics_address, self.config.control.metrics_port).start()
         self._runners.append(op_runner)
+        # Actions that cost hardware evidence are not on the TCP operator port (any local process
+        # can reach that): only on a 0600 unix socket, i.e. the gateway's own user and root.
+        admin = web.Application()
+        admin.router.add_post("/admin/rotate", self._rotate_handler)
+        admin.router.add_get("/admin/status", self._status_handler)
+        admin_runner = web.AppRunner(admin, access_log=None)
+        await admin_runner.setup()
+        old = os.umask(0o177)
+        try:
+            await web.UnixSite(admin_runner, str(self.run_dir / "admin.sock")).start()
+        finally:
+            os.umask(old)
+        self._runners.append(admin_runner)
 
     async def _wait_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -281,10 +341,14 @@ class Gateway:
             # Fail closed: the served models are no longer the attested ones.
             routes = [{"name": "repository-changed", "match": {"prefix": "/"},
                        "direct_response": {"status": 503, "body": {
-                           "inline_string": "model repository changed after attestation\n"}}}]
+                           "inline_string": "model repository changed after attestation\n"}},
+                       "typed_per_filter_config": {"envoy.filters.http.buffer": {
+                           "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+                           "disabled": True}}}]
         return Snapshot(version, {
             ec.TYPE_CLUSTER: {c.name: c for c in ec.clusters(
-                self._upstreams, self.filter_plan.cluster_extras if self.filter_plan else None)},
+                self._upstreams, self.filter_plan.cluster_extras if self.filter_plan else None,
+                self.filter_plan.stream_cluster_extras if self.filter_plan else None)},
             ec.TYPE_SECRET: {ec.SECRET_NAME: ec.secret(ident.cert_pem, ident.key_pem())},
             ec.TYPE_ROUTE: {ec.ROUTE_NAME: ec.route_configuration(self.listener_options, routes)},
             ec.TYPE_LISTENER: {ec.LISTENER_NAME: ec.listener(self.listener_options)},
@@ -369,6 +433,31 @@ class Gateway:
                 await self.xds.stop(grace=0.5)
                 await self.xds.start()
 
+    async def _access_log_loop(self, path: Path) -> None:
+        """Envoy's file log never rotates; on a tmpfs run dir it is RAM. Past the attested size
+        it is moved to <name>.1 (replacing the previous one) and Envoy reopens its log."""
+        limit = self.filter_policy.limits.access_log_max_bytes
+        while True:
+            await asyncio.sleep(ACCESS_LOG_CHECK_S)
+            try:
+                if path.stat().st_size <= limit:
+                    continue
+                os.replace(path, path.with_name(path.name + ".1"))
+            except FileNotFoundError:
+                continue
+            self.access_log_rotations += 1
+            await self._envoy_admin("POST", "/reopen_logs")
+
+    async def _envoy_admin(self, method: str, path: str) -> str | None:
+        assert self.run_dir is not None
+        connector = aiohttp.UnixConnector(path=str(self.run_dir / "envoy-admin.sock"))
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=3)) as s:
+                async with s.request(method, f"http://envoy{path}") as resp:
+                    return await resp.text()
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return None
+
     async def _watch_loop(self) -> None:
         assert self.watch is not None
         interval = _seconds(self.config.triton.watch_interval, "triton.watch_interval")
@@ -422,6 +511,8 @@ class Gateway:
             MetricFamily("ratls_triton_restarts_total", "counter", "managed Triton restarts").add(self.triton_restarts),
             MetricFamily("ratls_xds_socket_recreated_total", "counter", "xDS socket re-created after removal").add(
                 self.xds_socket_recreated),
+            MetricFamily("ratls_access_log_rotations_total", "counter", "access log rotations at its size cap").add(
+                self.access_log_rotations),
             MetricFamily("ratls_model_repository_changed", "gauge", "1 if the repository changed after attestation"
                          ).add(1 if self.repository_changes else 0),
         ]
@@ -441,24 +532,28 @@ class Gateway:
         return fams
 
     async def envoy_stats(self) -> str:
-        assert self.run_dir is not None
-        connector = aiohttp.UnixConnector(path=str(self.run_dir / "envoy-admin.sock"))
-        try:
-            async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=3)) as s:
-                async with s.get("http://envoy/stats/prometheus") as resp:
-                    return await resp.text()
-        except (aiohttp.ClientError, OSError, TimeoutError):
-            return "# envoy admin unavailable\n"
+        text = await self._envoy_admin("GET", "/stats/prometheus")
+        return text if text is not None else "# envoy admin unavailable\n"
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
         text = render(self.metric_families()) + await self.envoy_stats()
         return web.Response(text=text, content_type="text/plain")
 
     async def _rotate_handler(self, request: web.Request) -> web.Response:
+        # Even the operator cannot turn the admin socket into an evidence flood.
+        since = time.monotonic() - self._last_admin_rotation
+        if self._rotating or since < ADMIN_ROTATE_MIN_INTERVAL_S:
+            wait = max(1, round(ADMIN_ROTATE_MIN_INTERVAL_S - since + 0.49))
+            return web.json_response({"error": "a rotation ran moments ago; retry after the Retry-After seconds"},
+                                     status=429, headers={"Retry-After": str(wait)})
+        self._rotating = True
+        self._last_admin_rotation = time.monotonic()
         try:
             serial = await self.rotate()
         except RatlsError as exc:
             return web.json_response({"error": str(exc)}, status=503)
+        finally:
+            self._rotating = False
         return web.json_response({"serial": serial, "xds_version": self._snapshot_version})
 
     async def _status_handler(self, request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ from envoy.extensions.filters.http.buffer.v3 import buffer_pb2  # noqa: F401
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2  # noqa: F401
 from envoy.extensions.filters.http.grpc_field_extraction.v3 import config_pb2 as grpc_field_extraction_pb2  # noqa: F401
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2  # noqa: F401
+from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2  # noqa: F401
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2  # noqa: F401
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
@@ -47,12 +48,14 @@ ROUTE_NAME = "ratls_routes"
 SECRET_NAME = "ratls_server_cert"  # noqa: S105 - a resource name
 CLUSTER_TRITON_HTTP = "triton_http"
 CLUSTER_TRITON_GRPC = "triton_grpc"
+CLUSTER_TRITON_GRPC_STREAM = "triton_grpc_stream"
 CLUSTER_CONTROL = "ratls_control"
 CLUSTER_REFLECTION = "ratls_reflection"
 CLUSTER_XDS = "ratls_xds"
 CLUSTER_AUTHZ = "ratls_authz"
 WELL_KNOWN = "/.well-known/ratls/"
 HEALTH_PATH = "/healthz"
+CLIENT_HEADER = "x-ratls-client"
 REFLECTION_PREFIXES = ("/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/")
 
 _H2 = {
@@ -88,6 +91,8 @@ class ListenerOptions:
     pre_routes: list[dict[str, Any]] = field(default_factory=list)  # before everything (path hygiene)
     routes: list[dict[str, Any]] | None = None  # replaces the Triton catch-alls (compiled policy)
     network_filters: list[dict[str, Any]] = field(default_factory=list)  # before the HTTP connection manager
+    filter_chain_extras: dict[str, Any] = field(default_factory=dict)
+    listener_extras: dict[str, Any] = field(default_factory=dict)
 
 
 def _socket_address(host: str, port: int) -> dict[str, Any]:
@@ -107,10 +112,12 @@ def _cluster(name: str, address: dict[str, Any], *, h2: bool = False, timeout: s
     return cluster
 
 
-def clusters(up: Upstreams, triton_extras: dict[str, Any] | None = None) -> list[cluster_pb2.Cluster]:
+def clusters(up: Upstreams, triton_extras: dict[str, Any] | None = None,
+             stream_extras: dict[str, Any] | None = None) -> list[cluster_pb2.Cluster]:
     specs = [
         _cluster(CLUSTER_TRITON_HTTP, _socket_address(up.triton_host, up.triton_http_port)),
         _cluster(CLUSTER_TRITON_GRPC, _socket_address(up.triton_host, up.triton_grpc_port), h2=True),
+        _cluster(CLUSTER_TRITON_GRPC_STREAM, _socket_address(up.triton_host, up.triton_grpc_port), h2=True),
         _cluster(CLUSTER_CONTROL, {"pipe": {"path": str(up.control_socket)}}),
         _cluster(CLUSTER_REFLECTION, {"pipe": {"path": str(up.reflection_socket)}}, h2=True),
     ]
@@ -121,6 +128,8 @@ def clusters(up: Upstreams, triton_extras: dict[str, Any] | None = None) -> list
         spec["common_http_protocol_options"] = {"idle_timeout": "300s"}
         if spec["name"] in (CLUSTER_TRITON_HTTP, CLUSTER_TRITON_GRPC) and triton_extras:
             spec.update(triton_extras)
+        if spec["name"] == CLUSTER_TRITON_GRPC_STREAM and stream_extras:
+            spec.update(stream_extras)
     return [json_format.ParseDict(s, cluster_pb2.Cluster()) for s in specs]
 
 
@@ -131,8 +140,12 @@ def _grpc_match(prefix: str = "/") -> dict[str, Any]:
 def default_routes() -> list[dict[str, Any]]:
     """The routes every gateway has: evidence API, health, reflection, then Triton by protocol."""
     routes: list[dict[str, Any]] = [
+        # The evidence API shares the hardware fairly per client address, which only Envoy knows.
         {"name": "ratls-evidence", "match": {"prefix": WELL_KNOWN},
-         "route": {"cluster": CLUSTER_CONTROL, "timeout": "30s"}},
+         "route": {"cluster": CLUSTER_CONTROL, "timeout": "30s"},
+         "request_headers_to_add": [{"header": {"key": CLIENT_HEADER,
+                                                "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]},
         {"name": "ratls-health", "match": {"path": HEALTH_PATH},
          "route": {"cluster": CLUSTER_CONTROL, "timeout": "5s"}},
     ]
@@ -147,7 +160,8 @@ def catch_all_routes() -> list[dict[str, Any]]:
     return [
         # Streams (ModelStreamInfer) must not be cut by a route timeout; idle streams are
         # bounded by the connection manager's stream_idle_timeout instead.
-        {"name": "triton-grpc", "match": _grpc_match(), "route": {"cluster": CLUSTER_TRITON_GRPC, "timeout": "0s"}},
+        {"name": "triton-grpc", "match": _grpc_match(), "route": {"cluster": CLUSTER_TRITON_GRPC, "timeout": "0s",
+                                                                  "max_stream_duration": {"max_stream_duration": "0s"}}},
         {"name": "triton-http", "match": {"prefix": "/"}, "route": {"cluster": CLUSTER_TRITON_HTTP, "timeout": "300s"}},
     ]
 
@@ -161,7 +175,8 @@ def route_configuration(options: ListenerOptions,
         extra = options.route_extras.get(route.get("name", ""))
         if extra:
             route.update(extra)
-    spec = {"name": ROUTE_NAME, "virtual_hosts": [{"name": "ratls", "domains": ["*"], "routes": all_routes}]}
+    spec: dict[str, Any] = {"name": ROUTE_NAME,
+                            "virtual_hosts": [{"name": "ratls", "domains": ["*"], "routes": all_routes}]}
     return json_format.ParseDict(spec, route_pb2.RouteConfiguration())
 
 
@@ -195,7 +210,9 @@ def listener(options: ListenerOptions) -> listener_pb2.Listener:
     spec = {
         "name": LISTENER_NAME,
         "address": _socket_address(options.address, options.port),
+        **options.listener_extras,
         "filter_chains": [{
+            **options.filter_chain_extras,
             "filters": [*options.network_filters,
                         {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}],
             "transport_socket": {
@@ -224,7 +241,16 @@ def secret(cert_pem: bytes, key_pem: bytes) -> secret_pb2.Secret:
     )
 
 
-def bootstrap(xds_socket: Path, admin_socket: Path, node_id: str = "ratls-gateway") -> dict[str, Any]:
+DEFAULT_OVERLOAD = {"resource_monitors": [{
+    "name": "envoy.resource_monitors.global_downstream_max_connections",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+                 "DownstreamConnectionsConfig",
+        "max_active_downstream_connections": 10000}}]}
+
+
+def bootstrap(xds_socket: Path, admin_socket: Path, node_id: str = "ratls-gateway",
+              overload: dict[str, Any] | None = None, buffer_factory: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = {
         "node": {"id": node_id, "cluster": "ratls-gateway"},
         "admin": {"address": {"pipe": {"path": str(admin_socket), "mode": 0o600}}},
@@ -240,21 +266,15 @@ def bootstrap(xds_socket: Path, admin_socket: Path, node_id: str = "ratls-gatewa
         # too small for more than a couple of models.
         "layered_runtime": {"layers": [{"name": "static", "static_layer": {
             "re2.max_program_size.error_level": 100000, "re2.max_program_size.warn_level": 100000}}]},
-        "overload_manager": {
-            "resource_monitors": [{
-                "name": "envoy.resource_monitors.global_downstream_max_connections",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
-                             "DownstreamConnectionsConfig",
-                    "max_active_downstream_connections": 10000,
-                },
-            }],
-        },
+        "overload_manager": overload or DEFAULT_OVERLOAD,
     }
+    if buffer_factory:
+        spec["overload_manager"] = {**spec["overload_manager"], "buffer_factory_config": buffer_factory}
     from envoy.config.bootstrap.v3 import bootstrap_pb2
     from envoy.extensions.resource_monitors.downstream_connections.v3 import (  # noqa: F401
         downstream_connections_pb2,
     )
+    from envoy.extensions.resource_monitors.fixed_heap.v3 import fixed_heap_pb2  # noqa: F401
     json_format.ParseDict(spec, bootstrap_pb2.Bootstrap())  # validate before Envoy sees it
     return spec
 

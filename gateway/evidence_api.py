@@ -19,6 +19,8 @@ from ratls import cbor
 from ratls.cert import spki_der
 from ratls.errors import RatlsError
 
+from .envoy_config import CLIENT_HEADER
+from .evidence_limiter import FairEvidenceLimiter, Refused
 from .identity import IdentityManager
 
 log = logging.getLogger("ratls.gateway.evidence")
@@ -44,8 +46,10 @@ def _reply(request: web.Request, doc: dict[str, Any], cbor_doc: dict[str, Any] |
 
 class EvidenceApi:
     def __init__(self, identity: IdentityManager, *, manifest: Callable[[], dict[str, Any] | None],
-                 security_config: Callable[[], dict[str, Any]], readiness: Callable[[], list[str]]) -> None:
+                 security_config: Callable[[], dict[str, Any]], readiness: Callable[[], list[str]],
+                 limiter: FairEvidenceLimiter | None = None) -> None:
         self.identity = identity
+        self.limiter = limiter or FairEvidenceLimiter(2.0, 4)
         self.manifest = manifest
         self.security_config = security_config
         self.readiness = readiness
@@ -81,13 +85,17 @@ class EvidenceApi:
         nonce_hex = request.query.get("nonce", "")
         if not _NONCE.match(nonce_hex) or len(nonce_hex) % 2:
             return _reply(request, {"error": "nonce must be 8 to 64 bytes in hex (?nonce=<hex>)"}, status=400)
-        if not self.identity.bucket.take():
-            self.evidence_limited += 1
-            resp = _reply(request, {"error": "fresh evidence is rate-limited; retry shortly"}, status=429)
-            resp.headers["Retry-After"] = "1"
-            return resp
+        # Envoy overwrites this header with the connection's peer address on the evidence route;
+        # the socket is reachable only by Envoy.
+        client = request.headers.get(CLIENT_HEADER, "unknown")
         try:
-            collection = await asyncio.to_thread(self.identity.fresh_evidence, bytes.fromhex(nonce_hex))
+            collection = await self.limiter.run(
+                client, lambda: asyncio.to_thread(self.identity.fresh_evidence, bytes.fromhex(nonce_hex)))
+        except Refused as refused:
+            self.evidence_limited += 1
+            resp = _reply(request, {"error": f"{refused.reason}; retry after the Retry-After seconds"}, status=429)
+            resp.headers["Retry-After"] = str(max(1, round(refused.retry_after + 0.49)))
+            return resp
         except RatlsError as exc:
             log.error("fresh evidence failed: %s", exc)
             return _reply(request, {"error": "evidence collection failed"}, status=503)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,30 +51,9 @@ class Identity:
         return f"Identity(serial={self.serial}, not_after={self.not_after.isoformat()})"
 
 
-class TokenBucket:
-    """Evidence generation is slow and uses a shared hardware channel: rate-limit it."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = float(burst)
-        self.updated = time.monotonic()
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self._lock:
-            now = time.monotonic()
-            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return True
-            return False
-
-
 class IdentityManager:
     def __init__(self, platform: Platform, *, lifetime: timedelta, rotate_at: float, curve: str, sans: list[str],
-                 common_name: str, models: dict[str, Any] | None, config_digest: str | None,
-                 evidence_rate: float = 2.0, evidence_burst: int = 4) -> None:
+                 common_name: str, models: dict[str, Any] | None, config_digest: str | None) -> None:
         self.platform = platform
         self.lifetime, self.rotate_at, self.curve = lifetime, rotate_at, curve
         self.sans, self.common_name = sans, common_name
@@ -86,7 +63,6 @@ class IdentityManager:
         self.rotations = 0
         self.evidence_failures = 0
         self.last_error: str | None = None
-        self.bucket = TokenBucket(evidence_rate, evidence_burst)
         self._serial = 0
 
     def issue(self, now: datetime | None = None) -> Identity:

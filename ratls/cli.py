@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -41,6 +42,19 @@ def _read(path: str, what: str) -> bytes:
 
 def _now(args: argparse.Namespace) -> datetime:
     return parse_time(args.at) if getattr(args, "at", None) else utcnow()
+
+
+def _clock(args: argparse.Namespace) -> Callable[[], datetime]:
+    # For long-running commands: --at pins every check to that instant, as it does for one-shot ones.
+    if getattr(args, "at", None):
+        at = parse_time(args.at)
+        return lambda: at
+    return utcnow
+
+
+def _sim_state_dir(args: argparse.Namespace) -> Path:
+    from .platforms.sim.chain import default_state_dir
+    return Path(args.sim_dir) if getattr(args, "sim_dir", None) else default_state_dir()
 
 
 def _policy(args: argparse.Namespace) -> Policy | None:
@@ -179,7 +193,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     if not host or not port.isdigit():
         raise UsageError(f"--listen '{args.listen}' is not HOST:PORT", hint="e.g. --listen 127.0.0.1:8000")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    proxy = VerifyingProxy(host, int(port), parse_target(args.target), load_policy(args.policy), trust=_trust(args))
+    proxy = VerifyingProxy(host, int(port), parse_target(args.target), load_policy(args.policy), trust=_trust(args),
+                           clock=_clock(args))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -257,21 +272,31 @@ def cmd_cert_show(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_init(args: argparse.Namespace) -> int:
-    from .platforms.sim.roots import simulated_root_sha256
-    from .policy_init import policy_from_observation
+    from .errors import PolicyViolation
+    from .platforms.sim.roots import local_root_sha256, simulated_root_sha256
+    from .policy_init import check_simulated_root, policy_from_observation
     cert = _load_cert_arg(args.source)
     rc = parse_ratls(load_x509(cert))
     now = _now(args)
     trust = _trust(args)
     sim_root = simulated_root_sha256(rc.evidence)
+    sim_note = None
     if sim_root is not None:
+        state = _sim_state_dir(args)
+        try:
+            sim_note = check_simulated_root(sim_root, local_root_sha256(rc.evidence.platform, state), state)
+        except PolicyViolation as exc:
+            print(f"ratls: refusing to pin a simulated root: {exc}", file=sys.stderr)
+            return EXIT_VERDICT
         trust.simulated_roots = (sim_root,)
     appraisal, _ = verify_certificate(cert, policy=None, now=now, trust=trust)
     if not appraisal.ok:
         print(appraisal.summary(), file=sys.stderr)
         print("ratls: refusing to write a policy from evidence that is not authentic", file=sys.stderr)
         return EXIT_VERDICT
-    text = policy_from_observation(appraisal, rc, now, sim_root=sim_root)
+    if sim_note is not None:
+        print(f"ratls: {sim_note}", file=sys.stderr)
+    text = policy_from_observation(appraisal, rc, now, sim_root=sim_root, sim_root_note=sim_note)
     if args.out:
         Path(args.out).write_text(text)
         print(f"wrote {args.out} (trust on first use: review it before relying on it)", file=sys.stderr)
@@ -281,12 +306,12 @@ def cmd_policy_init(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_root(args: argparse.Namespace) -> int:
-    from .platforms.sim.chain import default_state_dir, load_or_create
-    state = Path(args.sim_dir) if args.sim_dir else default_state_dir()
+    from .platforms.sim.chain import load_or_create
+    state = _sim_state_dir(args)
     if args.platform == "sim-tdx":
-        from .platforms.sim.tdx_chain import load_or_create_tdx
-        tdx = load_or_create_tdx(state / "tdx")
-        print(json.dumps({"state_dir": str(state / "tdx"), "root_sha256": tdx.root_sha256,
+        from .platforms.sim.tdx_chain import load_or_create_tdx, tdx_state_dir
+        tdx = load_or_create_tdx(tdx_state_dir(state))
+        print(json.dumps({"state_dir": str(tdx_state_dir(state)), "root_sha256": tdx.root_sha256,
                           "mrtd": tdx.mrtd.hex()}, indent=2))
         return EXIT_OK
     chain = load_or_create(state)
@@ -390,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--from", dest="source", required=True, metavar="FILE|URL")
     pi.add_argument("--out", metavar="P")
     pi.add_argument("--at", metavar="TIME")
+    pi.add_argument("--sim-dir", metavar="DIR",
+                    help="local simulator state to compare a simulated root with (default: as 'ratls sim root')")
     pi.set_defaults(func=cmd_policy_init)
 
     serve = sub.add_parser("serve", help="run the attested gateway (needs ratls-gateway[server])")

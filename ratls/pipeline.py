@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 
@@ -86,6 +86,21 @@ def verify_evidence(evidence: Evidence, *, policy: Policy | None, now: datetime,
     return appraisal
 
 
+def issued_at(claims: Claims) -> datetime:
+    return datetime.fromtimestamp(claims.iat, UTC)
+
+
+def verdict_valid_until(rc: RatlsCertificate, policy: Policy | None) -> datetime:
+    """The last instant at which a passing verdict on *rc* still holds without looking again:
+    the earliest bound of the time checks in this module (certificate.validity: notAfter;
+    claims.validity: exp; policy.claims.max-age: iat + max_age). A caller that caches verdicts
+    (``ratls proxy``) must verify again after it, or it would outlive what ``ratls verify`` accepts."""
+    bounds = [rc.cert.not_valid_after_utc, datetime.fromtimestamp(rc.claims.exp, UTC)]
+    if policy is not None and policy.claims.max_age is not None:
+        bounds.append(issued_at(rc.claims) + policy.claims.max_age)
+    return min(bounds)
+
+
 def _claims_checks(claims: Claims, policy: Policy, now: datetime, nonce: bytes | None) -> list[Check]:
     checks: list[Check] = []
     cp = policy.claims
@@ -105,7 +120,7 @@ def _claims_checks(claims: Claims, policy: Policy, now: datetime, nonce: bytes |
         checks.append((passed if ok else failed)("policy.claims.config", f"gateway config {claims.config}" + (
             "" if ok else f" differs from the pinned {cp.config}")))
     if cp.max_age is not None:
-        age = now - datetime.fromtimestamp(claims.iat, now.tzinfo)
+        age = now - issued_at(claims)
         ok = age <= cp.max_age
         checks.append((passed if ok else failed)("policy.claims.max-age", f"evidence is {int(age.total_seconds())}s "
                                                  f"old (max {int(cp.max_age.total_seconds())}s)"))

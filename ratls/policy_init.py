@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import textwrap
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .appraisal import Appraisal
 from .cert import RatlsCertificate
+from .errors import PolicyViolation
 
 HEADER = """\
 # ratls policy written by 'ratls policy init' from evidence observed at {when}.
@@ -20,8 +23,24 @@ HEADER = """\
 """
 
 
+def check_simulated_root(server_root: str, local_root: str | None, state_dir: Path) -> str:
+    """Whether the server's simulated root may be pinned, as a note for the user and the policy.
+
+    A simulated root is only a key someone generated, so it can be trusted only by comparing it
+    with the one the developer's own simulator holds; TOFU remains only when there is none."""
+    if local_root is None:
+        return (f"WARNING: simulated root {server_root} taken on first use: there is no local simulated root in "
+                f"{state_dir} to compare it with. Check it against 'ratls sim root' on the machine that runs the "
+                "gateway before trusting this policy.")
+    if local_root != server_root:
+        raise PolicyViolation(f"the server's simulated root {server_root} is not the local simulated root "
+                              f"{local_root} (in {state_dir}): another simulator, or an impostor, made this evidence",
+                              hint="point --sim-dir or RATLS_SIM_DIR at the state directory the gateway uses")
+    return f"simulated root {server_root} matches the local simulated root in {state_dir}"
+
+
 def policy_from_observation(appraisal: Appraisal, rc: RatlsCertificate, now: datetime,
-                            sim_root: str | None = None) -> str:
+                            sim_root: str | None = None, sim_root_note: str | None = None) -> str:
     ev: dict[str, Any] = appraisal.evidence
     doc: dict[str, Any] = {"version": 1, "trust_on_first_use": True}
     if appraisal.simulated:
@@ -41,7 +60,10 @@ def policy_from_observation(appraisal: Appraisal, rc: RatlsCertificate, now: dat
     if rc.claims.config:
         claims["config"] = rc.claims.config
     doc["claims"] = claims
-    return HEADER.format(when=now.isoformat()) + yaml.safe_dump(doc, sort_keys=False)
+    header = HEADER.format(when=now.isoformat())
+    if sim_root_note:
+        header += "".join(f"# {line}\n" for line in textwrap.wrap(sim_root_note, 96))
+    return header + yaml.safe_dump(doc, sort_keys=False)
 
 
 def _snp_section(ev: dict[str, Any], appraisal: Appraisal) -> dict[str, Any]:

@@ -192,3 +192,22 @@ def classify_grpc(path: str) -> GrpcMethod | None:
             return method
     return None
 
+
+
+# Triton's own API groups (--http-restricted-api / --grpc-restricted-protocol names) per
+# category. Generate shares "inference" and the rest have no group, so they are not listed.
+RESTRICTED_API_GROUP: dict[Category, str] = {
+    Category.HEALTH: "health", Category.METADATA: "metadata", Category.INFERENCE: "inference",
+    Category.SHARED_MEMORY: "shared-memory", Category.MODEL_CONFIG: "model-config",
+    Category.MODEL_REPOSITORY: "model-repository", Category.STATISTICS: "statistics",
+    Category.TRACE: "trace", Category.LOGGING: "logging",
+}
+
+# The server-metadata extensions Triton advertises, by the category that serves them: a
+# gateway that denies a category does not advertise its extension.
+EXTENSION_CATEGORY: dict[str, Category] = {
+    "model_repository": Category.MODEL_REPOSITORY, "model_repository(unload_dependents)": Category.MODEL_REPOSITORY,
+    "model_configuration": Category.MODEL_CONFIG, "system_shared_memory": Category.SHARED_MEMORY,
+    "cuda_shared_memory": Category.SHARED_MEMORY, "statistics": Category.STATISTICS, "trace": Category.TRACE,
+    "logging": Category.LOGGING, "generate": Category.GENERATE,
+}

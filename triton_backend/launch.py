@@ -123,6 +123,23 @@ class TritonConfig:
     snapshot: bool = True
     die_with_parent: bool = True
     exit_timeout: int = 10
+    # Triton API groups (its --http-restricted-api names) that no one may call, not even a
+    # local process on the loopback ports: see restricted_api_args.
+    deny_apis: tuple[str, ...] = ()
+
+
+# A header value no HTTP/1.1 or gRPC client can send (a raw line feed ends a header line and is
+# forbidden in gRPC metadata): the restricted groups need a key nobody can present, so there is
+# no secret to keep (Triton's command line is readable by local processes).
+UNSATISFIABLE_KEY = "ratls-denied=never\nsent"
+
+
+def restricted_api_args(groups: tuple[str, ...]) -> list[str]:
+    if not groups:
+        return []
+    joined = ",".join(sorted(groups))
+    return [f"--http-restricted-api={joined}:{UNSATISFIABLE_KEY}",
+            f"--grpc-restricted-protocol={joined}:{UNSATISFIABLE_KEY}"]
 
 
 class TritonProcess:
@@ -178,7 +195,7 @@ class TritonProcess:
         ]
         if backend_dir is not None:
             cmd.append(f"--backend-directory={backend_dir}")
-        return cmd + list(c.extra_args)
+        return cmd + restricted_api_args(c.deny_apis) + list(c.extra_args)
 
     def start(self) -> None:
         if self.running:
@@ -229,7 +246,10 @@ class TritonProcess:
             if c.die_with_parent:
                 cmd = with_parent_death_signal(cmd)
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                         # the python backend's shared-memory regions in /dev/shm
+                                         # hold tensors: readable by Triton's user only
+                                         umask=0o077)
         except OSError as exc:
             log.close()
             raise TritonLaunchError(f"cannot execute {self.install.binary}: {exc.strerror}") from None

@@ -1,7 +1,9 @@
 """``ratls proxy``: a local forwarder so any client (unmodified tritonclient, ``grpcurl
 -plaintext``, ``curl http://``) reaches an RA-TLS server only after its certificate passed
 the policy. Each upstream TLS connection is verified before a single client byte is
-forwarded; verdicts are cached by certificate fingerprint until that certificate expires.
+forwarded; a passing verdict is cached by certificate fingerprint only as long as it holds
+(the earliest of notAfter, the claims' exp and iat + the policy's claims.max_age), then the
+upstream is verified again.
 HTTP/1.1 and HTTP/2 (prior knowledge, as gRPC clients speak it) pass through untouched.
 """
 
@@ -11,11 +13,12 @@ import asyncio
 import hashlib
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..appraisal import Appraisal
-from ..pipeline import verify_certificate
+from ..pipeline import verdict_valid_until, verify_certificate
 from ..policy import Policy
 from ..timeutil import utcnow
 from ..trust import Trust
@@ -46,7 +49,7 @@ class ProxyStats:
 
 class VerdictCache:
     def __init__(self) -> None:
-        self._ok: dict[str, datetime] = {}  # cert sha256 -> not_after
+        self._ok: dict[str, datetime] = {}  # cert sha256 -> last instant the verdict holds
 
     def get(self, fingerprint: str, now: datetime) -> bool:
         until = self._ok.get(fingerprint)
@@ -57,15 +60,17 @@ class VerdictCache:
             return False
         return True
 
-    def put(self, fingerprint: str, not_after: datetime) -> None:
-        self._ok[fingerprint] = not_after
+    def put(self, fingerprint: str, until: datetime) -> None:
+        self._ok[fingerprint] = until
 
 
 class VerifyingProxy:
     def __init__(self, listen_host: str, listen_port: int, target: Target, policy: Policy, *,
-                 trust: Trust | None = None, connect_timeout: float = 10.0) -> None:
+                 trust: Trust | None = None, connect_timeout: float = 10.0,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.listen_host, self.listen_port = listen_host, listen_port
         self.target, self.policy, self.trust = target, policy, trust
+        self.clock = clock  # every verdict and cache lookup reads the time here (tests inject it)
         self.connect_timeout = connect_timeout
         self.cache = VerdictCache()
         self.stats = ProxyStats()
@@ -90,16 +95,17 @@ class VerifyingProxy:
 
     def _verify(self, der: bytes) -> bool:
         fingerprint = hashlib.sha256(der).hexdigest()
-        now = utcnow()
+        now = self.clock()
         if self.cache.get(fingerprint, now):
             self.stats.cache_hits += 1
             return True
         appraisal, rc = verify_certificate(der, policy=self.policy, now=now, trust=self.trust)
         if appraisal.ok and rc is not None:
-            self.cache.put(fingerprint, rc.cert.not_valid_after_utc)
+            until = verdict_valid_until(rc, self.policy)
+            self.cache.put(fingerprint, until)
             self.stats.verified += 1
-            log.info("verified upstream certificate %s (valid until %s)", fingerprint[:16],
-                     rc.cert.not_valid_after_utc.isoformat())
+            log.info("verified upstream certificate %s (verdict cached until %s, then verified again)",
+                     fingerprint[:16], until.isoformat())
             return True
         self.last_refusal = appraisal
         reasons = "; ".join(f"{c.name}: {c.detail}" for c in appraisal.failures)

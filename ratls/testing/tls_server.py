@@ -1,5 +1,7 @@
 """A loopback TLS server that presents a given certificate and key and then waits for one
-byte: enough for a client to fetch and judge the certificate (tests, attack simulations)."""
+byte: enough for a client to fetch and judge the certificate (tests, attack simulations).
+With ``then``, it presents another certificate from the second connection on: a rotation, or
+an interceptor swapping certificates between a client's verification and its use."""
 
 from __future__ import annotations
 
@@ -11,20 +13,28 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-@contextmanager
-def serve_certificate(cert: Path, key: Path) -> Iterator[int]:
+def _context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+@contextmanager
+def serve_certificate(cert: Path, key: Path, *, then: tuple[Path, Path] | None = None) -> Iterator[int]:
+    contexts = [_context(cert, key)] + ([_context(*then)] if then else [])
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()
 
     def serve() -> None:
+        served = 0
         while not stop.is_set():
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
+            ctx = contexts[min(served, len(contexts) - 1)]
+            served += 1
             try:
                 with ctx.wrap_socket(conn, server_side=True) as tls:
                     tls.recv(1)

@@ -43,7 +43,7 @@ def test_compiles_to_valid_envoy_config() -> None:
         if regex:
             assert not any(re.search(regex, m.path) for m in GRPC_METHODS), r["name"]
     filters = [f["name"] for f in plan.http_filters]
-    assert filters == ["envoy.filters.http.header_mutation", "envoy.filters.http.local_ratelimit",
+    assert filters == ["envoy.filters.http.header_mutation", "envoy.filters.http.header_to_metadata",
                        "envoy.filters.http.grpc_field_extraction", "envoy.filters.http.rbac",
                        "envoy.filters.http.buffer"]
     assert plan.hcm_extras["normalize_path"] is False and plan.hcm_extras["merge_slashes"] is False
@@ -61,7 +61,13 @@ def test_denied_grpc_methods_never_route_to_triton() -> None:
     assert infer["route"]["cluster"] == "triton_grpc"
     rbac = infer["typed_per_filter_config"]["envoy.filters.http.rbac"]["rbac"]["rules"]
     assert "add_sub" in str(rbac) and "text_transform" in str(rbac)
-    assert infer["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"] is True
+    # a unary call is buffered whole: grpc_max_message_bytes is enforced and the upstream stream
+    # is opened only for a complete request; a client stream goes to its own upstream budget
+    assert infer["typed_per_filter_config"]["envoy.filters.http.buffer"]["buffer"]["max_request_bytes"] == 64 * 2**20 + 5
+    stream = by_name["inference:ModelStreamInfer"]
+    assert stream["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"] is True
+    assert stream["route"]["cluster"] == "triton_grpc_stream"
+    assert stream["route"]["max_stream_duration"] == {"max_stream_duration": "0s"}
 
 
 def test_http_routes_restricted_to_allowed_models() -> None:
@@ -99,7 +105,13 @@ def test_grpc_model_check_only_when_narrower_than_served() -> None:
 
 def test_filters_off_forwards_everything() -> None:
     _, plan = plan_for({"enabled": False})
-    assert plan.routes is None and plan.http_filters == [] and plan.pre_routes == []
+    assert plan.routes is None and plan.http_filters == []
+    # Compressed bodies stay refused and the connection-level protections stay on.
+    assert [r["name"] for r in plan.pre_routes] == ["deny:grpc-compressed", "deny:compressed"]
+    assert plan.overload_manager and plan.filter_chain_extras["transport_socket_connect_timeout"] == "10s"
+    canonical = plan_for({"enabled": False})[0].canonical()["limits"]
+    assert "max_request_bytes" not in canonical and "grpc_max_message_bytes" not in canonical
+    assert canonical["max_connections"] == 16384
 
 
 def test_model_fields_come_from_descriptors() -> None:

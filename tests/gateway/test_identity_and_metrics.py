@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from gateway.identity import IdentityManager, TokenBucket
+from gateway.identity import IdentityManager
 from gateway.metrics import MetricFamily, render
 from ratls.claims import decode_claims
 from ratls.cmw import decode_collection
@@ -59,11 +59,6 @@ def test_failure_keeps_current_identity(sim_chain: SimChain) -> None:
     with pytest.raises(CollectionError):
         m.issue()
     assert m.current is ident and m.evidence_failures == 1 and "device went away" in (m.last_error or "")
-
-
-def test_token_bucket() -> None:
-    bucket = TokenBucket(rate=0.0001, burst=2)
-    assert bucket.take() and bucket.take() and not bucket.take()
 
 
 def test_prometheus_rendering() -> None:

@@ -14,7 +14,7 @@ from ratls.cert import BACKDATE, build_certificate, generate_key
 from ratls.claims import Claims
 from ratls.evidence import Evidence
 from ratls.issue import issue_certificate, make_claims
-from ratls.pipeline import verify_certificate
+from ratls.pipeline import verdict_valid_until, verify_certificate
 from ratls.platforms.sim.chain import SimChain, generate_chain
 from ratls.platforms.sim.platform import SimPlatform
 from ratls.policy import Policy, parse_policy
@@ -199,3 +199,20 @@ def test_unknown_curve(curve: str) -> None:
     from ratls.errors import UsageError
     with pytest.raises(UsageError):
         generate_key(curve)
+
+
+@pytest.mark.parametrize(("lifetime", "max_age", "until"), [
+    (dt.timedelta(hours=24), "60s", dt.timedelta(seconds=60)),  # iat + max_age comes first
+    (dt.timedelta(hours=24), None, dt.timedelta(hours=24)),     # notAfter and claims exp
+    (dt.timedelta(minutes=2), "1h", dt.timedelta(minutes=2)),
+])
+def test_verdict_valid_until_is_where_verification_starts_failing(
+        sim_chain: SimChain, lifetime: dt.timedelta, max_age: str | None, until: dt.timedelta) -> None:
+    _, issued = issue(sim_chain, lifetime=lifetime)
+    policy = sim_policy(sim_chain, **({"claims": {"max_age": max_age}} if max_age else {}))
+    appraisal, rc = verify_certificate(issued.cert, policy=policy, now=NOW)
+    assert appraisal.ok and rc is not None
+    last = verdict_valid_until(rc, policy)
+    assert last == NOW + until
+    assert verify_certificate(issued.cert, policy=policy, now=last)[0].ok
+    assert not verify_certificate(issued.cert, policy=policy, now=last + dt.timedelta(seconds=1))[0].ok

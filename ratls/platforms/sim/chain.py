@@ -172,10 +172,14 @@ def load_chain(state_dir: Path) -> SimChain:
     return SimChain(ark, ask, vcek, key, chip_id, measurement)
 
 
+def has_chain(state_dir: Path) -> bool:
+    return (state_dir / "ark.pem").is_file()
+
+
 def load_or_create(state_dir: Path | None = None) -> SimChain:
     """Generated once per state directory, then reused (its root is what policies pin)."""
     state_dir = state_dir or default_state_dir()
-    if (state_dir / "ark.pem").is_file():
+    if has_chain(state_dir):
         return load_chain(state_dir)
     chain = generate_chain()
     save_chain(chain, state_dir)

@@ -1,7 +1,10 @@
-"""Simulated roots: which one a piece of simulated evidence chains to, and whether the caller
-pinned it. Shared by both simulators and by `ratls policy init`."""
+"""Simulated roots: which one a piece of simulated evidence chains to, whether the caller
+pinned it, and which one this machine's simulator has. Shared by both simulators and by
+`ratls policy init`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from cryptography import x509
 
@@ -41,4 +44,20 @@ def simulated_root_sha256(evidence: Evidence) -> str | None:
 
         root = tdx_quote_root(parse_quote(evidence.raw).pck_chain_pem)
         return fingerprint(root) if root is not None else None
+    return None
+
+
+def local_root_sha256(platform: str, state_dir: Path) -> str | None:
+    """The root `ratls sim root` prints for *state_dir* and *platform* (sim or sim-tdx), or None
+    when that simulator has no chain there. Read-only: unlike `ratls sim root`, it never
+    generates a chain, so "no local root" stays distinguishable from "a different one"."""
+    if platform == "sim":
+        from .chain import has_chain, load_chain
+
+        return load_chain(state_dir).root_sha256 if has_chain(state_dir) else None
+    if platform == "sim-tdx":
+        from .tdx_chain import has_tdx_chain, load_tdx_chain, tdx_state_dir
+
+        tdx = tdx_state_dir(state_dir)
+        return load_tdx_chain(tdx).root_sha256 if has_tdx_chain(tdx) else None
     return None

@@ -269,8 +269,17 @@ def load_tdx_chain(state_dir: Path) -> SimTdxChain:
                        attest_key=key, collateral=blobs["collateral.json"], mrtd=mrtd)
 
 
+def tdx_state_dir(sim_state_dir: Path) -> Path:
+    """Where the TDX simulator keeps its chain inside a simulator state directory."""
+    return sim_state_dir / "tdx"
+
+
+def has_tdx_chain(state_dir: Path) -> bool:
+    return (state_dir / "root.pem").is_file()
+
+
 def load_or_create_tdx(state_dir: Path) -> SimTdxChain:
-    if (state_dir / "root.pem").is_file():
+    if has_tdx_chain(state_dir):
         return load_tdx_chain(state_dir)
     chain = generate_tdx_chain()
     save_tdx_chain(chain, state_dir)

@@ -21,7 +21,7 @@ from ..tdx.platform import MEDIA_TYPE
 from ..tdx.verify import TdxTrust, shipped_root, verify_tdx
 from .chain import default_state_dir
 from .roots import pin_check, tdx_quote_root
-from .tdx_chain import SIM_FMSPC, SimTdxChain, load_or_create_tdx
+from .tdx_chain import SIM_FMSPC, SimTdxChain, load_or_create_tdx, tdx_state_dir
 
 
 class SimTdxPlatform:
@@ -30,7 +30,7 @@ class SimTdxPlatform:
     simulated = True
 
     def __init__(self, *, state_dir: Path | None = None, chain: SimTdxChain | None = None) -> None:
-        self._state_dir = (state_dir or default_state_dir()) / "tdx"
+        self._state_dir = tdx_state_dir(state_dir or default_state_dir())
         self._chain = chain
         self._guest: tuple[FakeTsm, CollateralCache] | None = None
 
