@@ -163,9 +163,11 @@ def allowed_http_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
         routes.append(_local_reply(f"{name}:too-large", 413, f"request body larger than {limit} bytes",
                                    {**_path_match(route, regex), "headers": [method, {
                                        "name": "content-length", "present_match": True}]}))
-        # No Content-Length (chunked, or HTTP/2 without it): buffered up to the limit (413 above).
+        # No Content-Length (chunked, or HTTP/2 without it): buffered up to the smaller chunked
+        # limit (413 above it), then forwarded with Content-Length.
         routes.append({"name": name, "match": {**_path_match(route, regex), "headers": [method]},
-                       "route": dict(action), "typed_per_filter_config": _buffer(limit)})
+                       "route": dict(action), "typed_per_filter_config": _buffer(
+                           min(limit, policy.limits.max_chunked_request_bytes))})
     return routes
 
 
@@ -378,7 +380,8 @@ def local_reply_config() -> dict[str, Any]:
         mapper(["RL"], "rate limited; retry later"),
         # A unary gRPC message over grpc_max_message_bytes: RESOURCE_EXHAUSTED, as gRPC itself says.
         {"filter": {"and_filter": {"filters": [too_large, is_grpc]}},
-         "headers_to_add": [{"header": {"key": "grpc-status", "value": "8"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+         "headers_to_add": [{"header": {"key": "grpc-status", "value": "8"},
+                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
          "body": {"inline_string": "request message larger than the gateway's grpc_max_message_bytes"}},
     ]}
 
@@ -402,12 +405,17 @@ def overload_manager(lim: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                 "max_active_downstream_connections": lim.max_connections}},
         ],
         "actions": [
+            # HTTP/2 and gRPC: the streams holding the most buffered bytes are reset first.
             {"name": "envoy.overload_actions.reset_high_memory_stream", "triggers": [{
                 "name": "envoy.resource_monitors.fixed_heap",
-                "scaled": {"scaling_threshold": 0.80, "saturation_threshold": 0.95}}]},
+                "scaled": {"scaling_threshold": 0.70, "saturation_threshold": 0.85}}]},
             {"name": "envoy.overload_actions.shrink_heap", "triggers": [threshold(0.90)]},
-            {"name": "envoy.overload_actions.stop_accepting_requests", "triggers": [threshold(0.98)]},
+            {"name": "envoy.overload_actions.stop_accepting_requests", "triggers": [threshold(0.995)]},
         ],
+        # HTTP/1.1 streams are not memory-accounted: under pressure the connections still
+        # sending request bytes are closed (a small request is done sending almost at once).
+        "loadshed_points": [{"name": "envoy.load_shed_points.http1_server_abort_dispatch",
+                             "triggers": [threshold(0.95)]}],
     }
     # Streams are tracked (and so can be reset) once they hold 1 MiB of buffers.
     return manager, {"minimum_account_to_track_power_of_two": 20}

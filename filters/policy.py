@@ -58,6 +58,10 @@ class Limits:
 
     max_request_bytes: int = 8 * 2**20
     max_request_bytes_by_category: dict[str, int] = field(default_factory=lambda: {"inference": 64 * 2**20})
+    # A body without Content-Length (HTTP/1.1 chunked, HTTP/2 without the header) is buffered up to
+    # this much: HTTP/1.1 buffers are not memory-accounted by Envoy, so endless chunked bodies
+    # must be cut early. Larger bodies declare their length (every Triton SDK does).
+    max_chunked_request_bytes: int = 2**20
     # Unary gRPC calls are buffered and refused above this; a ModelStreamInfer stream cannot be
     # buffered, so its messages are bounded only by flow control (the attested scope says so).
     grpc_max_message_bytes: int = 64 * 2**20
@@ -101,6 +105,7 @@ class Limits:
         return {
             "max_request_bytes": self.max_request_bytes,
             "max_request_bytes_by_category": dict(sorted(self.max_request_bytes_by_category.items())),
+            "max_chunked_request_bytes": self.max_chunked_request_bytes,
             "grpc_max_message_bytes": self.grpc_max_message_bytes,
             "grpc_max_message_bytes_scope": "unary",
             "request_timeout_s": self.request_timeout_s, "stream_idle_timeout_s": self.stream_idle_timeout_s,
@@ -257,6 +262,7 @@ def parse_filter_policy(data: Any, path: str = "filters") -> FilterPolicy:
     limits = Limits(
         max_request_bytes=size("max_request_bytes", d.max_request_bytes),
         max_request_bytes_by_category=by_cat,
+        max_chunked_request_bytes=size("max_chunked_request_bytes", d.max_chunked_request_bytes),
         grpc_max_message_bytes=size("grpc_max_message_bytes", d.grpc_max_message_bytes),
         request_timeout_s=secs("request_timeout", d.request_timeout_s),
         stream_idle_timeout_s=secs("stream_idle_timeout", d.stream_idle_timeout_s),

@@ -408,6 +408,9 @@ class Gateway:
                     except Exception as exc:  # noqa: BLE001 - keep supervising whatever failed
                         log.error("Triton restart failed: %s", exc)
                     continue
+                if self.triton is not None:
+                    # regions the backend adds later (larger tensors) are made private within a second
+                    await asyncio.to_thread(self.triton.make_shm_private)
                 try:
                     async with session.get(url) as resp:
                         ready = resp.status == 200

@@ -160,8 +160,9 @@ def catch_all_routes() -> list[dict[str, Any]]:
     return [
         # Streams (ModelStreamInfer) must not be cut by a route timeout; idle streams are
         # bounded by the connection manager's stream_idle_timeout instead.
-        {"name": "triton-grpc", "match": _grpc_match(), "route": {"cluster": CLUSTER_TRITON_GRPC, "timeout": "0s",
-                                                                  "max_stream_duration": {"max_stream_duration": "0s"}}},
+        {"name": "triton-grpc", "match": _grpc_match(),
+         "route": {"cluster": CLUSTER_TRITON_GRPC, "timeout": "0s",
+                   "max_stream_duration": {"max_stream_duration": "0s"}}},
         {"name": "triton-http", "match": {"prefix": "/"}, "route": {"cluster": CLUSTER_TRITON_HTTP, "timeout": "300s"}},
     ]
 
@@ -190,7 +191,9 @@ def listener(options: ListenerOptions) -> listener_pb2.Listener:
         "rds": {"route_config_name": ROUTE_NAME, "config_source": {"ads": {}, "resource_api_version": "V3"}},
         "http_filters": [*options.http_filters, {
             "name": "envoy.filters.http.router",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            # no x-envoy-* response headers: they name the proxy and time the upstream for outsiders
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                             "suppress_envoy_headers": True},
         }],
         "stream_idle_timeout": "300s",
         "request_headers_timeout": "10s",

@@ -151,6 +151,7 @@ class TritonProcess:
         self.work_dir: Path | None = None
         self.log_path: Path | None = None
         self.served_repository: Path = Path(config.model_repository)
+        self._regions: set[Path] = set()  # python-backend regions seen, removed when Triton is gone
 
     # -- addresses --
     @property
@@ -279,11 +280,50 @@ class TritonProcess:
                 raise TritonCrashed(f"tritonserver exited with code {code} before becoming ready; last log "
                                     f"lines:\n{self.log_tail()}")
             if self.is_ready():
+                self.make_shm_private()  # before the first request can put a tensor there
                 return
             time.sleep(0.2)
         tail = self.log_tail()
         self.stop()
         raise TritonLaunchError(f"tritonserver was not ready within the deadline; last log lines:\n{tail}")
+
+    def shared_memory_regions(self) -> set[Path]:
+        """The /dev/shm files mapped by this Triton and its python-backend stubs (its process
+        group), read from /proc: exactly ours, whatever another Triton on the host does."""
+        if self.proc is None:
+            return set()
+        regions: set[Path] = set()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if os.getpgid(int(proc.name)) != self.proc.pid:
+                    continue
+                maps = (proc / "maps").read_text()
+            except (OSError, ProcessLookupError):
+                continue
+            for line in maps.splitlines():
+                parts = line.split(maxsplit=5)
+                path = parts[5] if len(parts) == 6 else ""
+                if path.startswith("/dev/shm/"):  # noqa: S108 - reading what Triton mapped, not creating
+                    regions.add(Path(path.removesuffix(" (deleted)")))
+        return regions
+
+    def make_shm_private(self) -> int:
+        """chmod 0600 the python backend's shared-memory regions: it creates them 0644 whatever
+        the umask, and they hold request and response tensors. Returns how many changed."""
+        changed = 0
+        regions = self.shared_memory_regions()
+        self._regions |= regions
+        for region in regions:
+            try:
+                st = region.stat()
+                if st.st_uid == os.getuid() and st.st_mode & 0o077:
+                    region.chmod(0o600)
+                    changed += 1
+            except OSError:
+                continue  # released between the scan and the chmod
+        return changed
 
     def check_alive(self) -> None:
         """Raise TritonCrashed (with the log tail) if the process has died."""
@@ -316,6 +356,13 @@ class TritonProcess:
         if self.proc.poll() is None:
             self.proc.wait(5)
         code = self.proc.returncode
+        for region in self._regions:  # a killed Triton leaves them behind, tensors included
+            try:
+                if region.stat().st_uid == os.getuid():
+                    region.unlink()
+            except OSError:
+                pass
+        self._regions.clear()
         if getattr(self, "_log", None) is not None:
             self._log.close()
             self._log = None  # type: ignore[assignment]

@@ -63,7 +63,8 @@ def test_denied_grpc_methods_never_route_to_triton() -> None:
     assert "add_sub" in str(rbac) and "text_transform" in str(rbac)
     # a unary call is buffered whole: grpc_max_message_bytes is enforced and the upstream stream
     # is opened only for a complete request; a client stream goes to its own upstream budget
-    assert infer["typed_per_filter_config"]["envoy.filters.http.buffer"]["buffer"]["max_request_bytes"] == 64 * 2**20 + 5
+    buffer = infer["typed_per_filter_config"]["envoy.filters.http.buffer"]["buffer"]
+    assert buffer["max_request_bytes"] == 64 * 2**20 + 5
     stream = by_name["inference:ModelStreamInfer"]
     assert stream["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"] is True
     assert stream["route"]["cluster"] == "triton_grpc_stream"
