@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: all venv test lint demo demo-tdx demo-library serve bench bench-filters clean
+.PHONY: all venv test lint demo demo-tdx demo-library serve bench bench-filters bench-hardening bench-tools clean
 
 all: test
 
@@ -55,8 +55,21 @@ serve: venv
 	@echo "  metrics: curl http://127.0.0.1:9464/metrics"
 	RATLS_SIM_DIR=.demo/sim $(BIN)/ratls serve -c config/gateway.yaml --platform sim
 
-bench: venv
+# Native load generators for the data-plane benchmarks (Debian: wrk, nghttp2-client's h2load).
+BENCH_TOOLS := $(shell command -v wrk >/dev/null && command -v h2load >/dev/null || echo missing)
+bench-tools:
+ifeq ($(BENCH_TOOLS),missing)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client >/dev/null; \
+	else echo "make bench: install wrk and nghttp2-client (h2load) for the hardening-cost benchmark"; fi
+endif
+
+bench: venv bench-tools
 	$(BIN)/python bench/run.py
+
+# Only the DoS-hardening cost: hardened vs unhardened gateway under wrk/h2load, interleaved.
+bench-hardening: venv bench-tools
+	$(BIN)/python bench/run.py --hardening
 
 bench-filters: venv
 	$(BIN)/python bench/run.py --filters

@@ -272,7 +272,7 @@ class GatewayThread:
     """The gateway in external mode on its own event loop thread."""
 
     def __init__(self, triton: TritonProcess, port: int, metrics_port: int, run_dir: Path, sim_dir: Path,
-                 filters: dict[str, Any] | None = None, platform: str = "sim") -> None:
+                 filters: dict[str, Any] | None = None, platform: str = "sim", gateway_cls: Any = None) -> None:
         from gateway.app import Gateway
         from gateway.config import load_config
 
@@ -291,7 +291,7 @@ class GatewayThread:
 
             config.filters = filters
             config.filter_policy = parse_filter_policy(filters)
-        self.gateway = Gateway(config)
+        self.gateway = (gateway_cls or Gateway)(config)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()

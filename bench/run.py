@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import gateway_bench, manifest_bench, verify_bench  # noqa: E402
+from bench import gateway_bench, hardening_bench, manifest_bench, verify_bench  # noqa: E402
 
 
 def filters_main() -> int:
@@ -28,6 +28,8 @@ def filters_main() -> int:
 def main() -> int:
     if "--filters" in sys.argv[1:]:
         return filters_main()
+    if "--hardening" in sys.argv[1:]:
+        return hardening_bench.main()
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(exist_ok=True)
     results: dict[str, object] = {"when": datetime.now(UTC).isoformat(), "python": platform.python_version(),
@@ -83,6 +85,20 @@ def main() -> int:
     print(f"   {text}")
     lines.append("")
     lines.append(text)
+    print()
+    hardening = hardening_bench.run()
+    results["hardening"] = hardening
+    if "skipped" in hardening:
+        print(f"== hardening cost: skipped ({hardening['skipped']})")
+    else:
+        text = "; ".join(f"{sc} {hardening[sc]['ratio']:.3f} ({hardening[sc]['hardened_rps']:.0f} vs "
+                         f"{hardening[sc]['unhardened_rps']:.0f} req/s)"
+                         for sc in ("http_small", "http_2mib", "grpc_small"))
+        print(f"== hardening cost (wrk/h2load, {hardening['connections']} connections, {hardening['rounds']} "
+              f"interleaved rounds, medians; hardened / unhardened req/s): {text}")
+        lines.append("")
+        lines.append(f"DoS hardening, hardened / unhardened gateway req/s (wrk, h2load at {hardening['connections']} "
+                     f"connections, {hardening['rounds']} interleaved rounds, medians): {text}")
     (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
     path = out_dir / "latest.json"
     path.write_text(json.dumps(results, indent=2))

@@ -85,11 +85,15 @@ def test_http_routes_restricted_to_allowed_models() -> None:
 def test_body_limits_per_category() -> None:
     _, plan = plan_for({"limits": {"max_request_bytes": "1MiB",
                                    "max_request_bytes_by_category": {"inference": "3MiB"}}})
-    by_name = {r["name"]: r for r in routes_of(plan)}
-    infer = by_name["inference:model-infer"]["typed_per_filter_config"]["envoy.filters.http.buffer"]
-    assert infer["buffer"]["max_request_bytes"] == 3 * 2**20
-    ready = by_name["metadata:model-ready"]["typed_per_filter_config"]["envoy.filters.http.buffer"]
-    assert ready["buffer"]["max_request_bytes"] == 2**20
+    def buffers(name: str) -> list[int]:
+        return [r["typed_per_filter_config"]["envoy.filters.http.buffer"]["buffer"]["max_request_bytes"]
+                for r in routes_of(plan) if r["name"] == name]
+    # a declared Content-Length up to the category limit; a body without one up to the chunked limit
+    assert buffers("inference:model-infer") == [3 * 2**20, 2**20]
+    assert buffers("metadata:model-ready") == [2**20, 2**20]
+    _, small = plan_for({"limits": {"max_chunked_request_bytes": "4KiB"}})
+    assert [r["typed_per_filter_config"]["envoy.filters.http.buffer"]["buffer"]["max_request_bytes"]
+            for r in routes_of(small) if r["name"] == "inference:model-infer"] == [64 * 2**20, 4096]
 
 
 def test_grpc_model_check_only_when_narrower_than_served() -> None:

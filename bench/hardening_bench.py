@@ -1,0 +1,186 @@
+"""What the denial-of-service hardening costs, measured as the field measures a proxy: native
+load generators (wrk for HTTP/1.1, h2load for gRPC) at 16 connections to saturation, against
+the same gateway with the hardening taken out, alternated round by round, medians compared.
+
+"Hardening" is everything the attested limits added for issue 20: every body buffered before
+Triton, the compressed-body and shadowed-path refusals, the model field of the access log, the
+overload manager (heap and connections), the handshake timeout, per-connection buffer limits,
+small HTTP/2 windows, max_stream_duration, the JSON local replies and the stream bulkhead.
+gRPC answers are HTTP 200 even when refused, so gRPC successes are counted from Triton's own
+inference statistics, not from h2load's status counts."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import statistics
+import struct
+import subprocess
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.gateway_bench import SMALL, GatewayThread, large_body
+from gateway.app import Gateway
+from triton_backend.demo import demo_repository
+from triton_backend.launch import TritonConfig, TritonProcess, free_port
+
+CONNECTIONS = 16
+HARDENING_ROUTES = ("deny:compressed", "deny:grpc-compressed", "deny:shadowed")
+
+
+def unharden(plan: Any) -> None:
+    """The compiled plan as it was before the hardening (bench only: never served)."""
+    from filters.compile import CLUSTER_GRPC, _no_buffer
+
+    plan.overload_manager, plan.buffer_factory = {}, {}
+    plan.filter_chain_extras, plan.listener_extras = {}, {}
+    for key in ("local_reply_config", "server_name"):
+        plan.hcm_extras.pop(key, None)
+    plan.hcm_extras["common_http_protocol_options"].pop("max_stream_duration", None)
+    plan.hcm_extras["http2_protocol_options"] = {
+        "max_concurrent_streams": plan.hcm_extras["http2_protocol_options"]["max_concurrent_streams"]}
+    plan.http_filters = [f for f in plan.http_filters if f["name"] != "envoy.filters.http.header_to_metadata"]
+    plan.routes = [r for r in plan.routes if not r["name"].startswith(HARDENING_ROUTES)]
+    for route in plan.routes:
+        action = route.get("route")
+        if action is None:
+            continue
+        headers = route["match"].get("headers", [])
+        declared = any(h.get("name") == "content-length" and "range_match" in h for h in headers)
+        if route["match"].get("path", "").startswith("/inference.") or declared:
+            route["typed_per_filter_config"].update(_no_buffer())  # forwarded as it came
+        if action.get("cluster") == "triton_grpc_stream":
+            action["cluster"] = CLUSTER_GRPC
+    plan.cluster_extras.pop("per_connection_buffer_limit_bytes", None)
+
+
+class UnhardenedGateway(Gateway):
+    def _compile_filters(self, server_metadata: dict[str, Any] | None = None) -> None:
+        super()._compile_filters(None)  # GET /v2 forwarded to Triton, as before
+        unharden(self.filter_plan)
+        opts, plan = self.listener_options, self.filter_plan
+        opts.http_filters, opts.routes, opts.hcm_extras = plan.http_filters, plan.routes, plan.hcm_extras
+        opts.filter_chain_extras, opts.listener_extras = plan.filter_chain_extras, plan.listener_extras
+
+
+def _wrk(port: int, body: Path, seconds: float) -> dict[str, float]:
+    script = body.with_suffix(".lua")
+    script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                      f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+                      'done = function(summary, latency, requests)\n'
+                      '  io.write(string.format("RESULT %d %d %d %f %f\\n", summary.requests,\n'
+                      '    summary.errors.status + summary.errors.connect + summary.errors.read +\n'
+                      '    summary.errors.write + summary.errors.timeout, summary.duration,\n'
+                      '    latency:percentile(50), latency:percentile(99)))\nend\n')
+    out = subprocess.run(["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{seconds:g}s", "-s", str(script),
+                          f"https://127.0.0.1:{port}/v2/models/add_sub/infer"], capture_output=True, text=True,
+                         timeout=seconds + 60)
+    m = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out.stdout)
+    if not m:
+        raise RuntimeError(f"wrk gave no result: {out.stdout[-500:]} {out.stderr[-500:]}")
+    requests, errors, duration_us = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    if errors:
+        raise RuntimeError(f"wrk saw {errors} failed requests of {requests}")
+    return {"rps": requests / (duration_us / 1e6), "p50_ms": float(m.group(4)) / 1000,
+            "p99_ms": float(m.group(5)) / 1000}
+
+
+def _grpc_body() -> bytes:
+    from tritonclient.grpc import service_pb2
+
+    req = service_pb2.ModelInferRequest(model_name="add_sub")
+    for name in ("INPUT0", "INPUT1"):
+        t = req.inputs.add(name=name, datatype="FP32", shape=[4])
+        t.contents.fp32_contents.extend([1.0, 2.0, 3.0, 4.0])
+    data = req.SerializeToString()
+    return struct.pack(">?I", False, len(data)) + data
+
+
+def _triton_inferences(triton: TritonProcess) -> int:
+    with urllib.request.urlopen(f"{triton.http_url}/v2/models/add_sub/stats", timeout=10) as r:  # noqa: S310
+        stats = json.loads(r.read())["model_stats"][0]["inference_stats"]["success"]["count"]
+    return int(stats)
+
+
+def _h2load(port: int, body: Path, seconds: float, triton: TritonProcess) -> dict[str, float]:
+    before = _triton_inferences(triton)
+    out = subprocess.run(["h2load", "-c", str(CONNECTIONS), "-m", "1", "-D", f"{seconds:g}", "-d", str(body),
+                          "-H", "content-type: application/grpc", "-H", "te: trailers",
+                          f"https://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"],
+                         capture_output=True, text=True, timeout=seconds + 60)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out.stdout)
+    finished = re.search(r"finished in ([\d.]+)(m?s)", out.stdout)
+    lat = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", out.stdout)
+    if not (done and finished):
+        raise RuntimeError(f"h2load gave no result: {out.stdout[-800:]} {out.stderr[-300:]}")
+    executed = _triton_inferences(triton) - before
+    # every HTTP 200 must be an inference Triton ran (a gRPC refusal is an HTTP 200 too)
+    if executed < int(done.group(2)):
+        raise RuntimeError(f"h2load counted {done.group(2)} successes, Triton executed {executed}")
+    elapsed = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    mean_ms = float(lat.group(5)) * unit[lat.group(6)] if lat else float("nan")
+    return {"rps": executed / elapsed, "mean_ms": mean_ms}
+
+
+def run(rounds: int = 5, seconds: float = 4.0) -> dict[str, Any]:
+    missing = [tool for tool in ("wrk", "h2load") if shutil.which(tool) is None]
+    if missing:
+        return {"skipped": f"{', '.join(missing)} not installed (Debian: wrk, nghttp2-client)"}
+    with tempfile.TemporaryDirectory(prefix="ratls-hardening-") as tmp:
+        work = Path(tmp)
+        small, large, grpc_body = work / "small.json", work / "large.bin", work / "grpc.bin"
+        small.write_bytes(SMALL)
+        large.write_bytes(large_body()[0])
+        grpc_body.write_bytes(_grpc_body())
+        triton = TritonProcess(TritonConfig(demo_repository()))
+        triton.start()
+        triton.wait_ready()
+        from ratls.platforms.sim.chain import load_or_create
+        load_or_create(work / "sim")
+        gateways: dict[str, GatewayThread] = {}
+        try:
+            for label, cls in (("hardened", Gateway), ("unhardened", UnhardenedGateway)):
+                gateways[label] = GatewayThread(triton, free_port(), free_port(), work / f"run-{label}", work / "sim",
+                                                gateway_cls=cls)
+            samples: dict[str, dict[str, list[dict[str, float]]]] = {}
+            for _ in range(rounds):
+                for label, gw in gateways.items():
+                    port = gw.gateway.config.listen.port
+                    rows = samples.setdefault(label, {})
+                    rows.setdefault("http_small", []).append(_wrk(port, small, seconds))
+                    rows.setdefault("http_2mib", []).append(_wrk(port, large, seconds))
+                    rows.setdefault("grpc_small", []).append(_h2load(port, grpc_body, seconds, triton))
+            out: dict[str, Any] = {"rounds": rounds, "seconds": seconds, "connections": CONNECTIONS}
+            for scenario in ("http_small", "http_2mib", "grpc_small"):
+                med = {label: statistics.median(r["rps"] for r in rows[scenario]) for label, rows in samples.items()}
+                row: dict[str, Any] = {f"{label}_rps": med[label] for label in med}
+                row["ratio"] = med["hardened"] / med["unhardened"]
+                if scenario.startswith("http"):
+                    for label, rows in samples.items():
+                        row[f"{label}_p50_ms"] = statistics.median(r["p50_ms"] for r in rows[scenario])
+                        row[f"{label}_p99_ms"] = statistics.median(r["p99_ms"] for r in rows[scenario])
+                out[scenario] = row
+            return out
+        finally:
+            for gw in gateways.values():
+                gw.stop()
+            triton.close()
+
+
+def main() -> int:
+    result = run()
+    if "skipped" in result:
+        print(f"hardening cost: skipped ({result['skipped']})")
+        return 0
+    print(f"== hardening cost (wrk / h2load, {result['connections']} connections, {result['rounds']} interleaved "
+          f"rounds of {result['seconds']:g}s, medians; gRPC counted from Triton's statistics)")
+    print(f"   {'scenario':11} {'hardened':>10} {'unhardened':>11} {'ratio':>7}")
+    for scenario in ("http_small", "http_2mib", "grpc_small"):
+        row = result[scenario]
+        print(f"   {scenario:11} {row['hardened_rps']:10.0f} {row['unhardened_rps']:11.0f} {row['ratio']:7.3f}")
+    Path(__file__).resolve().parent.joinpath("results", "hardening.json").write_text(json.dumps(result, indent=1))
+    return 0
