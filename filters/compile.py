@@ -471,11 +471,12 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
     # A connection that never completes its handshake is closed (the header timeout only
     # starts at the first request byte).
     plan.filter_chain_extras = {"transport_socket_connect_timeout": f"{lim.tls_handshake_timeout_s:g}s"}
-    plan.listener_extras = {"per_connection_buffer_limit_bytes": 32768}
+    # Envoy's default, stated: the gRPC field extraction needs a stream's whole first message
+    # within it (unary calls are buffered whole before it, below).
+    plan.listener_extras = {"per_connection_buffer_limit_bytes": 2**20}
     plan.overload_manager, plan.buffer_factory = overload_manager(lim)
-    plan.cluster_extras = {**_circuit_breaker(lim.upstream_max_requests), "per_connection_buffer_limit_bytes": 32768}
-    plan.stream_cluster_extras = {**_circuit_breaker(lim.upstream_max_streams),
-                                  "per_connection_buffer_limit_bytes": 32768}
+    plan.cluster_extras = _circuit_breaker(lim.upstream_max_requests)
+    plan.stream_cluster_extras = _circuit_breaker(lim.upstream_max_streams)
     if not policy.enabled:
         plan.pre_routes = compression_routes()  # Triton's unbounded inflation is never acceptable
         return plan  # filters off: Triton catch-alls, only the connection-level limits above
@@ -514,6 +515,13 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
             "regex_value_rewrite": {"pattern": {"regex": r"^(?:/v2/models/([^/]+).*|.*)$"}, "substitution": r"\1"}}}]}})
     grpc_check = needs_grpc_model_check(policy, served_models)
     auth = policy.auth if policy.auth is not None and policy.auth.enabled else None
+    buffer = {"name": "envoy.filters.http.buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+        "max_request_bytes": lim.max_request_bytes}}
+    if auth is None:
+        # Before the field extraction: it then reads a unary call's message from the whole
+        # buffered body, not from the connection buffer (which would cap messages at 1 MiB).
+        filters.append(buffer)
     if grpc_check or auth is not None:
         filters.append(_field_extraction(policy))  # the model a gRPC request names, for RBAC and authz
     if grpc_check:
@@ -528,9 +536,7 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
             "include_peer_certificate": True,
             "metadata_context_namespaces": [FIELD_NS],
         }})
-    filters.append({"name": "envoy.filters.http.buffer", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-        "max_request_bytes": lim.max_request_bytes}})
+        filters.append(buffer)  # an unauthenticated request is refused before its body is buffered
     plan.http_filters = filters
     no_authz = {"envoy.filters.http.ext_authz": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
