@@ -66,10 +66,13 @@ class UnhardenedGateway(Gateway):
         opts.filter_chain_extras, opts.listener_extras = plan.filter_chain_extras, plan.listener_extras
 
 
-def _wrk(port: int, body: Path, seconds: float) -> dict[str, float]:
+def _wrk(port: int, body: Path, seconds: float, header_length: int | None = None) -> dict[str, float]:
+    """wrk at CONNECTIONS connections; a binary-tensor body names its JSON header's length."""
+    headers = {"Content-Type": "application/json"} if header_length is None else {
+        "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)}
     script = body.with_suffix(".lua")
-    script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                      f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+    script.write_text('wrk.method = "POST"\n' + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+                      + f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
                       'done = function(summary, latency, requests)\n'
                       '  io.write(string.format("RESULT %d %d %d %f %f\\n", summary.requests,\n'
                       '    summary.errors.status + summary.errors.connect + summary.errors.read +\n'
@@ -134,7 +137,8 @@ def run(rounds: int = 5, seconds: float = 4.0) -> dict[str, Any]:
         work = Path(tmp)
         small, large, grpc_body = work / "small.json", work / "large.bin", work / "grpc.bin"
         small.write_bytes(SMALL)
-        large.write_bytes(large_body()[0])
+        large_bytes, header_length = large_body()
+        large.write_bytes(large_bytes)
         grpc_body.write_bytes(_grpc_body())
         triton = TritonProcess(TritonConfig(demo_repository()))
         triton.start()
@@ -152,7 +156,7 @@ def run(rounds: int = 5, seconds: float = 4.0) -> dict[str, Any]:
                     port = gw.gateway.config.listen.port
                     rows = samples.setdefault(label, {})
                     rows.setdefault("http_small", []).append(_wrk(port, small, seconds))
-                    rows.setdefault("http_2mib", []).append(_wrk(port, large, seconds))
+                    rows.setdefault("http_2mib", []).append(_wrk(port, large, seconds, header_length))
                     rows.setdefault("grpc_small", []).append(_h2load(port, grpc_body, seconds, triton))
             out: dict[str, Any] = {"rounds": rounds, "seconds": seconds, "connections": CONNECTIONS}
             for scenario in ("http_small", "http_2mib", "grpc_small"):
