@@ -277,14 +277,7 @@ class Gateway:
             readiness=self.readiness,
             limiter=FairEvidenceLimiter(self.config.control.evidence_rate_per_second,
                                         self.config.control.evidence_burst))
-        runner = web.AppRunner(self.evidence_api.app(), access_log=None)
-        await runner.setup()
-        old = os.umask(0o177)
-        try:
-            await web.UnixSite(runner, str(self.run_dir / "control.sock")).start()
-        finally:
-            os.umask(old)
-        self._runners.append(runner)
+        await self._serve_private(self.evidence_api.app(), self.run_dir / "control.sock")
         self._grpc = grpc.aio.server()
         self._grpc.add_generic_rpc_handlers(handlers(ReflectionIndex()))
         old = os.umask(0o177)
@@ -306,14 +299,18 @@ class Gateway:
         admin = web.Application()
         admin.router.add_post("/admin/rotate", self._rotate_handler)
         admin.router.add_get("/admin/status", self._status_handler)
-        admin_runner = web.AppRunner(admin, access_log=None)
-        await admin_runner.setup()
+        await self._serve_private(admin, self.run_dir / "admin.sock")
+
+    async def _serve_private(self, app: web.Application, path: Path) -> None:
+        """Serve *app* on a unix socket created 0600 (the umask closes the window before chmod)."""
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
         old = os.umask(0o177)
         try:
-            await web.UnixSite(admin_runner, str(self.run_dir / "admin.sock")).start()
+            await web.UnixSite(runner, str(path)).start()
         finally:
             os.umask(old)
-        self._runners.append(admin_runner)
+        self._runners.append(runner)
 
     async def _wait_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
