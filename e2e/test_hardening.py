@@ -453,3 +453,56 @@ def test_upstream_outage_is_a_json_error_without_internals(sim_state: Path) -> N
         assert b"reset" not in body and b"upstream connect" not in body
     finally:
         s.stop()
+
+
+# ---- 8. the local proxy honours the policy's max_age after its first verification ----------
+
+def test_proxy_reverifies_at_max_age(hstack: Stack, sim_policy: Path, tmp_path: Path) -> None:
+    import http.client
+
+    import yaml
+
+    from .stack import admin_request
+    from .test_clients import ProxyThread
+
+    doc = yaml.safe_load(sim_policy.read_text())
+    doc["claims"]["max_age"] = "4s"
+    policy = tmp_path / "short.yaml"
+    policy.write_text(yaml.safe_dump(doc))
+    time.sleep(1.1)  # admin rotations are at most one per second
+    assert admin_request(hstack.workdir / "run" / "admin.sock", "/admin/rotate")[0] == 200  # a fresh iat
+    time.sleep(1.5)  # Envoy serves the new certificate to new connections
+    proxy = ProxyThread(f"127.0.0.1:{hstack.port}", policy)
+
+    def ready() -> int:
+        host, port = proxy.address.split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            conn.request("GET", "/v2/health/ready")
+            return conn.getresponse().status
+        except (OSError, http.client.HTTPException):
+            return 0
+        finally:
+            conn.close()
+    try:
+        assert ready() == 200
+        time.sleep(5)  # the certificate is still valid for hours; the policy's max_age is not
+        assert ready() == 0  # refused: the cached verdict lapsed and re-verification fails
+        assert proxy.proxy.stats.refused >= 1
+        assert "max-age" in str(proxy.proxy.last_refusal)
+    finally:
+        proxy.stop()
+
+
+def test_malformed_requests_are_not_quoted_back_or_logged(hstack: Stack) -> None:
+    for request in (b"GET /x?token=s3cr3t-in-line HTTP/1.1\x01\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cr3t-in-header\x00\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", hstack.metrics_port), timeout=10) as c:
+            c.sendall(request)
+            reply = c.recv(4096)
+        assert reply.startswith(b"HTTP/1.0 400") and b"s3cr3t" not in reply, reply
+    time.sleep(0.5)
+    log = hstack.log()
+    assert "s3cr3t" not in log
+    lines = [json.loads(line) for line in log.splitlines() if "aiohttp" in line]
+    assert lines and all(line["logger"] == "aiohttp.server" for line in lines)  # structured, one line each

@@ -31,6 +31,7 @@ from . import envoy_config as ec
 from .config import GatewayConfig
 from .evidence_api import EvidenceApi
 from .evidence_limiter import FairEvidenceLimiter
+from .http_server import QuietAppRunner
 from .identity import IdentityManager
 from .metrics import MetricFamily, render
 from .platform_detect import detect
@@ -290,7 +291,7 @@ class Gateway:
         operator.router.add_get("/metrics", self._metrics_handler)
         operator.router.add_get("/healthz", self.evidence_api.healthz)
         operator.router.add_get("/admin/status", self._status_handler)
-        op_runner = web.AppRunner(operator, access_log=None)
+        op_runner = QuietAppRunner(operator, access_log=None)
         await op_runner.setup()
         await web.TCPSite(op_runner, self.config.control.metrics_address, self.config.control.metrics_port).start()
         self._runners.append(op_runner)
@@ -303,7 +304,7 @@ class Gateway:
 
     async def _serve_private(self, app: web.Application, path: Path) -> None:
         """Serve *app* on a unix socket created 0600 (the umask closes the window before chmod)."""
-        runner = web.AppRunner(app, access_log=None)
+        runner = QuietAppRunner(app, access_log=None)
         await runner.setup()
         old = os.umask(0o177)
         try:

@@ -17,8 +17,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        if record.exc_info:
-            doc["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        if record.exc_info and record.exc_info[1] is not None:
+            # The type and the first line only: a parser error's later lines quote the raw request.
+            exc = record.exc_info[1]
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            doc["error"] = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
         return json.dumps(doc, ensure_ascii=False)
 
 
@@ -29,3 +32,7 @@ def setup(level: str = "info", stream: object = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # Libraries (aiohttp, grpc) log through the root logger: structured too, warnings and up.
+    top = logging.getLogger()
+    top.handlers[:] = [handler]
+    top.setLevel(logging.WARNING)
