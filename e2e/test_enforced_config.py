@@ -111,6 +111,20 @@ def probe_models(stack: Stack, value: Any) -> None:
     assert _unchanged(stack, lambda: _status(stack, "GET", "/v2/models/repeat/ready")) == 404
 
 
+def probe_models_scope(stack: Stack, value: str) -> None:
+    assert value == "http, grpc unary, grpc stream first message"
+    req = add_sub_request()
+    req.model_name = "repeat"  # served, not exposed
+    with grpc_channel(stack) as channel:
+        def call() -> grpc.StatusCode:
+            try:
+                model_infer(channel)(req, timeout=10)
+                return grpc.StatusCode.OK
+            except grpc.RpcError as exc:
+                return exc.code()
+        assert _unchanged(stack, call) == grpc.StatusCode.PERMISSION_DENIED
+
+
 def probe_strip_headers(stack: Stack, value: list[str]) -> None:
     # What Triton receives cannot be seen with the real Triton: the capture upstream of
     # test_filters.test_headers_are_sanitised proves the removal; here, that the set is the default.
@@ -449,7 +463,7 @@ def probe_upstream_host(stack: Stack, value: str) -> None:
 PROBES: dict[str, Callable[[Stack, Any], None]] = {
     "listen.port": probe_listen_port, "listen.tls_min_version": probe_tls_version,
     "upstreams.mode": probe_upstream_mode, "upstreams.host": probe_upstream_host,
-    "filters.enabled": probe_enabled, "filters.models": probe_models,
+    "filters.enabled": probe_enabled, "filters.models": probe_models, "filters.models_scope": probe_models_scope,
     "filters.strip_headers": probe_strip_headers, "filters.strip_header_prefixes": probe_strip_prefixes,
     **{f"filters.exposure.{c.value}": probe_exposure(c.value) for c in Category},
     "filters.limits.max_request_bytes": probe_max_request_bytes,

@@ -389,7 +389,7 @@ def test_triton_refuses_denied_apis_to_local_processes(hstack: Stack) -> None:
                          ("POST", "/v2/systemsharedmemory/region/r/register"), ("GET", "/v2/models/stats"),
                          ("GET", "/v2/models/add_sub/config"), ("POST", "/v2/logging"), ("GET", "/v2/trace/setting")):
         req = urllib.request.Request(base + path, method=method, data=b"{}" if method == "POST" else None,
-                                     headers={"ratls-denied": "never sent"})
+                                     headers={"ratls-denied": "never sent", "Ratls-Denied": "never"})
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(req, timeout=10)
         assert refused.value.code == 403 and b"restricted" in refused.value.read(), path
@@ -404,6 +404,47 @@ def test_triton_refuses_denied_apis_to_local_processes(hstack: Stack) -> None:
                              "inference.GRPCInferenceService/SystemSharedMemoryRegister"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "restricted" in result.stderr
+    # Presenting the keys themselves, byte for byte, does not work either: HTTP/1.1 cannot carry
+    # the line feed of the HTTP key, HTTP/2 (gRPC) forbids the capitals of the gRPC key.
+    with socket.create_connection(("127.0.0.1", triton["http_port"]), timeout=10) as c:
+        c.sendall(b"GET /v2/models/stats HTTP/1.1\r\nHost: x\r\nratls-denied: never\nsent\r\n\r\n")
+        assert not c.recv(200).startswith(b"HTTP/1.1 200")
+    assert _raw_grpc_status(triton["grpc_port"], "/inference.GRPCInferenceService/SystemSharedMemoryStatus",
+                            [("triton-grpc-protocol-Ratls-Denied", "never")]) != "0"
+    assert _raw_grpc_status(triton["grpc_port"], "/inference.GRPCInferenceService/SystemSharedMemoryStatus",
+                            [("triton-grpc-protocol-ratls-denied", "never")]) == "14"  # restricted
+
+
+def _raw_grpc_status(port: int, path: str, extra: list[tuple[str, str]]) -> str:
+    """A unary call from a raw HTTP/2 client that sends headers exactly as given (no validation);
+    the grpc-status it got, or 'reset'."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False,
+        validate_inbound_headers=False))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "POST"), (":path", path), (":scheme", "http"), (":authority", "x"),
+                          ("content-type", "application/grpc"), ("te", "trailers"), *extra])
+    conn.send_data(1, b"\0\0\0\0\0", end_stream=True)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(conn.data_to_send())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            data = s.recv(65536)
+            if not data:
+                return "closed"
+            for event in conn.receive_data(data):
+                if isinstance(event, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                    return "reset"
+                if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                    status = dict(event.headers).get(b"grpc-status")
+                    if status is not None:
+                        return status.decode()
+            s.sendall(conn.data_to_send())
+    return "timeout"
 
 
 def test_python_backend_shared_memory_is_private(hstack: Stack) -> None:

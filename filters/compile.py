@@ -41,6 +41,11 @@ class FilterPlan:
     auth: Any = None  # the AuthPolicy when client authentication is on
 
 
+def duration(seconds: float) -> str:
+    """Envoy's duration syntax, never in exponent form (1e+06s is not a duration)."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+
+
 def _local_reply(name: str, status: int, message: str, match: dict[str, Any]) -> dict[str, Any]:
     body = '{"error":"' + message.replace('"', "'") + '"}\n'
     return {"name": name, "match": match, "direct_response": {"status": status, "body": {"inline_string": body}},
@@ -70,7 +75,9 @@ def _model_alternation(policy: FilterPolicy, with_versions: bool) -> str | None:
         if not with_versions:
             parts.append(re.escape(name))
         elif versions:
-            parts.append(re.escape(name) + "(?:/versions/(?:" + "|".join(versions) + "))?")
+            # Pinned versions must be named: Triton resolves an unversioned path to the model's
+            # default version, which need not be a pinned one.
+            parts.append(re.escape(name) + "/versions/(?:" + "|".join(versions) + ")")
         else:
             parts.append(re.escape(name) + "(?:/versions/[0-9]{1,19})?")
     return "(?:" + "|".join(parts) + ")"
@@ -148,8 +155,8 @@ def allowed_http_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
         name = f"{route.category.value}:{route.name}"
         limit = _request_limit(policy, route.category)
         action = {"cluster": CLUSTER_HTTP,
-                  "timeout": "0s" if route.streaming else f"{policy.limits.request_timeout_s:g}s",
-                  "idle_timeout": f"{policy.limits.stream_idle_timeout_s:g}s",
+                  "timeout": "0s" if route.streaming else duration(policy.limits.request_timeout_s),
+                  "idle_timeout": duration(policy.limits.stream_idle_timeout_s),
                   **(_no_stream_cap() if route.streaming else {})}
         method = _method_match(route.methods)
         # Every body is buffered whole before Triton sees a byte: Triton gets Content-Length,
@@ -206,9 +213,8 @@ def _rbac_models(method: GrpcMethod, policy: FilterPolicy) -> dict[str, Any]:
         allowed_versions = [_dyn({"filter": FIELD_NS, "path": [{"key": version_field}],
                                  "value": {"list_match": {"one_of": {"string_match": {"exact": v}}}}})
                             for v in versions]
-        no_version = {"not_id": _dyn({"filter": FIELD_NS, "path": [{"key": version_field}],
-                                      "value": {"present_match": True}})}
-        principals.append({"and_ids": {"ids": [model_match, {"or_ids": {"ids": [no_version, *allowed_versions]}}]}})
+        # as for HTTP: a pinned version must be named in the request
+        principals.append({"and_ids": {"ids": [model_match, {"or_ids": {"ids": allowed_versions}}]}})
     rules: dict[str, Any] = {"action": "ALLOW", "policies": {}}
     if principals:
         rules["policies"]["allowed-models"] = {"permissions": [{"any": True}],
@@ -235,8 +241,8 @@ def grpc_routes(policy: FilterPolicy, per_model: bool = True) -> list[dict[str, 
             continue
         streaming = method.client_streaming or method.server_streaming
         action: dict[str, Any] = {"cluster": CLUSTER_GRPC_STREAM if method.client_streaming else CLUSTER_GRPC,
-                                  "timeout": "0s" if streaming else f"{lim.request_timeout_s:g}s",
-                                  "idle_timeout": f"{lim.stream_idle_timeout_s:g}s",
+                                  "timeout": "0s" if streaming else duration(lim.request_timeout_s),
+                                  "idle_timeout": duration(lim.stream_idle_timeout_s),
                                   **(_no_stream_cap() if streaming else {})}
         entry: dict[str, Any] = {"name": f"{method.category.value}:{method.method}", "match": match,
                                  "route": action}
@@ -341,7 +347,7 @@ def _token_bucket(rate: float, burst: int) -> dict[str, Any]:
     # longer interval for rates below 1/s).
     if rate >= 1:
         return {"max_tokens": burst, "tokens_per_fill": max(1, int(rate)), "fill_interval": "1s"}
-    return {"max_tokens": burst, "tokens_per_fill": 1, "fill_interval": f"{1 / rate:g}s"}
+    return {"max_tokens": burst, "tokens_per_fill": 1, "fill_interval": duration(1 / rate)}
 
 
 def needs_grpc_model_check(policy: FilterPolicy, served: list[str] | None) -> bool:
@@ -448,14 +454,14 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
         "normalize_path": False,
         "merge_slashes": False,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
-        "request_headers_timeout": f"{lim.request_headers_timeout_s:g}s",
-        "stream_idle_timeout": f"{lim.stream_idle_timeout_s:g}s",
+        "request_headers_timeout": duration(lim.request_headers_timeout_s),
+        "stream_idle_timeout": duration(lim.stream_idle_timeout_s),
         "max_request_headers_kb": lim.max_request_headers_kb,
         "server_name": "ratls-gateway",
-        "common_http_protocol_options": {"idle_timeout": f"{lim.idle_timeout_s:g}s",
+        "common_http_protocol_options": {"idle_timeout": duration(lim.idle_timeout_s),
                                          "max_headers_count": lim.max_headers_count,
                                          # the whole exchange, body upload included (streams opt out)
-                                         "max_stream_duration": f"{lim.request_timeout_s:g}s",
+                                         "max_stream_duration": duration(lim.request_timeout_s),
                                          "headers_with_underscores_action": "REJECT_REQUEST"},
         # Envoy's edge defaults: small windows, so a client cannot park megabytes per stream.
         "http2_protocol_options": {"max_concurrent_streams": lim.max_concurrent_streams,
@@ -470,7 +476,7 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
         "stat_prefix": "ratls", "max_connections": lim.max_connections}}]
     # A connection that never completes its handshake is closed (the header timeout only
     # starts at the first request byte).
-    plan.filter_chain_extras = {"transport_socket_connect_timeout": f"{lim.tls_handshake_timeout_s:g}s"}
+    plan.filter_chain_extras = {"transport_socket_connect_timeout": duration(lim.tls_handshake_timeout_s)}
     # Envoy's default, stated: the gRPC field extraction needs a stream's whole first message
     # within it (unary calls are buffered whole before it, below).
     plan.listener_extras = {"per_connection_buffer_limit_bytes": 2**20}
@@ -515,13 +521,12 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
             "regex_value_rewrite": {"pattern": {"regex": r"^(?:/v2/models/([^/]+).*|.*)$"}, "substitution": r"\1"}}}]}})
     grpc_check = needs_grpc_model_check(policy, served_models)
     auth = policy.auth if policy.auth is not None and policy.auth.enabled else None
-    buffer = {"name": "envoy.filters.http.buffer", "typed_config": {
+    # The buffer comes before the field extraction: that then reads a unary call's message from
+    # the whole buffered body, not from the 1 MiB connection buffer. (An unauthenticated client
+    # can so make Envoy buffer a body before ext_authz refuses it: bounded by the heap cap.)
+    filters.append({"name": "envoy.filters.http.buffer", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-        "max_request_bytes": lim.max_request_bytes}}
-    if auth is None:
-        # Before the field extraction: it then reads a unary call's message from the whole
-        # buffered body, not from the connection buffer (which would cap messages at 1 MiB).
-        filters.append(buffer)
+        "max_request_bytes": lim.max_request_bytes}})
     if grpc_check or auth is not None:
         filters.append(_field_extraction(policy))  # the model a gRPC request names, for RBAC and authz
     if grpc_check:
@@ -536,7 +541,6 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
             "include_peer_certificate": True,
             "metadata_context_namespaces": [FIELD_NS],
         }})
-        filters.append(buffer)  # an unauthenticated request is refused before its body is buffered
     plan.http_filters = filters
     no_authz = {"envoy.filters.http.ext_authz": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
@@ -563,7 +567,9 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
             route.setdefault("typed_per_filter_config", {}).update(no_authz)
         for route in plan.routes:
             category = route["name"].split(":", 1)[0]
-            if category in auth.exempt_categories or "route" not in route:
+            # Refusals need no account; GET /v2 (answered by Envoy) is metadata like any other.
+            refusal = "route" not in route and route["name"] != "metadata:server-metadata"
+            if category in auth.exempt_categories or refusal:
                 route.setdefault("typed_per_filter_config", {}).update(no_authz)
     return plan
 

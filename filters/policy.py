@@ -33,9 +33,14 @@ def parse_size(value: Any, path: str) -> int:
 
 def _seconds(value: Any, path: str) -> float:
     try:
-        return parse_duration(value, what=path).total_seconds()
+        seconds = parse_duration(value, what=path).total_seconds()
     except Exception:  # noqa: BLE001 - re-raised with the key path
         raise ConfigError(f"{path}: cannot read duration {value!r}", hint="use e.g. 30s, 5m") from None
+    if seconds <= 0:
+        # Envoy reads 0 as "no timeout": a protection the attested config would show as 0.0.
+        raise ConfigError(f"{path}: must be longer than 0 (Envoy would read 0 as no timeout)",
+                          hint="use e.g. 30s, 5m")
+    return seconds
 
 
 def _Reader(data: Any, path: str) -> KeyedReader:  # noqa: N802 - reads like the class it returns
@@ -92,10 +97,10 @@ class Limits:
     per_client_rate_limit: RateLimit | None = None
 
     # What still applies with filters.enabled: false (Envoy's catch-all routes, no filters).
-    CONNECTION_LEVEL = ("request_timeout_s", "stream_idle_timeout_s", "request_headers_timeout_s",
+    CONNECTION_LEVEL = ("stream_idle_timeout_s", "request_headers_timeout_s",
                         "tls_handshake_timeout_s", "idle_timeout_s", "max_connections", "max_concurrent_streams",
                         "max_request_headers_kb", "max_headers_count", "upstream_max_requests",
-                        "upstream_max_streams", "max_heap_bytes", "access_log_max_bytes", "compressed_requests")
+                        "max_heap_bytes", "access_log_max_bytes", "compressed_requests")
 
     def to_json(self, request_level: bool = True) -> dict[str, Any]:
         full = self._all_json()
@@ -145,15 +150,25 @@ class FilterPolicy:
                             self.auth)
 
     def canonical(self) -> dict[str, Any]:
-        """The effective policy as attested (its SHA-256 is part of the `config` claim)."""
+        """The effective policy as attested (its SHA-256 is part of the `config` claim): only what
+        Envoy enforces. With filters off every request is forwarded, so nothing else is claimed."""
+        limits = self.limits.to_json(request_level=self.enabled)
+        if self.access_log == "stdout":
+            limits["access_log_max_bytes"] = None  # Envoy's stdout is the supervisor's to bound
+        if not self.enabled:
+            return {"enabled": False, "exposure": "forwarded", "models": ALL_MODELS, "strip_headers": [],
+                    "strip_header_prefixes": [], "limits": limits, "access_log": self.access_log is not None,
+                    "auth": None}
         return {
             "enabled": self.enabled,
             "exposure": {c.value: e.value for c, e in sorted(self.exposure.items(), key=lambda kv: kv[0].value)},
             "models": {m: list(v) for m, v in sorted((self.models or {}).items())} if self.models is not None
             else ALL_MODELS,
+            # gRPC names the model inside the message: a stream's first message is the one read
+            "models_scope": "http, grpc unary, grpc stream first message",
             "strip_headers": sorted(self.strip_headers),
             "strip_header_prefixes": sorted(self.strip_header_prefixes),
-            "limits": self.limits.to_json(request_level=self.enabled),
+            "limits": limits,
             "access_log": self.access_log is not None,
             "auth": self.auth.canonical() if self.auth is not None and self.auth.enabled else None,
         }
@@ -293,6 +308,9 @@ def parse_filter_policy(data: Any, path: str = "filters") -> FilterPolicy:
     if access_log is not None and not isinstance(access_log, str):
         raise ConfigError(f"{path}.access_log: expected 'run_dir', 'stdout', a file path, or null")
     r.finish()
+    if not enabled and auth is not None and auth.enabled:
+        raise ConfigError(f"{path}.auth: client authentication needs the request filters",
+                          hint=f"remove {path}.enabled: false (with filters off every request is forwarded)")
     return FilterPolicy(enabled=enabled, exposure=exposure, models=models,
                         strip_headers=tuple(DEFAULT_STRIP_HEADERS) + tuple(h.lower() for h in strip),
                         limits=limits, access_log=access_log, allow_dangerous=tuple(sorted(dangerous)), auth=auth)

@@ -122,6 +122,7 @@ class Gateway:
             self._tmp = tempfile.TemporaryDirectory(prefix="ratls-gw-")
             self.run_dir = Path(self._tmp.name)
         os.chmod(self.run_dir, 0o700)
+        self._raise_file_limit()
         platform = self.platform  # fail early (and loudly) when no TEE and not sim
         if platform.simulated:
             log.warning("identity platform is SIMULATED: certificates carry no hardware evidence")
@@ -168,6 +169,22 @@ class Gateway:
         log.info("gateway ready on %s:%d (platform %s, config %s)", cfg.listen.address, cfg.listen.port,
                  platform.name, self.security_digest)
 
+    def _raise_file_limit(self) -> None:
+        """Envoy inherits our descriptor limit: the attested max_connections must fit in it
+        (a stock login shell gives 1024, which idle sockets would exhaust long before)."""
+        import resource
+
+        lim = self._configured_filter_policy().limits
+        needed = lim.max_connections + 2 * lim.upstream_max_requests + lim.upstream_max_streams + 512
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise ConfigError(f"the open-file limit ({hard}) is below what filters.limits.max_connections "
+                              f"({lim.max_connections}) and the upstream budgets need ({needed})",
+                              hint="raise it (systemd LimitNOFILE=, docker --ulimit nofile=, ulimit -Hn) or lower "
+                                   "filters.limits.max_connections")
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
     def _configured_filter_policy(self) -> Any:
         policy = self.config.filter_policy
         if policy is None:
@@ -176,15 +193,17 @@ class Gateway:
         return policy
 
     def _denied_triton_groups(self) -> tuple[str, ...]:
-        """Triton API groups the policy denies: Triton refuses them itself, to everyone."""
-        from triton_backend.catalog import RESTRICTED_API_GROUP, Category
+        """Triton API groups the policy denies: Triton refuses them itself, to everyone. Taken
+        from the exposure rules even with filters off (Triton then still enforces the denies);
+        health never, since the gateway's own readiness probe needs it."""
+        from triton_backend.catalog import RESTRICTED_API_GROUP, Category, Exposure
 
-        policy = self._configured_filter_policy()
+        exposure = self._configured_filter_policy().exposure
         groups = []
         for category, group in RESTRICTED_API_GROUP.items():
-            if policy.allowed(category):
+            if category is Category.HEALTH or exposure[category] is Exposure.ALLOW:
                 continue
-            if category is Category.INFERENCE and policy.allowed(Category.GENERATE):
+            if category is Category.INFERENCE and exposure[Category.GENERATE] is Exposure.ALLOW:
                 continue  # generate is part of Triton's inference group
             groups.append(group)
         return tuple(groups)
@@ -436,18 +455,23 @@ class Gateway:
 
     async def _access_log_loop(self, path: Path) -> None:
         """Envoy's file log never rotates; on a tmpfs run dir it is RAM. Past the attested size
-        it is moved to <name>.1 (replacing the previous one) and Envoy reopens its log."""
+        it is moved to <name>.1 (replacing the previous one) and Envoy reopens its log; a reopen
+        that did not happen is retried until Envoy writes to a new file again."""
         limit = self.filter_policy.limits.access_log_max_bytes
+        reopen_pending = False
         while True:
             await asyncio.sleep(ACCESS_LOG_CHECK_S)
             try:
-                if path.stat().st_size <= limit:
-                    continue
-                os.replace(path, path.with_name(path.name + ".1"))
+                if not reopen_pending:
+                    if path.stat().st_size <= limit:
+                        continue
+                    os.replace(path, path.with_name(path.name + ".1"))
+                    self.access_log_rotations += 1
+                reopen_pending = await self._envoy_admin("POST", "/reopen_logs") is None or not path.exists()
             except FileNotFoundError:
-                continue
-            self.access_log_rotations += 1
-            await self._envoy_admin("POST", "/reopen_logs")
+                reopen_pending = True  # moved, and Envoy has not reopened yet
+            except OSError as exc:
+                log.error("access log rotation failed: %s", exc.strerror or exc)
 
     async def _envoy_admin(self, method: str, path: str) -> str | None:
         assert self.run_dir is not None

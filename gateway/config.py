@@ -198,6 +198,9 @@ def _validate(cfg: GatewayConfig) -> None:
     for path in _PORTS:
         if not 0 <= get(path) <= 65535:
             raise ConfigError(f"{path}: {get(path)} is not a TCP port (0-65535)")
+    if not cfg.control.evidence_rate_per_second > 0 or cfg.control.evidence_burst < 1:
+        raise ConfigError("control.evidence_rate_per_second must be positive and control.evidence_burst at least 1",
+                          hint="the defaults are 2 and 4 per client address")
     if cfg.listen.port == 0:
         raise ConfigError("listen.port: the public port must be set (e.g. 8443)")
     if not 0.1 <= cfg.identity.rotate_at <= 0.9:

@@ -8,6 +8,7 @@ one waiter per address, a client waits behind at most one request of each other 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,8 @@ class Refused(Exception):
 class FairEvidenceLimiter:
     def __init__(self, rate: float, burst: int, *, max_clients: int = 4096, max_pending: int = 256,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("the fresh-evidence rate must be positive and the burst at least 1")
         self.rate, self.burst = rate, burst
         self.max_clients, self.max_pending = max_clients, max_pending
         self.clock = clock
@@ -56,14 +59,28 @@ class FairEvidenceLimiter:
             return 0.0
         return (1 - bucket.tokens) / self.rate
 
+    @staticmethod
+    def client_key(address: str) -> str:
+        """One bucket per IPv4 address and per IPv6 /64 (one host usually holds a whole /64)."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return address
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        return str(ip)
+
     async def run(self, client: str, job: Callable[[], Awaitable[T]]) -> T:
+        client = self.client_key(client)
         if client in self._in_flight:
             raise Refused("a fresh-evidence request from this address is already in progress", 1.0)
+        if self.pending >= self.max_pending:  # before taking a token: a refusal costs the client none
+            raise Refused("too many clients are waiting for fresh evidence", 1.0)
         wait = self._take(client)
         if wait:
             raise Refused("fresh evidence is rate-limited per client address", wait)
-        if self.pending >= self.max_pending:
-            raise Refused("too many clients are waiting for fresh evidence", 1.0)
         self._in_flight.add(client)
         self.pending += 1
         try:

@@ -128,18 +128,20 @@ class TritonConfig:
     deny_apis: tuple[str, ...] = ()
 
 
-# A header value no HTTP/1.1 or gRPC client can send (a raw line feed ends a header line and is
-# forbidden in gRPC metadata): the restricted groups need a key nobody can present, so there is
-# no secret to keep (Triton's command line is readable by local processes).
-UNSATISFIABLE_KEY = "ratls-denied=never\nsent"
+# Keys no client can present, so the restricted groups need no secret (Triton's command line is
+# readable by local processes). HTTP/1.1: a value holding a raw line feed, which ends a header
+# line. gRPC: a key with capitals, which HTTP/2 forbids in header names (gRPC core resets such a
+# stream; it does pass a line feed in a value through, so that trick is not enough there).
+UNSATISFIABLE_HTTP_KEY = "ratls-denied=never\nsent"
+UNSATISFIABLE_GRPC_KEY = "Ratls-Denied=never"
 
 
 def restricted_api_args(groups: tuple[str, ...]) -> list[str]:
     if not groups:
         return []
     joined = ",".join(sorted(groups))
-    return [f"--http-restricted-api={joined}:{UNSATISFIABLE_KEY}",
-            f"--grpc-restricted-protocol={joined}:{UNSATISFIABLE_KEY}"]
+    return [f"--http-restricted-api={joined}:{UNSATISFIABLE_HTTP_KEY}",
+            f"--grpc-restricted-protocol={joined}:{UNSATISFIABLE_GRPC_KEY}"]
 
 
 class TritonProcess:
@@ -287,42 +289,56 @@ class TritonProcess:
         self.stop()
         raise TritonLaunchError(f"tritonserver was not ready within the deadline; last log lines:\n{tail}")
 
+    # The python backend's region names (boost shared_memory_object under /dev/shm).
+    SHM_PREFIX = "/dev/shm/triton_python_backend_shm_region_"  # noqa: S108 - reading Triton's, not creating
+
     def shared_memory_regions(self) -> set[Path]:
-        """The /dev/shm files mapped by this Triton and its python-backend stubs (its process
-        group), read from /proc: exactly ours, whatever another Triton on the host does."""
+        """The python-backend regions mapped by this Triton and its stubs (its process group),
+        read from /proc: exactly ours, whatever another Triton on the host does."""
         if self.proc is None:
             return set()
         regions: set[Path] = set()
+        prefix = self.SHM_PREFIX.encode()
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
             try:
                 if os.getpgid(int(proc.name)) != self.proc.pid:
                     continue
-                maps = (proc / "maps").read_text()
+                maps = (proc / "maps").read_bytes()
             except (OSError, ProcessLookupError):
                 continue
             for line in maps.splitlines():
                 parts = line.split(maxsplit=5)
-                path = parts[5] if len(parts) == 6 else ""
-                if path.startswith("/dev/shm/"):  # noqa: S108 - reading what Triton mapped, not creating
-                    regions.add(Path(path.removesuffix(" (deleted)")))
+                if len(parts) == 6 and parts[5].startswith(prefix):
+                    regions.add(Path(os.fsdecode(parts[5].removesuffix(b" (deleted)"))))
         return regions
 
     def make_shm_private(self) -> int:
         """chmod 0600 the python backend's shared-memory regions: it creates them 0644 whatever
-        the umask, and they hold request and response tensors. Returns how many changed."""
+        the umask, and they hold request and response tensors. Returns how many changed. A
+        descriptor opened before the change is not revoked: give Triton a private /dev/shm
+        (container IPC namespace, systemd PrivateDevices=) where other local users run."""
         changed = 0
-        regions = self.shared_memory_regions()
+        try:
+            regions = self.shared_memory_regions()
+        except Exception:  # noqa: BLE001 - never let the scan stop Triton's supervision
+            return 0
         self._regions |= regions
         for region in regions:
             try:
-                st = region.stat()
+                fd = os.open(region, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue  # released between the scan and the open, or a symlink
+            try:
+                st = os.fstat(fd)
                 if st.st_uid == os.getuid() and st.st_mode & 0o077:
-                    region.chmod(0o600)
+                    os.fchmod(fd, 0o600)
                     changed += 1
             except OSError:
-                continue  # released between the scan and the chmod
+                pass
+            finally:
+                os.close(fd)
         return changed
 
     def check_alive(self) -> None:
@@ -358,7 +374,7 @@ class TritonProcess:
         code = self.proc.returncode
         for region in self._regions:  # a killed Triton leaves them behind, tensors included
             try:
-                if region.stat().st_uid == os.getuid():
+                if region.lstat().st_uid == os.getuid():
                     region.unlink()
             except OSError:
                 pass

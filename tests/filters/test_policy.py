@@ -44,6 +44,11 @@ def test_dangerous_exposure_needs_acknowledgement() -> None:
     ({"limits": {"max_request_bytes_by_category": {"nope": 1}}}, "unknown API category"),
     ({"limits": {"request_timeout": "forever"}}, "request_timeout"),
     ({"enabled": "yes"}, "true or false"),
+    ({"limits": {"idle_timeout": "0s"}}, "filters.limits.idle_timeout: must be longer than 0"),
+    ({"limits": {"tls_handshake_timeout": 0}}, "tls_handshake_timeout: must be longer than 0"),
+    ({"limits": {"compressed_requests": "inflate"}}, "compressed_requests: expected one of refuse"),
+    ({"enabled": False, "auth": {"api_keys": {"header": "x-api-key", "keys": [
+        {"name": "a", "sha256": "0" * 64, "models": "*"}]}}}, "client authentication needs the request filters"),
     ([], "expected a mapping"),
 ])
 def test_invalid_policies_name_the_key(doc: object, message: str) -> None:
@@ -60,3 +65,23 @@ def test_canonical_form_changes_with_the_policy() -> None:
     b = parse_filter_policy({"expose": {"model-config": "allow"}}).with_models(["add_sub"]).canonical()
     c = parse_filter_policy({}).with_models(["add_sub", "other"]).canonical()
     assert a != b and a != c and a == parse_filter_policy({}).with_models(["add_sub"]).canonical()
+
+
+def test_filters_off_attests_only_what_is_enforced() -> None:
+    doc = parse_filter_policy({"enabled": False}).canonical()
+    assert doc["exposure"] == "forwarded" and doc["models"] == "*" and doc["auth"] is None
+    assert doc["strip_headers"] == [] and "max_request_bytes" not in doc["limits"]
+    assert "request_timeout_s" not in doc["limits"] and "upstream_max_streams" not in doc["limits"]
+
+
+def test_stdout_access_log_attests_no_size_cap() -> None:
+    assert parse_filter_policy({"access_log": "stdout"}).canonical()["limits"]["access_log_max_bytes"] is None
+    assert parse_filter_policy({}).canonical()["limits"]["access_log_max_bytes"] == 16 * 2**20
+
+
+def test_long_durations_are_valid_envoy_durations() -> None:
+    from filters.compile import compile_policy, duration
+
+    assert duration(1_000_000) == "1000000s" and duration(0.25) == "0.25s" and duration(300) == "300s"
+    plan = compile_policy(parse_filter_policy({"limits": {"request_timeout": "300h"}}), access_log_path=None)
+    assert plan.hcm_extras["common_http_protocol_options"]["max_stream_duration"] == "1080000s"

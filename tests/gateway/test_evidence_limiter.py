@@ -92,3 +92,15 @@ def test_client_table_is_bounded() -> None:
             await limiter.run(f"c{i}", _ok)
     asyncio.run(go())
     assert len(limiter._buckets) == 3
+
+
+def test_an_ipv6_host_is_one_client_per_64() -> None:
+    key = FairEvidenceLimiter.client_key
+    assert key("2001:db8:1:2::1") == key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert key("2001:db8:1:3::1") != key("2001:db8:1:2::1")
+    assert key("::ffff:10.0.0.1") == key("10.0.0.1") == "10.0.0.1"
+
+
+def test_rate_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        FairEvidenceLimiter(rate=0, burst=1)

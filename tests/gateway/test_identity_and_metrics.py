@@ -84,3 +84,22 @@ def test_rotation_comes_before_embedded_tdx_collateral_goes_stale(sim_chain: Sim
                         config_digest="sha256:" + "b" * 64)
     m.issue()
     assert m.rotation_due(real_now) == stale_at - COLLATERAL_REFRESH_MARGIN
+
+
+@pytest.mark.parametrize(("filters", "restricted", "open_"), [
+    ({}, {"model-repository", "shared-memory", "statistics", "trace", "logging", "model-config"},
+     {"health", "metadata", "inference"}),
+    # filters off: Triton still refuses what the exposure rules deny
+    ({"enabled": False}, {"model-repository", "shared-memory", "statistics"}, {"health", "inference"}),
+    # the gateway's own readiness probe needs health even when clients may not use it
+    ({"expose": {"health": "deny"}}, {"model-repository"}, {"health"}),
+    ({"expose": {"generate": "allow", "inference": "deny"}}, {"statistics"}, {"inference"}),
+])
+def test_triton_restricts_the_denied_groups(filters: dict, restricted: set, open_: set) -> None:
+    from gateway.app import Gateway
+    from gateway.config import load_config
+
+    config = load_config(None, {"RATLS_GATEWAY__IDENTITY__PLATFORM": "sim"})
+    config.filters = filters
+    groups = set(Gateway(config)._denied_triton_groups())
+    assert restricted <= groups and not open_ & groups
