@@ -217,9 +217,10 @@ class Gateway:
                     if resp.status == 200:
                         doc = await resp.json(content_type=None)
                         return doc if isinstance(doc, dict) else None
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
-            pass
-        return None  # Envoy then forwards GET /v2 to Triton as before
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            log.warning("Triton's server metadata unavailable (%s): GET /v2 is forwarded to Triton, "
+                        "extensions unfiltered", type(exc).__name__)
+        return None
 
     def _compile_filters(self, server_metadata: dict[str, Any] | None = None) -> None:
         policy = self._configured_filter_policy()
