@@ -16,6 +16,7 @@ from .policy import FilterPolicy
 CLUSTER_HTTP = "triton_http"
 CLUSTER_GRPC = "triton_grpc"
 CLUSTER_GRPC_STREAM = "triton_grpc_stream"  # same Triton port, its own upstream budget
+CLUSTER_HTTP_STREAM = "triton_http_stream"  # generate_stream, likewise
 CLUSTER_AUTHZ = "ratls_authz"
 FIELD_NS = "envoy.filters.http.grpc_field_extraction"
 LOG_NS = "ratls.log"
@@ -154,7 +155,7 @@ def allowed_http_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
             continue
         name = f"{route.category.value}:{route.name}"
         limit = _request_limit(policy, route.category)
-        action = {"cluster": CLUSTER_HTTP,
+        action = {"cluster": CLUSTER_HTTP_STREAM if route.streaming else CLUSTER_HTTP,
                   "timeout": "0s" if route.streaming else duration(policy.limits.request_timeout_s),
                   "idle_timeout": duration(policy.limits.stream_idle_timeout_s),
                   **(_no_stream_cap() if route.streaming else {})}

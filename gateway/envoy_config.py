@@ -49,6 +49,7 @@ SECRET_NAME = "ratls_server_cert"  # noqa: S105 - a resource name
 CLUSTER_TRITON_HTTP = "triton_http"
 CLUSTER_TRITON_GRPC = "triton_grpc"
 CLUSTER_TRITON_GRPC_STREAM = "triton_grpc_stream"
+CLUSTER_TRITON_HTTP_STREAM = "triton_http_stream"  # generate_stream: streaming responses
 CLUSTER_CONTROL = "ratls_control"
 CLUSTER_REFLECTION = "ratls_reflection"
 CLUSTER_XDS = "ratls_xds"
@@ -118,6 +119,7 @@ def clusters(up: Upstreams, triton_extras: dict[str, Any] | None = None,
         _cluster(CLUSTER_TRITON_HTTP, _socket_address(up.triton_host, up.triton_http_port)),
         _cluster(CLUSTER_TRITON_GRPC, _socket_address(up.triton_host, up.triton_grpc_port), h2=True),
         _cluster(CLUSTER_TRITON_GRPC_STREAM, _socket_address(up.triton_host, up.triton_grpc_port), h2=True),
+        _cluster(CLUSTER_TRITON_HTTP_STREAM, _socket_address(up.triton_host, up.triton_http_port)),
         _cluster(CLUSTER_CONTROL, {"pipe": {"path": str(up.control_socket)}}),
         _cluster(CLUSTER_REFLECTION, {"pipe": {"path": str(up.reflection_socket)}}, h2=True),
     ]
@@ -128,7 +130,7 @@ def clusters(up: Upstreams, triton_extras: dict[str, Any] | None = None,
         spec["common_http_protocol_options"] = {"idle_timeout": "300s"}
         if spec["name"] in (CLUSTER_TRITON_HTTP, CLUSTER_TRITON_GRPC) and triton_extras:
             spec.update(triton_extras)
-        if spec["name"] == CLUSTER_TRITON_GRPC_STREAM and stream_extras:
+        if spec["name"] in (CLUSTER_TRITON_GRPC_STREAM, CLUSTER_TRITON_HTTP_STREAM) and stream_extras:
             spec.update(stream_extras)
     return [json_format.ParseDict(s, cluster_pb2.Cluster()) for s in specs]
 

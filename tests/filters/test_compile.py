@@ -69,6 +69,10 @@ def test_denied_grpc_methods_never_route_to_triton() -> None:
     assert stream["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"] is True
     assert stream["route"]["cluster"] == "triton_grpc_stream"
     assert stream["route"]["max_stream_duration"] == {"max_stream_duration": "0s"}
+    # generate_stream (opt-in) has its own upstream budget too
+    _, gen = plan_for({"expose": {"generate": "allow"}})
+    streaming = [r for r in routes_of(gen) if r["name"] == "generate:model-generate-stream"]
+    assert streaming and all(r["route"]["cluster"] == "triton_http_stream" for r in streaming)
 
 
 def test_http_routes_restricted_to_allowed_models() -> None:

@@ -16,7 +16,7 @@ def upstreams(tmp_path: Path) -> ec.Upstreams:
 def test_clusters(upstreams: ec.Upstreams) -> None:
     by_name = {c.name: ec.to_json(c) for c in ec.clusters(upstreams)}
     assert set(by_name) == {ec.CLUSTER_TRITON_HTTP, ec.CLUSTER_TRITON_GRPC, ec.CLUSTER_TRITON_GRPC_STREAM,
-                            ec.CLUSTER_CONTROL, ec.CLUSTER_REFLECTION}
+                            ec.CLUSTER_TRITON_HTTP_STREAM, ec.CLUSTER_CONTROL, ec.CLUSTER_REFLECTION}
     grpc = by_name[ec.CLUSTER_TRITON_GRPC]
     assert "http2_protocol_options" in str(grpc["typed_extension_protocol_options"])
     assert "http2_protocol_options" not in str(by_name[ec.CLUSTER_TRITON_HTTP])
