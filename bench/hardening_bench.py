@@ -35,7 +35,7 @@ def unharden(plan: Any) -> None:
     """The compiled plan as it was before the hardening (bench only: never served)."""
     from filters.compile import CLUSTER_GRPC, _no_buffer
 
-    plan.overload_manager, plan.buffer_factory = {}, {}
+    plan.overload_manager = {}
     plan.filter_chain_extras, plan.listener_extras = {}, {}
     for key in ("local_reply_config", "server_name"):
         plan.hcm_extras.pop(key, None)

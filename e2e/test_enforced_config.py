@@ -14,7 +14,6 @@ import json
 import re
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import urllib.request
@@ -28,9 +27,9 @@ import pytest
 from triton_backend.catalog import HTTP_ROUTES, Category
 
 from .load import BODY, unverified
-from .stack import Stack, start_stack
+from .stack import Stack, admin_request, start_stack
 from .test_filters import get, raw_request, upstream_requests
-from .test_hardening import add_sub_request, grpc_channel, metric, model_infer
+from .test_hardening import add_sub_request, grpc_channel, infer_code, metric
 
 pytestmark = pytest.mark.slow
 
@@ -116,13 +115,7 @@ def probe_models_scope(stack: Stack, value: str) -> None:
     req = add_sub_request()
     req.model_name = "repeat"  # served, not exposed
     with grpc_channel(stack) as channel:
-        def call() -> grpc.StatusCode:
-            try:
-                model_infer(channel)(req, timeout=10)
-                return grpc.StatusCode.OK
-            except grpc.RpcError as exc:
-                return exc.code()
-        assert _unchanged(stack, call) == grpc.StatusCode.PERMISSION_DENIED
+        assert _unchanged(stack, lambda: infer_code(channel, req)) == grpc.StatusCode.PERMISSION_DENIED
 
 
 def probe_strip_headers(stack: Stack, value: list[str]) -> None:
@@ -168,13 +161,7 @@ def probe_grpc_message(stack: Stack, value: int) -> None:
     req = add_sub_request()
     req.raw_input_contents.append(b"\0" * (value + 1))
     with grpc_channel(stack) as channel:
-        def call() -> grpc.StatusCode:
-            try:
-                model_infer(channel)(req, timeout=10)
-                return grpc.StatusCode.OK
-            except grpc.RpcError as exc:
-                return exc.code()
-        assert _unchanged(stack, call) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert _unchanged(stack, lambda: infer_code(channel, req)) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def probe_grpc_scope(stack: Stack, value: str) -> None:
@@ -341,15 +328,12 @@ def probe_headers_count(stack: Stack, value: int) -> None:
     assert _unchanged(stack, lambda: _status(stack, "GET", "/v2/health/ready", headers=many)) == 431
 
 
-def envoy_admin(stack: Stack, path: str) -> str:
-    sock = stack.workdir / "run" / "envoy-admin.sock"
-    out = subprocess.run(["curl", "-s", "--unix-socket", str(sock), f"http://envoy{path}"], capture_output=True,
-                         text=True, timeout=30)
-    return out.stdout
+def envoy_admin(stack: Stack, path: str) -> Any:
+    return admin_request(stack.workdir / "run" / "envoy-admin.sock", path, "GET")[1]
 
 
 def probe_heap(stack: Stack, value: int) -> None:
-    dump = json.loads(envoy_admin(stack, "/config_dump"))
+    dump = envoy_admin(stack, "/config_dump")
     text = json.dumps(next(c for c in dump["configs"] if "BootstrapConfigDump" in c["@type"]))
     assert f'"max_heap_size_bytes": "{value}"' in text
     assert "reset_high_memory_stream" in text and "http1_server_abort_dispatch" in text

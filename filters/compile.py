@@ -38,7 +38,6 @@ class FilterPlan:
     filter_chain_extras: dict[str, Any] = field(default_factory=dict)
     listener_extras: dict[str, Any] = field(default_factory=dict)
     overload_manager: dict[str, Any] = field(default_factory=dict)  # bootstrap section
-    buffer_factory: dict[str, Any] = field(default_factory=dict)  # bootstrap section
     auth: Any = None  # the AuthPolicy when client authentication is on
 
 
@@ -51,6 +50,13 @@ def _local_reply(name: str, status: int, message: str, match: dict[str, Any]) ->
     body = '{"error":"' + message.replace('"', "'") + '"}\n'
     return {"name": name, "match": match, "direct_response": {"status": status, "body": {"inline_string": body}},
             "response_headers_to_add": JSON_CT, "typed_per_filter_config": _no_buffer()}
+
+
+def _grpc_refusal(name: str, status: int, message: str, match: dict[str, Any]) -> dict[str, Any]:
+    """A gRPC request refused by Envoy: the HTTP status becomes the grpc-status (403 ->
+    PERMISSION_DENIED, 404 -> UNIMPLEMENTED), the body its grpc-message."""
+    return {"name": name, "match": match, "direct_response": {"status": status, "body": {
+        "inline_string": f"ratls-gateway: {message}"}}, "typed_per_filter_config": _no_buffer()}
 
 
 def _path_contains(text: str) -> dict[str, Any]:
@@ -235,10 +241,8 @@ def grpc_routes(policy: FilterPolicy, per_model: bool = True) -> list[dict[str, 
         match = {"path": method.path, "headers": [_GRPC_CT]}
         if not policy.allowed(method.category):
             # Catalogued but not exposed: refused here (PERMISSION_DENIED), Triton never sees it.
-            routes.append({"name": f"deny:{method.method}", "match": match, "direct_response": {
-                "status": 403, "body": {"inline_string": f"ratls-gateway: {method.method} is not exposed by the "
-                                                         "gateway policy"}},
-                "typed_per_filter_config": _no_buffer()})
+            routes.append(_grpc_refusal(f"deny:{method.method}", 403,
+                                        f"{method.method} is not exposed by the gateway policy", match))
             continue
         streaming = method.client_streaming or method.server_streaming
         action: dict[str, Any] = {"cluster": CLUSTER_GRPC_STREAM if method.client_streaming else CLUSTER_GRPC,
@@ -264,10 +268,9 @@ def compression_routes() -> list[dict[str, Any]]:
         return [{"name": header, "present_match": True},
                 {"name": header, "string_match": {"exact": "identity"}, "invert_match": True}]
 
-    grpc = {"name": "deny:grpc-compressed", "match": {"prefix": "/", "headers": [_GRPC_CT, *not_identity(
-        "grpc-encoding")]}, "direct_response": {"status": 404, "body": {"inline_string":  # 404 -> UNIMPLEMENTED
-            "ratls-gateway: compressed gRPC messages are refused; send them uncompressed (grpc-encoding: identity)"}},
-        "typed_per_filter_config": _no_buffer()}
+    grpc = _grpc_refusal("deny:grpc-compressed", 404, "compressed gRPC messages are refused; send them "
+                         "uncompressed (grpc-encoding: identity)",
+                         {"prefix": "/", "headers": [_GRPC_CT, *not_identity("grpc-encoding")]})
     http = _local_reply("deny:compressed", 415, "compressed request bodies are refused; send the body uncompressed",
                         {"prefix": "/", "headers": not_identity("content-encoding")})
     return [grpc, http]
@@ -314,11 +317,7 @@ def deny_routes() -> list[dict[str, Any]]:
                                                         r"[^/]+(?:/versions/[^/]+)?")
         regex = regex.replace(re.escape("{model}"), "[^/]+").replace(re.escape("{region}"), "[^/]+") + "$"
         denied.append((route, regex))
-    out = [
-        {"name": "deny:grpc-unknown", "match": {"prefix": "/", "headers": [_GRPC_CT]},
-         "direct_response": {"status": 404, "body": {"inline_string": "ratls-gateway: unknown gRPC method"}},
-         "typed_per_filter_config": _no_buffer()},
-    ]
+    out = [_grpc_refusal("deny:grpc-unknown", 404, "unknown gRPC method", {"prefix": "/", "headers": [_GRPC_CT]})]
     for route, regex in denied:
         if route.category in (Category.HEALTH, Category.METADATA, Category.INFERENCE):
             continue  # unknown model on an allowed route: plain 404 below, revealing nothing
@@ -372,14 +371,13 @@ _UPSTREAM_FLAGS = ["UH", "UF", "UO", "URX", "UC", "UR", "UT", "OM", "DO", "NC"]
 
 
 def local_reply_config() -> dict[str, Any]:
-    not_grpc = {"header_filter": {"header": {"name": "content-type", "string_match": {"prefix": "application/grpc"},
-                                             "invert_match": True}}}
+    is_grpc = {"header_filter": {"header": _GRPC_CT}}
+    not_grpc = {"header_filter": {"header": {**_GRPC_CT, "invert_match": True}}}
 
     def mapper(flags: list[str], message: str) -> dict[str, Any]:
         return {"filter": {"and_filter": {"filters": [{"response_flag_filter": {"flags": flags}}, not_grpc]}},
                 "body_format_override": {"json_format": {"error": message},
                                          "content_type": "application/json"}}
-    is_grpc = {"header_filter": {"header": {"name": "content-type", "string_match": {"prefix": "application/grpc"}}}}
     too_large = {"status_code_filter": {"comparison": {"op": "EQ", "value": {
         "default_value": 413, "runtime_key": "ratls.local_reply.too_large"}}}}
     return {"mappers": [
@@ -393,7 +391,7 @@ def local_reply_config() -> dict[str, Any]:
     ]}
 
 
-def overload_manager(lim: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def overload_manager(lim: Any) -> dict[str, Any]:
     """Envoy's overload manager sized from the attested limits: the heap is bounded (the
     streams holding the most buffered bytes are reset first, so one client's never-ending
     bodies cannot exhaust the VM while small requests keep working) and so are connections."""
@@ -423,9 +421,10 @@ def overload_manager(lim: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         # sending request bytes are closed (a small request is done sending almost at once).
         "loadshed_points": [{"name": "envoy.load_shed_points.http1_server_abort_dispatch",
                              "triggers": [threshold(0.95)]}],
+        # Streams are tracked (and so can be reset) once they hold 1 MiB of buffers.
+        "buffer_factory_config": {"minimum_account_to_track_power_of_two": 20},
     }
-    # Streams are tracked (and so can be reset) once they hold 1 MiB of buffers.
-    return manager, {"minimum_account_to_track_power_of_two": 20}
+    return manager
 
 
 def server_metadata_route(policy: FilterPolicy, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -481,7 +480,7 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
     # Envoy's default, stated: the gRPC field extraction needs a stream's whole first message
     # within it (unary calls are buffered whole before it, below).
     plan.listener_extras = {"per_connection_buffer_limit_bytes": 2**20}
-    plan.overload_manager, plan.buffer_factory = overload_manager(lim)
+    plan.overload_manager = overload_manager(lim)
     plan.cluster_extras = _circuit_breaker(lim.upstream_max_requests)
     plan.stream_cluster_extras = _circuit_breaker(lim.upstream_max_streams)
     if not policy.enabled:

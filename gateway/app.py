@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import os
 import signal
 import tempfile
@@ -146,7 +147,7 @@ class Gateway:
         await self.publish()
         plan = self.filter_plan
         bootstrap = ec.bootstrap(self.run_dir / "xds.sock", self.run_dir / "envoy-admin.sock",
-                                 overload=plan.overload_manager or None, buffer_factory=plan.buffer_factory or None)
+                                 overload=plan.overload_manager or None)
         ec.write_bootstrap(self.run_dir / "envoy.json", bootstrap)
         self.envoy = EnvoySupervisor(locate_envoy(cfg.envoy.binary), self.run_dir / "envoy.json",
                                      self.run_dir / "envoy.log", log_level=cfg.envoy.log_level,
@@ -569,7 +570,7 @@ class Gateway:
         # Even the operator cannot turn the admin socket into an evidence flood.
         since = time.monotonic() - self._last_admin_rotation
         if self._rotating or since < ADMIN_ROTATE_MIN_INTERVAL_S:
-            wait = max(1, round(ADMIN_ROTATE_MIN_INTERVAL_S - since + 0.49))
+            wait = max(1, math.ceil(ADMIN_ROTATE_MIN_INTERVAL_S - since))
             return web.json_response({"error": "a rotation ran moments ago; retry after the Retry-After seconds"},
                                      status=429, headers={"Retry-After": str(wait)})
         self._rotating = True

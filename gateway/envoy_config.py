@@ -255,7 +255,7 @@ DEFAULT_OVERLOAD = {"resource_monitors": [{
 
 
 def bootstrap(xds_socket: Path, admin_socket: Path, node_id: str = "ratls-gateway",
-              overload: dict[str, Any] | None = None, buffer_factory: dict[str, Any] | None = None) -> dict[str, Any]:
+              overload: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = {
         "node": {"id": node_id, "cluster": "ratls-gateway"},
         "admin": {"address": {"pipe": {"path": str(admin_socket), "mode": 0o600}}},
@@ -273,8 +273,6 @@ def bootstrap(xds_socket: Path, admin_socket: Path, node_id: str = "ratls-gatewa
             "re2.max_program_size.error_level": 100000, "re2.max_program_size.warn_level": 100000}}]},
         "overload_manager": overload or DEFAULT_OVERLOAD,
     }
-    if buffer_factory:
-        spec["overload_manager"] = {**spec["overload_manager"], "buffer_factory_config": buffer_factory}
     from envoy.config.bootstrap.v3 import bootstrap_pb2
     from envoy.extensions.resource_monitors.downstream_connections.v3 import (  # noqa: F401
         downstream_connections_pb2,

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -94,7 +95,7 @@ class EvidenceApi:
         except Refused as refused:
             self.evidence_limited += 1
             resp = _reply(request, {"error": f"{refused.reason}; retry after the Retry-After seconds"}, status=429)
-            resp.headers["Retry-After"] = str(max(1, round(refused.retry_after + 0.49)))
+            resp.headers["Retry-After"] = str(max(1, math.ceil(refused.retry_after)))
             return resp
         except RatlsError as exc:
             log.error("fresh evidence failed: %s", exc)
