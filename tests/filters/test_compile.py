@@ -43,8 +43,7 @@ def test_compiles_to_valid_envoy_config() -> None:
         if regex:
             assert not any(re.search(regex, m.path) for m in GRPC_METHODS), r["name"]
     filters = [f["name"] for f in plan.http_filters]
-    assert filters == ["envoy.filters.http.header_mutation", "envoy.filters.http.header_to_metadata",
-                       "envoy.filters.http.buffer",
+    assert filters == ["envoy.filters.http.header_mutation", "envoy.filters.http.buffer",
                        "envoy.filters.http.grpc_field_extraction", "envoy.filters.http.rbac"]
     assert plan.hcm_extras["normalize_path"] is False and plan.hcm_extras["merge_slashes"] is False
     assert plan.hcm_extras["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
