@@ -67,6 +67,7 @@ class Gateway:
         self.xds: XdsServer | None = None
         self.envoy: EnvoySupervisor | None = None
         self.upstream_ready = False
+        self.upstream_problem: str | None = None  # why an external Triton that answers is not used
         self.triton_restarts = 0
         self.xds_socket_recreated = 0
         self._version = 0
@@ -122,7 +123,14 @@ class Gateway:
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="ratls-gw-")
             self.run_dir = Path(self._tmp.name)
-        os.chmod(self.run_dir, 0o700)
+        try:
+            os.chmod(self.run_dir, 0o700)
+        except PermissionError as exc:
+            owner = self.run_dir.stat().st_uid
+            raise ConfigError(f"cannot use control.run_dir {self.run_dir}: {exc.strerror} (it belongs to uid {owner}, "
+                              f"the gateway runs as uid {os.getuid()})",
+                              hint="give the run directory to the gateway's user (a tmpfs mounted with its uid), "
+                                   "or point control.run_dir elsewhere") from None
         self._raise_file_limit()
         platform = self.platform  # fail early (and loudly) when no TEE and not sim
         if platform.simulated:
@@ -273,23 +281,52 @@ class Gateway:
             self.upstream_ready = True
         else:
             host, http_port, grpc_port = t.host, t.http_port, t.grpc_port
-            url = f"http://{host}:{http_port}"
-            report = await asyncio.to_thread(hardening.check, url, [http_port, grpc_port])
-            if not report.ok:
-                message = "; ".join(report.problems)
-                if t.on_exposed == "refuse":
-                    raise ConfigError(f"external Triton failed the hardening check: {message}",
-                                      hint="fix Triton's flags, or set triton.on_exposed: warn (not recommended)")
-                log.warning("external Triton failed the hardening check (continuing, on_exposed=warn): %s", message)
             if t.model_repository:
                 try:
                     self.manifest = await asyncio.to_thread(build_manifest, t.model_repository)
                 except ManifestError as exc:
                     raise ConfigError(f"cannot measure the model repository: {exc}") from None
                 self.watch = RepositoryWatch(t.model_repository, self.manifest)
+            report = await self._wait_for_external_triton(f"http://{host}:{http_port}", [http_port, grpc_port])
+            if not report.ok:
+                message = "; ".join(report.problems)
+                if t.on_exposed == "refuse":
+                    raise ConfigError(f"external Triton failed the hardening check: {message}",
+                                      hint="start Triton with the flags README lists (loopback addresses, "
+                                           "--model-control-mode=none)")
+                log.warning("external Triton failed the hardening check (continuing, on_exposed=warn): %s", message)
+            self.upstream_ready = True
+        if self.manifest is not None and not self.manifest.model_digests():
+            # an empty (or mistyped, or not yet mounted) repository would be attested as "serves nothing"
+            raise ConfigError(f"the model repository {self.manifest_source()} holds no models",
+                              hint="point triton.model_repository at the directory Triton loads its models from")
         assert self.run_dir is not None
         self._upstreams = ec.Upstreams(host, http_port, grpc_port, self.run_dir / "control.sock",
                                        self.run_dir / "reflection.sock")
+
+    def manifest_source(self) -> str:
+        t = self.config.triton
+        return str(t.model_repository or demo_repository())
+
+    async def _wait_for_external_triton(self, url: str, ports: list[int]) -> hardening.HardeningReport:
+        """An external Triton is often started after the gateway (compose, systemd) and takes a
+        while to load its models: wait for it to answer, up to triton.ready_timeout."""
+        timeout = _seconds(self.config.triton.ready_timeout, "triton.ready_timeout")
+        deadline = time.monotonic() + timeout
+        waiting_logged = False
+        while True:
+            report = await asyncio.to_thread(hardening.check, url, ports)
+            if report.answered:
+                return report
+            if time.monotonic() >= deadline:
+                raise ConfigError(f"Triton did not answer at {url} within triton.ready_timeout ({timeout:g}s): "
+                                  f"{'; '.join(report.problems)}",
+                                  hint="start Triton (listening on loopback), check triton.host/http_port, "
+                                       "or raise triton.ready_timeout if its models take longer to load")
+            if not waiting_logged:
+                log.info("waiting for Triton at %s (up to %gs)", url, timeout)
+                waiting_logged = True
+            await asyncio.sleep(1.0)
 
     async def _start_control_servers(self) -> None:
         assert self.run_dir is not None and self.identity is not None
@@ -435,6 +472,10 @@ class Gateway:
                         ready = resp.status == 200
                 except (aiohttp.ClientError, OSError, TimeoutError):
                     ready = False
+                if ready and not self.upstream_ready and self.triton is None:
+                    # an external Triton that went away may come back as something else (another
+                    # process on the port, other flags): re-check before serving through it again
+                    ready = await self._external_triton_still_hardened()
                 if ready and not self.upstream_ready:
                     log.info("Triton is ready")
                     backoff.reset()
@@ -442,6 +483,18 @@ class Gateway:
                     log.error("Triton is not ready")
                 self.upstream_ready = ready
                 await asyncio.sleep(1.0)
+
+    async def _external_triton_still_hardened(self) -> bool:
+        assert self._upstreams is not None
+        t = self.config.triton
+        report = await asyncio.to_thread(hardening.check, f"http://{t.host}:{t.http_port}", [t.http_port, t.grpc_port])
+        problem = "; ".join(report.problems) if not report.ok else None
+        if problem != self.upstream_problem:
+            if problem:
+                log.error("external Triton failed the hardening check after reconnecting (on_exposed=%s): %s",
+                          t.on_exposed, problem)
+            self.upstream_problem = problem
+        return problem is None or (report.answered and t.on_exposed == "warn")
 
     async def _socket_watchdog(self) -> None:
         """Recreate the xDS socket if it disappears (an over-eager tmp cleaner, an operator):
@@ -511,7 +564,8 @@ class Gateway:
         elif not self.ads.status.fully_acked(self._snapshot_version):
             reasons.append("configuration not yet accepted by the data plane")
         if not self.upstream_ready:
-            reasons.append("upstream unavailable")
+            reasons.append(f"upstream unavailable: {self.upstream_problem}" if self.upstream_problem
+                           else "upstream unavailable")
         if self.repository_changes and self.config.triton.on_repository_change == "refuse":
             reasons.append("model repository changed after attestation")
         return reasons

@@ -29,13 +29,15 @@ class HardeningReport:
     listen_addresses: dict[int, list[str]] = field(default_factory=dict)  # port -> bind addresses
     exposed: list[str] = field(default_factory=list)  # "addr:port" reachable/bound beyond loopback
     problems: list[str] = field(default_factory=list)
+    answered: bool = True  # False: nothing answered at the URL (not started yet, or wrong address)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def to_json(self) -> dict[str, object]:
-        return {"version": self.version, "model_control": self.model_control, "exposed": self.exposed,
+        return {"version": self.version, "answered": self.answered, "model_control": self.model_control,
+                "exposed": self.exposed,
                 "listen_addresses": {str(k): v for k, v in self.listen_addresses.items()},
                 "problems": self.problems, "ok": self.ok}
 
@@ -133,6 +135,7 @@ def check(http_url: str, ports: list[int], *, timeout: float = 3.0) -> Hardening
         report.extensions = list(meta.get("extensions", []))
     except (urllib.error.URLError, OSError, ValueError) as exc:
         report.problems.append(f"Triton does not answer at {http_url}: {exc}")
+        report.answered = False
         return report
     try:
         report.model_control = probe_model_control(http_url, timeout)

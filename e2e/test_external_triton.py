@@ -1,0 +1,155 @@
+"""External mode against a real Triton the gateway did not start: started after the gateway
+(compose and systemd start them side by side), killed and restarted under it, and replaced by
+something that fails the hardening check."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from triton_backend.demo import demo_repository
+from triton_backend.launch import TritonConfig, TritonProcess
+
+from .stack import Stack, free_port, start_stack
+from .test_filters import get
+
+pytestmark = pytest.mark.slow
+
+INFER = json.dumps({"inputs": [
+    {"name": "INPUT0", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+    {"name": "INPUT1", "shape": [4], "datatype": "FP32", "data": [1, 1, 1, 1]}]}).encode()
+
+
+def healthz(stack: Stack) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/healthz", timeout=2) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def wait_health(stack: Stack, status: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        code, body = healthz(stack)
+        if code == status:
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f"healthz never returned {status}: {body}")
+
+
+def triton(tmp: Path, http_port: int, grpc_port: int) -> TritonProcess:
+    return TritonProcess(TritonConfig(demo_repository(), http_port=http_port, grpc_port=grpc_port,
+                                      work_dir=tmp, die_with_parent=False))
+
+
+def test_triton_started_after_the_gateway_and_restarted_under_it(sim_state: Path, tmp_path: Path) -> None:
+    http_port, grpc_port = free_port(), free_port()
+    server = triton(tmp_path / "t1", http_port, grpc_port)
+
+    def late_start() -> None:
+        time.sleep(4)  # the gateway is already waiting when Triton begins to load its models
+        server.start()
+
+    starter = threading.Thread(target=late_start)
+    starter.start()
+    stack = None
+    try:
+        stack = start_stack({"triton": {"mode": "external", "http_port": http_port, "grpc_port": grpc_port,
+                                        "model_repository": str(demo_repository()), "ready_timeout": "90s"}},
+                            sim_dir=sim_state)
+        starter.join()
+        assert "waiting for Triton" in stack.log()
+        status, body = get(stack.port, "POST", "/v2/models/add_sub/infer", INFER)
+        assert status == 200, body
+
+        os.kill(server.proc.pid, signal.SIGKILL)  # Triton crashes under the gateway
+        server.proc.wait(10)
+        reasons = wait_health(stack, 503)["reasons"]
+        assert any(r.startswith("upstream unavailable") for r in reasons), reasons
+        server.stop()
+        server = triton(tmp_path / "t2", http_port, grpc_port)
+        server.start()
+        server.wait_ready()
+        wait_health(stack, 200)
+        for _ in range(20):  # serving again, every request
+            status, body = get(stack.port, "POST", "/v2/models/add_sub/infer", INFER)
+            assert status == 200, body
+    finally:
+        starter.join()
+        if stack is not None:
+            stack.stop()
+        server.stop()
+
+
+def test_no_triton_within_ready_timeout_is_a_start_order_error(sim_state: Path, tmp_path: Path) -> None:
+    port = free_port()
+    with pytest.raises(RuntimeError) as err:
+        start_stack({"triton": {"mode": "external", "http_port": port, "grpc_port": free_port(),
+                                "model_repository": str(demo_repository()), "ready_timeout": "3s"}},
+                    sim_dir=sim_state)
+    text = str(err.value)
+    assert "exited with 2" in text and "did not answer" in text and "within triton.ready_timeout (3s)" in text
+    assert "on_exposed" not in text  # a start-order problem is not answered with "weaken security"
+
+
+class _ExplicitModeTriton(BaseHTTPRequestHandler):
+    """Answers like a Triton started with --model-control-mode=explicit."""
+
+    def _reply(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path == "/v2":
+            self._reply(200, b'{"name":"triton","version":"2.51.0","extensions":[]}')
+        else:
+            self._reply(200, b"")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self._reply(400, b'{"error":"failed to load \'ratls-hardening-probe-nonexistent\', failed to poll"}')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_triton_replaced_by_an_unhardened_one_is_not_served(sim_state: Path, tmp_path: Path) -> None:
+    http_port, grpc_port = free_port(), free_port()
+    server = triton(tmp_path / "t1", http_port, grpc_port)
+    server.start()
+    server.wait_ready()
+    stack = None
+    impostor = None
+    try:
+        stack = start_stack({"triton": {"mode": "external", "http_port": http_port, "grpc_port": grpc_port,
+                                        "model_repository": str(demo_repository())}}, sim_dir=sim_state)
+        server.stop()
+        wait_health(stack, 503)
+        impostor = ThreadingHTTPServer(("127.0.0.1", http_port), _ExplicitModeTriton)
+        threading.Thread(target=impostor.serve_forever, daemon=True).start()
+        time.sleep(3)  # several upstream checks
+        code, body = healthz(stack)
+        assert code == 503
+        assert any("model control 'explicit'" in r for r in body["reasons"]), body
+        assert "failed the hardening check after reconnecting" in stack.log()
+    finally:
+        if impostor is not None:
+            impostor.shutdown()
+            impostor.server_close()
+        if stack is not None:
+            stack.stop()
+        server.stop()
