@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: all venv test lint demo demo-tdx demo-library serve bench bench-filters bench-hardening bench-tools clean
+.PHONY: all venv test lint demo demo-tdx demo-library serve bench bench-filters bench-hardening bench-tools \
+        compose-tools e2e-compose clean
 
 all: test
 
@@ -74,5 +75,20 @@ bench-hardening: venv bench-tools
 bench-filters: venv
 	$(BIN)/python bench/run.py --filters
 
+# The compose deployment for real: a Docker engine (our own dockerd when none is running), local
+# stand-ins for the registry images (Debian base from mmdebstrap, Envoy and Triton from their
+# wheels), the gateway image from the Dockerfile without network, and tests from the host.
+COMPOSE_TOOLS := $(shell command -v dockerd >/dev/null && command -v docker-compose >/dev/null && \
+                   command -v mmdebstrap >/dev/null && command -v curl >/dev/null || echo missing)
+compose-tools:
+ifeq ($(COMPOSE_TOOLS),missing)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose mmdebstrap curl >/dev/null; \
+	else echo "make e2e-compose: install docker-compose (it brings docker.io), mmdebstrap and curl"; exit 2; fi
+endif
+
+e2e-compose: venv compose-tools
+	RATLS_E2E_COMPOSE=1 $(BIN)/python -m pytest -q -rP -p no:cacheprovider e2e/compose $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) $(MITM_VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info .demo
+	rm -rf $(VENV) $(MITM_VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info .demo .wheelhouse

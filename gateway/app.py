@@ -95,9 +95,12 @@ class Gateway:
     def platform(self) -> Platform:
         if self._platform is None:
             name = self.config.identity.platform
+            tsm_root = Path(self.config.identity.tsm_root)
             if name == "auto":
-                name = detect()
+                name = detect(tsm_root=tsm_root)
             options: dict[str, Any] = {}
+            if name in ("sev-snp", "tdx"):
+                options["tsm_root"] = tsm_root
             if name in ("sim", "sim-tdx") and self.config.identity.sim_state_dir:
                 options["state_dir"] = Path(self.config.identity.sim_state_dir)
             if name in ("tdx", "azure-tdx-vtpm") and self.config.identity.tdx.embed:

@@ -43,6 +43,9 @@ class TdxCollateralConfig:
 class IdentityConfig:
     platform: str = "auto"  # auto | sev-snp | tdx | azure-snp-vtpm | azure-tdx-vtpm | sim | sim-tdx
     sim_state_dir: str | None = None
+    # configfs-tsm's report directory (SEV-SNP and TDX); a container mounts the host's configfs
+    # wherever its image has room for it
+    tsm_root: str = "/sys/kernel/config/tsm/report"
     tdx: TdxCollateralConfig = field(default_factory=TdxCollateralConfig)
     key_curve: str = "p256"
     lifetime: str = "24h"
