@@ -265,11 +265,7 @@ class Gateway:
         t = self.config.triton
         if t.mode == "managed":
             repo = Path(t.model_repository) if t.model_repository else demo_repository()
-            try:
-                self.manifest = await asyncio.to_thread(build_manifest, repo)
-            except ManifestError as exc:
-                raise ConfigError(f"cannot measure the model repository {repo}: {exc}") from None
-            self.watch = RepositoryWatch(repo, self.manifest)
+            await self._measure(repo)
             self.triton = TritonProcess(TritonConfig(
                 repo, http_port=t.http_port, grpc_port=t.grpc_port, metrics_port=t.metrics_port, binary=t.binary,
                 ready_timeout=_seconds(t.ready_timeout, "triton.ready_timeout"),
@@ -285,11 +281,7 @@ class Gateway:
         else:
             host, http_port, grpc_port = t.host, t.http_port, t.grpc_port
             if t.model_repository:
-                try:
-                    self.manifest = await asyncio.to_thread(build_manifest, t.model_repository)
-                except ManifestError as exc:
-                    raise ConfigError(f"cannot measure the model repository: {exc}") from None
-                self.watch = RepositoryWatch(t.model_repository, self.manifest)
+                await self._measure(Path(t.model_repository))
             report = await self._wait_for_external_triton(f"http://{host}:{http_port}", [http_port, grpc_port])
             if not report.ok:
                 message = "; ".join(report.problems)
@@ -299,17 +291,20 @@ class Gateway:
                                            "--model-control-mode=none)")
                 log.warning("external Triton failed the hardening check (continuing, on_exposed=warn): %s", message)
             self.upstream_ready = True
-        if self.manifest is not None and not self.manifest.model_digests():
-            # an empty (or mistyped, or not yet mounted) repository would be attested as "serves nothing"
-            raise ConfigError(f"the model repository {self.manifest_source()} holds no models",
-                              hint="point triton.model_repository at the directory Triton loads its models from")
         assert self.run_dir is not None
         self._upstreams = ec.Upstreams(host, http_port, grpc_port, self.run_dir / "control.sock",
                                        self.run_dir / "reflection.sock")
 
-    def manifest_source(self) -> str:
-        t = self.config.triton
-        return str(t.model_repository or demo_repository())
+    async def _measure(self, repo: Path) -> None:
+        try:
+            self.manifest = await asyncio.to_thread(build_manifest, repo)
+        except ManifestError as exc:
+            raise ConfigError(f"cannot measure the model repository {repo}: {exc}") from None
+        if not self.manifest.model_digests():
+            # an empty (or mistyped, or not yet mounted) repository would be attested as "serves nothing"
+            raise ConfigError(f"the model repository {repo} holds no models",
+                              hint="point triton.model_repository at the directory Triton loads its models from")
+        self.watch = RepositoryWatch(repo, self.manifest)
 
     async def _wait_for_external_triton(self, url: str, ports: list[int]) -> hardening.HardeningReport:
         """An external Triton is often started after the gateway (compose, systemd) and takes a

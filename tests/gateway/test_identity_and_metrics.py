@@ -8,7 +8,7 @@ from gateway.identity import IdentityManager
 from gateway.metrics import MetricFamily, render
 from ratls.claims import decode_claims
 from ratls.cmw import decode_collection
-from ratls.errors import CollectionError
+from ratls.errors import CollectionError, ConfigError
 from ratls.pipeline import verify_certificate
 from ratls.platforms.sim.chain import SimChain
 from ratls.platforms.sim.platform import SimPlatform
@@ -103,3 +103,66 @@ def test_triton_restricts_the_denied_groups(filters: dict, restricted: set, open
     config.filters = filters
     groups = set(Gateway(config)._denied_triton_groups())
     assert restricted <= groups and not open_ & groups
+
+
+def _gateway(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    from gateway.app import Gateway
+    from gateway.config import load_config
+
+    return Gateway(load_config(None, env))
+
+
+def test_tsm_root_reaches_detection_and_the_platform(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A container mounts the host's configfs outside its read-only /sys: detection and
+    collection both use the configured directory, not the default path."""
+    import gateway.app as app_module
+
+    seen = {}
+
+    def detect(tsm_root):  # type: ignore[no-untyped-def]
+        seen["detect"] = tsm_root
+        return "tdx"
+
+    monkeypatch.setattr(app_module, "detect", detect)
+    root = tmp_path / "configfs" / "tsm" / "report"
+    gw = _gateway({"RATLS_GATEWAY__IDENTITY__TSM_ROOT": str(root),
+                   "RATLS_GATEWAY__IDENTITY__TDX__EMBED": "false"})
+    platform = gw.platform
+    assert seen["detect"] == root and platform.tsm_root == root
+
+
+def test_no_tee_is_a_clear_config_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    gw = _gateway({"RATLS_GATEWAY__IDENTITY__TSM_ROOT": str(tmp_path / "absent")})
+    with pytest.raises(ConfigError, match="no TEE detected") as err:
+        _ = gw.platform
+    assert "identity.platform: sim" in (err.value.hint or "")
+
+
+def test_run_dir_the_gateway_cannot_own_is_a_config_error(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Root without CAP_FOWNER cannot chmod a tmpfs mounted for another uid: say so, no traceback."""
+    import asyncio
+    import os
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+
+    def refuse(path, mode):  # type: ignore[no-untyped-def]
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refuse)
+    gw = _gateway({"RATLS_GATEWAY__IDENTITY__PLATFORM": "sim", "RATLS_GATEWAY__CONTROL__RUN_DIR": str(run_dir)})
+    with pytest.raises(ConfigError, match=r"cannot use control.run_dir .*Operation not permitted.*belongs to uid"):
+        asyncio.run(gw.start())
+
+
+def test_empty_model_repository_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An empty (or not yet mounted) repository would be attested as 'serves nothing'."""
+    import asyncio
+
+    empty = tmp_path / "models"
+    empty.mkdir()
+    gw = _gateway({"RATLS_GATEWAY__IDENTITY__PLATFORM": "sim", "RATLS_GATEWAY__TRITON__MODEL_REPOSITORY": str(empty),
+                   "RATLS_GATEWAY__CONTROL__RUN_DIR": str(tmp_path / "run"),
+                   "RATLS_GATEWAY__IDENTITY__SIM_STATE_DIR": str(tmp_path / "sim")})
+    with pytest.raises(ConfigError, match="holds no models"):
+        asyncio.run(gw.start())

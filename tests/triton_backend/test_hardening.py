@@ -16,7 +16,7 @@ def test_hardened_triton_passes(triton: TritonProcess) -> None:
                                                triton.config.metrics_port])
     assert report.ok, report.problems
     assert report.version == "2.51.0" and report.model_control == "disabled"
-    assert report.exposed == []
+    assert report.exposed == [] and report.answered
 
 
 def test_triton_on_all_interfaces_detected() -> None:
@@ -39,6 +39,7 @@ def test_unreachable_upstream() -> None:
     from triton_backend.launch import free_port
     report = hardening.check(f"http://127.0.0.1:{free_port()}", [])
     assert not report.ok and "does not answer" in report.problems[0]
+    assert report.answered is False  # the gateway waits for this one; other findings refuse at once
 
 
 def test_proc_net_parsing(tmp_path) -> None:
