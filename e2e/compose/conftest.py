@@ -25,6 +25,9 @@ from .engine import Engine, find_running, start_own
 from .images import ROOT, LocalImages, build_all
 
 COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yml"
+# Every docker-compose command the tests ran, as README writes it (project "ratls"): README's
+# compose lines are checked against this list by the last test.
+RAN: list[str] = []
 DATA_ROOT = ROOT / ".cache" / "compose" / "docker"  # images persist between runs
 
 
@@ -50,6 +53,7 @@ class Compose:
 
     def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         cmd = ["docker-compose", "-f", str(COMPOSE_FILE), "-p", self.project, "--profile", self.profile, *args]
+        RAN.append(" ".join(["docker-compose -f deploy/docker-compose.yml -p ratls --profile", self.profile, *args]))
         result = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(cmd[5:])} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -67,7 +71,7 @@ class Compose:
         return int(self.inspect(service, "{{.State.Pid}}"))
 
     def logs(self, service: str) -> str:
-        result = self.run("logs", "--no-color", service, check=False)
+        result = self.run("logs", service, check=False)  # no colours: stdout is not a terminal
         return result.stdout + result.stderr
 
     def wait_healthy(self, service: str, timeout: float = 180) -> float:
