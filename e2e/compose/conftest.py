@@ -95,6 +95,8 @@ def engine() -> Iterator[Engine]:
     eng = running or start_own(DATA_ROOT)
     yield eng
     if own:
+        # rebuilt layers of earlier runs: the data root persists, keep it from growing without end
+        eng.docker("image", "prune", "-f", check=False)
         eng.stop()
 
 

