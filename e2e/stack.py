@@ -94,7 +94,7 @@ class Stack:
 
 
 def start_stack(config: dict[str, Any] | None = None, *, sim_dir: Path, timeout: float = 120.0,
-                env: dict[str, str] | None = None) -> Stack:
+                env: dict[str, str] | None = None, wait: bool = True) -> Stack:
     workdir = Path(tempfile.mkdtemp(prefix="ratls-e2e-"))
     port, metrics_port = free_port(), free_port()
     doc: dict[str, Any] = {
@@ -119,6 +119,8 @@ def start_stack(config: dict[str, Any] | None = None, *, sim_dir: Path, timeout:
                             env={**os.environ, **(env or {})})
     log.close()
     stack = Stack(proc, port, metrics_port, workdir, log_path, sim_dir, config_path)
+    if not wait:
+        return stack
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

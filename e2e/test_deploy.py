@@ -41,7 +41,10 @@ def test_compose_structure(gateway: str, profile: str) -> None:
         assert "no-new-privileges:true" in service["security_opt"]
     assert t["user"] == "1000:1000" and h["user"] == "65534:65534"
     assert "healthcheck" in g and "healthcheck" in t
-    assert g["restart"] == "on-failure:5"  # a refusal (exit 2) is not retried forever
+    # crashes and reboots restart everything; a refusal is held (not retried forever)
+    assert g["restart"] == t["restart"] == h["restart"] == "unless-stopped"
+    assert g["command"] == ["--hold-on-refusal"]
+    assert h["image"] == "${PYTHON_IMAGE:-python:3.11-slim-bookworm}" and "build" not in h  # gateway rebuilds keep it
     assert g["environment"]["RATLS_GATEWAY__TRITON__MODE"] == "external"
     assert "127.0.0.1" in g["environment"]["RATLS_GATEWAY__IDENTITY__SANS"]
     if gateway == "gateway-sim":

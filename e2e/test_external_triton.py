@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -103,8 +105,65 @@ def test_no_triton_within_ready_timeout_is_a_start_order_error(sim_state: Path, 
     assert "on_exposed" not in text  # a start-order problem is not answered with "weaken security"
 
 
+def test_stop_while_waiting_for_triton_is_prompt(sim_state: Path) -> None:
+    """docker-compose stop/down gives 10 s before SIGKILL: a gateway waiting for Triton must not
+    sit out its ready_timeout."""
+    stack = start_stack({"triton": {"mode": "external", "http_port": free_port(), "grpc_port": free_port(),
+                                    "model_repository": str(demo_repository()), "ready_timeout": "120s"}},
+                        sim_dir=sim_state, wait=False)
+    try:
+        deadline = time.monotonic() + 30
+        while "waiting for Triton" not in stack.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "waiting for Triton" in stack.log()
+        started = time.monotonic()
+        stack.proc.send_signal(signal.SIGTERM)
+        assert stack.proc.wait(10) == 0
+        assert time.monotonic() - started < 5
+        assert "stop requested during start-up" in stack.log()
+    finally:
+        stack.stop()
+
+
+def test_hold_on_refusal_idles_until_stopped(tmp_path: Path) -> None:
+    """Under a container restart policy a refusal must not be retried forever: with
+    --hold-on-refusal the gateway says why once and waits for SIGTERM (then exits 2)."""
+    tsm = tmp_path / "configfs"  # no TSM provider: no TEE
+    proc = subprocess.Popen([sys.executable, "-m", "ratls.cli", "serve", "--hold-on-refusal"],
+                            env={**os.environ, "RATLS_GATEWAY__IDENTITY__TSM_ROOT": str(tsm),
+                                 "RATLS_GATEWAY__CONTROL__RUN_DIR": str(tmp_path / "run"),
+                                 "RATLS_GATEWAY__CONTROL__METRICS_PORT": str(free_port())},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(4)
+        assert proc.poll() is None  # held, not exited
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 2
+        assert out.count("no TEE detected") == 1 and "holding until stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_hold_on_refusal_still_exits_when_triton_is_late(sim_state: Path) -> None:
+    """Triton not answering in time is a start-order problem: exit 2 so the restart policy
+    tries again (a held gateway would never see Triton arrive)."""
+    config = {"triton": {"mode": "external", "http_port": free_port(), "grpc_port": free_port(),
+                         "model_repository": str(demo_repository()), "ready_timeout": "2s"}}
+    stack = start_stack(config, sim_dir=sim_state, wait=False)
+    stack.proc.wait(30)  # without the flag
+    assert stack.proc.returncode == 2
+    cmd = [sys.executable, "-m", "ratls.cli", "serve", "-c", str(stack.config_path), "--hold-on-refusal"]
+    late = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=stack.workdir)
+    assert late.returncode == 2 and "did not answer" in late.stderr and "holding" not in late.stderr
+
+
 class _ExplicitModeTriton(BaseHTTPRequestHandler):
     """Answers like a Triton started with --model-control-mode=explicit."""
+
+    inferences = 0
 
     def _reply(self, code: int, body: bytes) -> None:
         self.send_response(code)
@@ -121,6 +180,8 @@ class _ExplicitModeTriton(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.path.endswith("/infer"):
+            type(self).inferences += 1
         self._reply(400, b'{"error":"failed to load \'ratls-hardening-probe-nonexistent\', failed to poll"}')
 
     def log_message(self, *args: object) -> None:
@@ -146,6 +207,19 @@ def test_triton_replaced_by_an_unhardened_one_is_not_served(sim_state: Path, tmp
         assert code == 503
         assert any("model control 'explicit'" in r for r in body["reasons"]), body
         assert "failed the hardening check after reconnecting" in stack.log()
+        # not only unready: Envoy forwards nothing to it
+        status, data = get(stack.port, "POST", "/v2/models/add_sub/infer", INFER)
+        assert status == 503 and b"Triton failed the hardening check" in data, data
+        assert _ExplicitModeTriton.inferences == 0
+        impostor.shutdown()
+        impostor.server_close()
+        impostor = None
+        server = triton(tmp_path / "t2", http_port, grpc_port)  # the real one is back: served again
+        server.start()
+        server.wait_ready()
+        wait_health(stack, 200)
+        status, data = get(stack.port, "POST", "/v2/models/add_sub/infer", INFER)
+        assert status == 200, data
     finally:
         if impostor is not None:
             impostor.shutdown()

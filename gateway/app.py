@@ -20,7 +20,7 @@ from aiohttp import web
 
 from filters.compile import compile_policy
 from ratls import registry
-from ratls.errors import ConfigError, RatlsError
+from ratls.errors import ConfigError, RatlsError, UpstreamUnavailable
 from ratls.registry import Platform
 from ratls.timeutil import parse_duration, utcnow
 from triton_backend import hardening
@@ -68,6 +68,7 @@ class Gateway:
         self.envoy: EnvoySupervisor | None = None
         self.upstream_ready = False
         self.upstream_problem: str | None = None  # why an external Triton that answers is not used
+        self._checked_listeners: tuple[int, ...] = ()  # its listening sockets when it last passed the check
         self.triton_restarts = 0
         self.xds_socket_recreated = 0
         self._version = 0
@@ -290,6 +291,7 @@ class Gateway:
                                       hint="start Triton with the flags README lists (loopback addresses, "
                                            "--model-control-mode=none)")
                 log.warning("external Triton failed the hardening check (continuing, on_exposed=warn): %s", message)
+            self._checked_listeners = hardening.listener_inodes([http_port, grpc_port])
             self.upstream_ready = True
         assert self.run_dir is not None
         self._upstreams = ec.Upstreams(host, http_port, grpc_port, self.run_dir / "control.sock",
@@ -317,7 +319,7 @@ class Gateway:
             if report.answered:
                 return report
             if time.monotonic() >= deadline:
-                raise ConfigError(f"Triton did not answer at {url} within triton.ready_timeout ({timeout:g}s): "
+                raise UpstreamUnavailable(f"Triton did not answer at {url} within triton.ready_timeout ({timeout:g}s): "
                                   f"{'; '.join(report.problems)}",
                                   hint="start Triton (listening on loopback), check triton.host/http_port, "
                                        "or raise triton.ready_timeout if its models take longer to load")
@@ -391,11 +393,15 @@ class Gateway:
         assert self.identity is not None and self.identity.current is not None and self._upstreams is not None
         ident = self.identity.current
         routes = None
+        refusal = None
         if self.repository_changes and self.config.triton.on_repository_change == "refuse":
-            # Fail closed: the served models are no longer the attested ones.
-            routes = [{"name": "repository-changed", "match": {"prefix": "/"},
-                       "direct_response": {"status": 503, "body": {
-                           "inline_string": "model repository changed after attestation\n"}},
+            refusal = "model repository changed after attestation"  # the served models are not the attested ones
+        elif self.upstream_problem and self.config.triton.on_exposed == "refuse":
+            refusal = "Triton failed the hardening check"  # what answers on its port is not what was checked
+        if refusal is not None:
+            # Fail closed: nothing reaches Triton until the cause is gone.
+            routes = [{"name": "upstream-refused", "match": {"prefix": "/"},
+                       "direct_response": {"status": 503, "body": {"inline_string": refusal + "\n"}},
                        "typed_per_filter_config": {"envoy.filters.http.buffer": {
                            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
                            "disabled": True}}}]
@@ -470,7 +476,9 @@ class Gateway:
                         ready = resp.status == 200
                 except (aiohttp.ClientError, OSError, TimeoutError):
                     ready = False
-                if ready and not self.upstream_ready and self.triton is None:
+                refusing = self.upstream_problem is not None and self.config.triton.on_exposed == "refuse"
+                if ready and self.triton is None and (not self.upstream_ready or refusing
+                                                      or self._listeners_changed()):
                     # an external Triton that went away may come back as something else (another
                     # process on the port, other flags): re-check before serving through it again
                     ready = await self._external_triton_still_hardened()
@@ -482,17 +490,29 @@ class Gateway:
                 self.upstream_ready = ready
                 await asyncio.sleep(1.0)
 
-    async def _external_triton_still_hardened(self) -> bool:
-        assert self._upstreams is not None
+    def _listeners_changed(self) -> bool:
         t = self.config.triton
-        report = await asyncio.to_thread(hardening.check, f"http://{t.host}:{t.http_port}", [t.http_port, t.grpc_port])
+        return hardening.listener_inodes([t.http_port, t.grpc_port]) != self._checked_listeners
+
+    async def _external_triton_still_hardened(self) -> bool:
+        t = self.config.triton
+        ports = [t.http_port, t.grpc_port]
+        listeners = hardening.listener_inodes(ports)
+        report = await asyncio.to_thread(hardening.check, f"http://{t.host}:{t.http_port}", ports)
         problem = "; ".join(report.problems) if not report.ok else None
+        acceptable = report.ok or (report.answered and t.on_exposed == "warn")
+        if acceptable:
+            self._checked_listeners = listeners
         if problem != self.upstream_problem:
             if problem:
                 log.error("external Triton failed the hardening check after reconnecting (on_exposed=%s): %s",
                           t.on_exposed, problem)
+            else:
+                log.info("external Triton passed the hardening check again")
             self.upstream_problem = problem
-        return problem is None or (report.answered and t.on_exposed == "warn")
+            if t.on_exposed == "refuse":
+                await self.publish()  # Envoy stops (or resumes) forwarding, not only /healthz
+        return acceptable
 
     async def _socket_watchdog(self) -> None:
         """Recreate the xDS socket if it disappears (an over-eager tmp cleaner, an operator):
@@ -686,8 +706,20 @@ class Gateway:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._safe_rotate()))
         try:
-            await self.start()
-            await stop.wait()
+            # a stop request is honoured while starting too (waiting for Triton can take minutes)
+            starting = asyncio.ensure_future(self.start())
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not starting.done():
+                    starting.cancel()
+                    log.info("stop requested during start-up")
+                    await asyncio.gather(starting, return_exceptions=True)
+                else:
+                    starting.result()  # a start-up refusal propagates
+                    await stop.wait()
+            finally:
+                stopping.cancel()
         finally:
             await self.stop()
 

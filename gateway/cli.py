@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 
-from ratls.errors import RatlsError
+from ratls.errors import RatlsError, UpstreamUnavailable
 
 from . import logs
 from .app import Gateway
@@ -19,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--platform", help="override identity.platform (auto, sev-snp, sim)")
     p.add_argument("--port", type=int, help="override listen.port")
     p.add_argument("--log-level", default=os.environ.get("RATLS_LOG_LEVEL", "info"))
+    p.add_argument("--hold-on-refusal", action="store_true",
+                   help="after refusing to start (no TEE, bad configuration), stay idle until stopped instead "
+                        "of exiting: a container restart policy would otherwise retry the refusal forever")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -34,5 +38,17 @@ def serve(args: argparse.Namespace) -> int:
         asyncio.run(gateway.run_forever())
     except RatlsError as exc:
         print(f"ratls serve: {exc}", file=sys.stderr)
+        if args.hold_on_refusal and not isinstance(exc, UpstreamUnavailable):
+            hold_until_stopped()
         return 2
     return 0
+
+
+def hold_until_stopped() -> None:
+    """Idle (unhealthy: nothing listens) until SIGTERM or SIGINT. A refusal needs the operator;
+    a restart would only repeat it. sigwait also works as a container's PID 1, where signals
+    without a handler are ignored."""
+    print("ratls serve: refused; holding until stopped (--hold-on-refusal)", file=sys.stderr, flush=True)
+    wanted = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    signal.sigwait(wanted)

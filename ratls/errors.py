@@ -33,6 +33,11 @@ class ConfigError(RatlsError):
     """A configuration problem on the operator's side (missing file, bad option, missing binary)."""
 
 
+class UpstreamUnavailable(ConfigError):
+    """A server the gateway fronts did not answer in time: a start-order problem that a later
+    attempt may not have (unlike a wrong configuration or a missing TEE)."""
+
+
 class CollectionError(RatlsError):
     """The platform could not produce evidence (no device, kernel refused, concurrent writer)."""
 

@@ -70,6 +70,22 @@ def listening_addresses(port: int, proc_net: Path = Path("/proc/net")) -> list[s
     return sorted(set(found))
 
 
+def listener_inodes(ports: list[int], proc_net: Path = Path("/proc/net")) -> tuple[int, ...]:
+    """Socket inodes of the LISTEN sockets on *ports*: they change when another process (or a
+    restarted one) binds the port, even between two health polls."""
+    found: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (proc_net / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) >= 10 and cols[3] == "0A" and int(cols[1].split(":")[1], 16) in ports:
+                found.add(int(cols[9]))
+    return tuple(sorted(found))
+
+
 def _is_loopback(addr: str) -> bool:
     ip = ipaddress.ip_address(addr)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:

@@ -28,6 +28,7 @@ COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yml"
 # Every docker-compose command the tests ran, as README writes it (project "ratls"): README's
 # compose lines are checked against this list by the last test.
 RAN: list[str] = []
+UP = ("up", "-d", "--build", "--always-recreate-deps")  # README's up, for every profile
 DATA_ROOT = ROOT / ".cache" / "compose" / "docker"  # images persist between runs
 
 
@@ -130,7 +131,7 @@ def sim(engine: Engine, images: LocalImages, model_repository: Path) -> Iterator
     stack = Compose(engine, f"ratls-e2e-{os.getpid()}", "sim", compose_env(engine, images, model_repository, port))
     stack.env["RATLS_TEST_PORT"] = str(port)
     try:
-        stack.run("up", "-d", "--build")  # README: docker-compose ... --profile sim up -d --build
+        stack.run(*UP)
         stack.wait_healthy("gateway-sim")
         stack.wait_healthy("triton")
         yield stack

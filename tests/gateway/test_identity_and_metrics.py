@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
+from gateway.app import Gateway
 from gateway.identity import IdentityManager
 from gateway.metrics import MetricFamily, render
 from ratls.claims import decode_claims
@@ -105,21 +107,20 @@ def test_triton_restricts_the_denied_groups(filters: dict, restricted: set, open
     assert restricted <= groups and not open_ & groups
 
 
-def _gateway(env: dict[str, str]):  # type: ignore[no-untyped-def]
-    from gateway.app import Gateway
+def _gateway(env: dict[str, str]) -> Gateway:
     from gateway.config import load_config
 
     return Gateway(load_config(None, env))
 
 
-def test_tsm_root_reaches_detection_and_the_platform(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_tsm_root_reaches_detection_and_the_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A container mounts the host's configfs outside its read-only /sys: detection and
     collection both use the configured directory, not the default path."""
     import gateway.app as app_module
 
-    seen = {}
+    seen: dict[str, Path] = {}
 
-    def detect(tsm_root):  # type: ignore[no-untyped-def]
+    def detect(tsm_root: Path) -> str:
         seen["detect"] = tsm_root
         return "tdx"
 
@@ -131,14 +132,14 @@ def test_tsm_root_reaches_detection_and_the_platform(tmp_path, monkeypatch) -> N
     assert seen["detect"] == root and platform.tsm_root == root
 
 
-def test_no_tee_is_a_clear_config_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_no_tee_is_a_clear_config_error(tmp_path: Path) -> None:
     gw = _gateway({"RATLS_GATEWAY__IDENTITY__TSM_ROOT": str(tmp_path / "absent")})
     with pytest.raises(ConfigError, match="no TEE detected") as err:
         _ = gw.platform
     assert "identity.platform: sim" in (err.value.hint or "")
 
 
-def test_run_dir_the_gateway_cannot_own_is_a_config_error(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_run_dir_the_gateway_cannot_own_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Root without CAP_FOWNER cannot chmod a tmpfs mounted for another uid: say so, no traceback."""
     import asyncio
     import os
@@ -146,7 +147,7 @@ def test_run_dir_the_gateway_cannot_own_is_a_config_error(tmp_path, monkeypatch)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
 
-    def refuse(path, mode):  # type: ignore[no-untyped-def]
+    def refuse(path: object, mode: int) -> None:
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "chmod", refuse)
@@ -155,7 +156,7 @@ def test_run_dir_the_gateway_cannot_own_is_a_config_error(tmp_path, monkeypatch)
         asyncio.run(gw.start())
 
 
-def test_empty_model_repository_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_empty_model_repository_is_refused(tmp_path: Path) -> None:
     """An empty (or not yet mounted) repository would be attested as 'serves nothing'."""
     import asyncio
 

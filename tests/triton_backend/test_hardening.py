@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from triton_backend import hardening
@@ -54,3 +56,13 @@ def test_proc_net_parsing(tmp_path) -> None:
     assert hardening.listening_addresses(0x1F90, tmp_path) == ["127.0.0.1"]
     assert hardening.listening_addresses(0x1F91, tmp_path) == ["0.0.0.0", "::"]
     assert hardening.listening_addresses(0x1F92, tmp_path) == []
+
+
+def test_listener_inodes_change_when_another_socket_binds(tmp_path: Path) -> None:
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    row = "   0: 0100007F:1F40 00000000:0000 {st} 00000000:00000000 00:00000000 00000000  1000        0 {inode} 1\n"
+    (tmp_path / "tcp").write_text(header + row.format(st="0A", inode=4711) + row.format(st="01", inode=99))
+    assert hardening.listener_inodes([8000], tmp_path) == (4711,)
+    (tmp_path / "tcp").write_text(header + row.format(st="0A", inode=4712))
+    assert hardening.listener_inodes([8000], tmp_path) == (4712,)
+    assert hardening.listener_inodes([8001], tmp_path) == ()
