@@ -121,18 +121,19 @@ class Gateway:
     # ---- start-up ----
     async def start(self) -> None:
         cfg = self.config
-        if cfg.control.run_dir:
-            self.run_dir = Path(cfg.control.run_dir)
-            self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        else:
-            self._tmp = tempfile.TemporaryDirectory(prefix="ratls-gw-")
-            self.run_dir = Path(self._tmp.name)
         try:
+            if cfg.control.run_dir:
+                self.run_dir = Path(cfg.control.run_dir)
+                self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            else:
+                self._tmp = tempfile.TemporaryDirectory(prefix="ratls-gw-")
+                self.run_dir = Path(self._tmp.name)
             os.chmod(self.run_dir, 0o700)
-        except PermissionError as exc:
-            owner = self.run_dir.stat().st_uid
-            raise ConfigError(f"cannot use control.run_dir {self.run_dir}: {exc.strerror} (it belongs to uid {owner}, "
-                              f"the gateway runs as uid {os.getuid()})",
+        except OSError as exc:  # not ours to chmod, a read-only filesystem, a missing parent
+            where = Path(cfg.control.run_dir or tempfile.gettempdir())
+            owner = f"it belongs to uid {where.stat().st_uid}, " if where.exists() else ""
+            raise ConfigError(f"cannot use control.run_dir {where}: {exc.strerror} ({owner}the gateway runs as "
+                              f"uid {os.getuid()})",
                               hint="give the run directory to the gateway's user (a tmpfs mounted with its uid), "
                                    "or point control.run_dir elsewhere") from None
         self._raise_file_limit()

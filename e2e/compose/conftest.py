@@ -94,11 +94,15 @@ def engine() -> Iterator[Engine]:
     running = find_running()
     own = running is None
     eng = running or start_own(DATA_ROOT)
-    yield eng
-    if own:
-        # rebuilt layers of earlier runs: the data root persists, keep it from growing without end
-        eng.docker("image", "prune", "-f", check=False)
-        eng.stop()
+    try:
+        yield eng
+    finally:
+        if own:
+            try:
+                # rebuilt layers of earlier runs: the data root persists, keep it from growing without end
+                eng.docker("image", "prune", "-f", check=False, timeout=120)
+            finally:
+                eng.stop()
 
 
 @pytest.fixture(scope="session")

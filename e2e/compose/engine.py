@@ -3,6 +3,7 @@ own data root, exec root and socket, stopped by its PID (never one we did not st
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ class Engine:
     proc: subprocess.Popen[bytes] | None = None  # set when we started dockerd
     exec_root: Path | None = None
     log_path: Path | None = None
+    kept_log: Path | None = None  # where the daemon's log is copied when it stops
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -47,6 +49,8 @@ class Engine:
             self.proc.wait(10)
         self.proc = None
         if self.exec_root is not None:
+            if self.log_path is not None and self.log_path.exists() and self.kept_log is not None:
+                shutil.copy2(self.log_path, self.kept_log)  # for diagnosis after the run
             shutil.rmtree(self.exec_root, ignore_errors=True)
 
 
@@ -84,7 +88,8 @@ def start_own(data_root: Path, timeout: float = 60) -> Engine:
                              "--pidfile", str(exec_root / "dockerd.pid"), "-H", f"unix://{socket_path}"],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
-    engine = Engine(f"unix://{socket_path}", proc, exec_root, log_path)
+    engine = Engine(f"unix://{socket_path}", proc, exec_root, log_path, kept_log=data_root.parent / "dockerd.log")
+    atexit.register(engine.stop)  # an interrupted run stops its daemon too
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -298,7 +299,20 @@ def test_tee_profile_without_a_tee_refuses_clearly(engine: Engine, images: Local
         assert tee.inspect("gateway", "{{.State.ExitCode}}") == "2"
     finally:
         tee.run("down", "-v", "--remove-orphans", check=False)
-        configfs.rmdir()
+        shutil.rmtree(configfs, ignore_errors=True)
+
+
+def test_tee_profile_without_configfs_tsm_is_refused_by_docker(engine: Engine, images: LocalImages,
+                                                               model_repository: Path, sim: Compose) -> None:
+    if Path("/sys/kernel/config/tsm").exists():
+        pytest.skip("this host has configfs-tsm")
+    tee = Compose(engine, f"ratls-e2e-nocfs-{os.getpid()}", "tee",
+                  compose_env(engine, images, model_repository, free_port()))
+    try:
+        result = tee.run(*UP, check=False)
+        assert result.returncode != 0 and "/sys/kernel/config" in result.stderr, result.stderr
+    finally:
+        tee.run("down", "-v", "--remove-orphans", check=False)
 
 
 def test_azure_profile_without_a_vtpm_is_refused_by_docker(engine: Engine, images: LocalImages,
