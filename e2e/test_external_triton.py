@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from triton_backend.demo import demo_repository
 from triton_backend.launch import TritonConfig, TritonProcess
 
 from .stack import Stack, free_port, start_stack
-from .test_filters import get
+from .test_filters import _CaptureTriton, get
 
 pytestmark = pytest.mark.slow
 
@@ -160,32 +160,16 @@ def test_hold_on_refusal_still_exits_when_triton_is_late(sim_state: Path) -> Non
     assert late.returncode == 2 and "did not answer" in late.stderr and "holding" not in late.stderr
 
 
-class _ExplicitModeTriton(BaseHTTPRequestHandler):
+class _ExplicitModeTriton(_CaptureTriton):
     """Answers like a Triton started with --model-control-mode=explicit."""
 
     inferences = 0
-
-    def _reply(self, code: int, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:  # noqa: N802
-        if self.path == "/v2":
-            self._reply(200, b'{"name":"triton","version":"2.51.0","extensions":[]}')
-        else:
-            self._reply(200, b"")
 
     def do_POST(self) -> None:  # noqa: N802
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if self.path.endswith("/infer"):
             type(self).inferences += 1
         self._reply(400, b'{"error":"failed to load \'ratls-hardening-probe-nonexistent\', failed to poll"}')
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def test_triton_replaced_by_an_unhardened_one_is_not_served(sim_state: Path, tmp_path: Path) -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..stack import terminate
 
 
 class EngineError(Exception):
@@ -41,12 +42,7 @@ class Engine:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        terminate(self.proc)
         self.proc = None
         if self.exec_root is not None:
             if self.log_path is not None and self.log_path.exists() and self.kept_log is not None:

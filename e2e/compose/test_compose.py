@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,18 +22,12 @@ from ratls.client.triton import grpc_client, http_client
 from triton_backend.demo import add_sub_inputs
 
 from ..stack import free_port
+from ..test_clients import GRPC_INFER, INFER, RATLS
 from .conftest import RAN, UP, Compose, compose_env
 from .engine import Engine
 from .images import ROOT, LocalImages
 
 pytestmark = pytest.mark.slow
-RATLS = [sys.executable, "-m", "ratls.cli"]
-INFER = json.dumps({"inputs": [
-    {"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [5]},
-    {"name": "INPUT1", "shape": [1], "datatype": "FP32", "data": [3]}]})
-GRPC_INFER = json.dumps({"model_name": "add_sub", "inputs": [
-    {"name": "INPUT0", "datatype": "FP32", "shape": [1], "contents": {"fp32_contents": [5]}},
-    {"name": "INPUT1", "datatype": "FP32", "shape": [1], "contents": {"fp32_contents": [3]}}]})
 # Listening sockets in the shared namespace (from /proc/net/tcp): Envoy on all interfaces, the rest
 # on loopback. 8000/8001/8002: Triton; 9464: the gateway's operator port.
 LOOPBACK_ONLY = (8000, 8001, 8002, 9464)
@@ -302,28 +295,30 @@ def test_tee_profile_without_a_tee_refuses_clearly(engine: Engine, images: Local
         shutil.rmtree(configfs, ignore_errors=True)
 
 
-def test_tee_profile_without_configfs_tsm_is_refused_by_docker(engine: Engine, images: LocalImages,
-                                                               model_repository: Path, sim: Compose) -> None:
-    if Path("/sys/kernel/config/tsm").exists():
-        pytest.skip("this host has configfs-tsm")
-    tee = Compose(engine, f"ratls-e2e-nocfs-{os.getpid()}", "tee",
-                  compose_env(engine, images, model_repository, free_port()))
+def refused_by_docker(compose: Compose) -> str:
+    """README's up on a host that lacks what the profile needs: Docker refuses; its message."""
     try:
-        result = tee.run(*UP, check=False)
-        assert result.returncode != 0 and "/sys/kernel/config" in result.stderr, result.stderr
+        result = compose.run(*UP, check=False)
+        assert result.returncode != 0, result.stdout
+        return result.stderr
     finally:
-        tee.run("down", "-v", "--remove-orphans", check=False)
+        compose.run("down", "-v", "--remove-orphans", check=False)
 
 
 def test_azure_profile_without_a_vtpm_is_refused_by_docker(engine: Engine, images: LocalImages,
                                                            model_repository: Path, sim: Compose) -> None:
     azure = Compose(engine, f"ratls-e2e-azure-{os.getpid()}", "azure",
                     compose_env(engine, images, model_repository, free_port()))
-    try:
-        result = azure.run(*UP, check=False)
-        assert result.returncode != 0 and "/dev/tpmrm0" in result.stderr, result.stderr
-    finally:
-        azure.run("down", "-v", "--remove-orphans", check=False)
+    assert "/dev/tpmrm0" in refused_by_docker(azure)
+
+
+def test_tee_profile_without_configfs_tsm_is_refused_by_docker(engine: Engine, images: LocalImages,
+                                                               model_repository: Path, sim: Compose) -> None:
+    if Path("/sys/kernel/config/tsm").exists():
+        pytest.skip("this host has configfs-tsm")
+    tee = Compose(engine, f"ratls-e2e-nocfs-{os.getpid()}", "tee",
+                  compose_env(engine, images, model_repository, free_port()))
+    assert "/sys/kernel/config" in refused_by_docker(tee)
 
 
 def test_readme_shows_what_ran() -> None:
