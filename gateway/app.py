@@ -292,7 +292,7 @@ class Gateway:
                                       hint="start Triton with the flags README lists (loopback addresses, "
                                            "--model-control-mode=none)")
                 log.warning("external Triton failed the hardening check (continuing, on_exposed=warn): %s", message)
-            self._checked_listeners = hardening.listener_inodes([http_port, grpc_port])
+            self._checked_listeners = report.listeners
             self.upstream_ready = True
         assert self.run_dir is not None
         self._upstreams = ec.Upstreams(host, http_port, grpc_port, self.run_dir / "control.sock",
@@ -320,10 +320,11 @@ class Gateway:
             if report.answered:
                 return report
             if time.monotonic() >= deadline:
-                raise UpstreamUnavailable(f"Triton did not answer at {url} within triton.ready_timeout ({timeout:g}s): "
-                                  f"{'; '.join(report.problems)}",
-                                  hint="start Triton (listening on loopback), check triton.host/http_port, "
-                                       "or raise triton.ready_timeout if its models take longer to load")
+                raise UpstreamUnavailable(
+                    f"Triton did not answer at {url} within triton.ready_timeout ({timeout:g}s): "
+                    f"{'; '.join(report.problems)}",
+                    hint="start Triton (listening on loopback), check triton.host/http_port, "
+                         "or raise triton.ready_timeout if its models take longer to load")
             if not waiting_logged:
                 log.info("waiting for Triton at %s (up to %gs)", url, timeout)
                 waiting_logged = True
@@ -497,13 +498,11 @@ class Gateway:
 
     async def _external_triton_still_hardened(self) -> bool:
         t = self.config.triton
-        ports = [t.http_port, t.grpc_port]
-        listeners = hardening.listener_inodes(ports)
-        report = await asyncio.to_thread(hardening.check, f"http://{t.host}:{t.http_port}", ports)
+        report = await asyncio.to_thread(hardening.check, f"http://{t.host}:{t.http_port}", [t.http_port, t.grpc_port])
         problem = "; ".join(report.problems) if not report.ok else None
         acceptable = report.ok or (report.answered and t.on_exposed == "warn")
         if acceptable:
-            self._checked_listeners = listeners
+            self._checked_listeners = report.listeners
         if problem != self.upstream_problem:
             if problem:
                 log.error("external Triton failed the hardening check after reconnecting (on_exposed=%s): %s",

@@ -30,6 +30,7 @@ class HardeningReport:
     exposed: list[str] = field(default_factory=list)  # "addr:port" reachable/bound beyond loopback
     problems: list[str] = field(default_factory=list)
     answered: bool = True  # False: nothing answered at the URL (not started yet, or wrong address)
+    listeners: tuple[int, ...] = ()  # inodes of the listening sockets on the checked ports
 
     @property
     def ok(self) -> bool:
@@ -51,29 +52,9 @@ def _hex_to_addr(text: str) -> str:
     return str(ipaddress.IPv6Address(words))
 
 
-def listening_addresses(port: int, proc_net: Path = Path("/proc/net")) -> list[str]:
-    """Local addresses with a LISTEN socket on *port* (from /proc/net/tcp and tcp6)."""
-    found: list[str] = []
-    for name in ("tcp", "tcp6"):
-        path = proc_net / name
-        try:
-            lines = path.read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            cols = line.split()
-            if len(cols) < 4 or cols[3] != "0A":  # 0A = LISTEN
-                continue
-            addr_hex, port_hex = cols[1].split(":")
-            if int(port_hex, 16) == port:
-                found.append(_hex_to_addr(addr_hex))
-    return sorted(set(found))
-
-
-def listener_inodes(ports: list[int], proc_net: Path = Path("/proc/net")) -> tuple[int, ...]:
-    """Socket inodes of the LISTEN sockets on *ports*: they change when another process (or a
-    restarted one) binds the port, even between two health polls."""
-    found: set[int] = set()
+def _listen_sockets(proc_net: Path) -> list[tuple[str, int, int]]:
+    """(address, port, inode) of every LISTEN socket in /proc/net/tcp and tcp6."""
+    found: list[tuple[str, int, int]] = []
     for name in ("tcp", "tcp6"):
         try:
             lines = (proc_net / name).read_text().splitlines()[1:]
@@ -81,9 +62,23 @@ def listener_inodes(ports: list[int], proc_net: Path = Path("/proc/net")) -> tup
             continue
         for line in lines:
             cols = line.split()
-            if len(cols) >= 10 and cols[3] == "0A" and int(cols[1].split(":")[1], 16) in ports:
-                found.add(int(cols[9]))
-    return tuple(sorted(found))
+            if len(cols) < 4 or cols[3] != "0A":  # 0A = LISTEN
+                continue
+            addr_hex, port_hex = cols[1].split(":")
+            inode = int(cols[9]) if len(cols) > 9 else 0  # a truncated row still tells the address
+            found.append((_hex_to_addr(addr_hex), int(port_hex, 16), inode))
+    return found
+
+
+def listening_addresses(port: int, proc_net: Path = Path("/proc/net")) -> list[str]:
+    """Local addresses with a LISTEN socket on *port*."""
+    return sorted({addr for addr, bound, _ in _listen_sockets(proc_net) if bound == port})
+
+
+def listener_inodes(ports: list[int], proc_net: Path = Path("/proc/net")) -> tuple[int, ...]:
+    """Socket inodes of the LISTEN sockets on *ports*: they change when another process (or a
+    restarted one) binds the port, even between two health polls."""
+    return tuple(sorted({inode for _, bound, inode in _listen_sockets(proc_net) if bound in ports}))
 
 
 def _is_loopback(addr: str) -> bool:
@@ -161,8 +156,10 @@ def check(http_url: str, ports: list[int], *, timeout: float = 3.0) -> Hardening
         report.problems.append(f"Triton runs with model control '{report.model_control}': clients or files could "
                                "change the served models after attestation (start it with --model-control-mode none)")
     candidates = local_addresses()
+    sockets = _listen_sockets(Path("/proc/net"))  # read once for every port
+    report.listeners = tuple(sorted({inode for _, bound, inode in sockets if bound in ports}))
     for port in ports:
-        bound = listening_addresses(port)
+        bound = sorted({addr for addr, at, _ in sockets if at == port})
         report.listen_addresses[port] = bound
         for addr in bound:
             if not _is_loopback(addr):
