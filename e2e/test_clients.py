@@ -153,6 +153,13 @@ def add_sub_inputs(module):  # type: ignore[no-untyped-def]
     return demo_inputs(module, [5], [3])
 
 
+LARGE_ELEMENTS = 1_200_000  # FP32: 4.8 MB per tensor, 9.6 MB per request and per response
+
+
+def large_add_sub_inputs(module):  # type: ignore[no-untyped-def]
+    return demo_inputs(module, [5.0] * LARGE_ELEMENTS, [3.0] * LARGE_ELEMENTS)
+
+
 def test_proxy_with_unmodified_tritonclient(stack: Stack, policies: dict[str, Path]) -> None:
     good = ProxyThread(f"127.0.0.1:{stack.port}", policies["good"])
     try:
@@ -279,10 +286,18 @@ def test_rotation_survived_by_sdk_and_proxy(sim_state: Path, policies: dict[str,
         policy = _write(tmp_path / "p.yaml", base)
         sdk = http_client(s.url, policy)
         sdk_grpc = grpc_client(s.url, policy)
+        # A caller's own channel options stay in force on every client rebuilt after a rotation.
+        sdk_grpc_small = grpc_client(s.url, policy, channel_args=[("grpc.max_receive_message_length", 1 << 20)])
         proxy = ProxyThread(f"127.0.0.1:{s.port}", policy)
         failures, ok = [], 0
         try:
             for round_ in range(4):
+                # 9.6 MB in and out: above gRPC's 4 MiB default, within tritonclient's 2 GiB.
+                big = sdk_grpc.infer("add_sub", large_add_sub_inputs(tgrpc))
+                assert big.as_numpy("OUTPUT0").nbytes == LARGE_ELEMENTS * 4
+                assert float(big.as_numpy("OUTPUT0")[-1]) == 8.0
+                with pytest.raises(Exception, match="RESOURCE_EXHAUSTED|larger than max"):
+                    sdk_grpc_small.infer("add_sub", large_add_sub_inputs(tgrpc))
                 for _ in range(5):
                     try:
                         assert sdk.infer("add_sub", add_sub_inputs(thttp)).as_numpy("OUTPUT0").tolist() == [8.0]
@@ -297,6 +312,7 @@ def test_rotation_survived_by_sdk_and_proxy(sim_state: Path, policies: dict[str,
                 time.sleep(1.5)  # let Envoy drop the idle connections
             assert failures == [] and ok == 60
             assert sdk.reverifications >= 3
+            assert sdk_grpc.reverifications >= 3 and sdk_grpc_small.reverifications >= 3
             assert proxy.proxy.stats.verified >= 4
         finally:
             proxy.stop()

@@ -136,3 +136,28 @@ def test_health_and_metrics(stack: Stack) -> None:
     status = stack.status()
     assert status["ready"] and status["xds"]["Secret"]["acked_version"] == status["xds_version"]
     assert "PRIVATE KEY" not in stack.log()
+
+
+def test_second_gateway_on_a_taken_port_is_refused(stack: Stack) -> None:
+    """Two gateways on one port would split clients between two certificates: the second one
+    refuses to start, and Envoy's listener cannot be joined through SO_REUSEPORT either."""
+    import socket
+
+    from .stack import start_stack, terminate
+
+    before = fetch_cert_pem(stack.port)
+    for key, override in (("listen", {"listen": {"port": stack.port}}),
+                          ("control.metrics", {"control": {"metrics_port": stack.metrics_port}})):
+        second = start_stack(override, sim_dir=stack.sim_dir, wait=False)
+        try:
+            assert second.proc.wait(60) == 2, second.log()[-2000:]
+        finally:
+            terminate(second.proc)
+        log = second.log()
+        assert f"{key}: port" in log and "already in use by another process" in log, log[-2000:]
+        assert "ss -ltnp" in log
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        with pytest.raises(OSError, match="in use"):
+            sock.bind(("127.0.0.1", stack.port))
+    assert fetch_cert_pem(stack.port) == before  # the first gateway served on, alone

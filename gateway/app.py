@@ -36,6 +36,7 @@ from .http_server import QuietAppRunner
 from .identity import IdentityManager
 from .metrics import MetricFamily, render
 from .platform_detect import detect
+from .ports import ports_free
 from .reflection import ReflectionIndex, handlers
 from .supervisor import Backoff, EnvoySupervisor, locate_envoy
 from .xds.server import AdsServicer, XdsServer
@@ -137,6 +138,8 @@ class Gateway:
                               hint="give the run directory to the gateway's user (a tmpfs mounted with its uid), "
                                    "or point control.run_dir elsewhere") from None
         self._raise_file_limit()
+        ports_free([("listen", cfg.listen.address, cfg.listen.port),
+                    ("control.metrics", cfg.control.metrics_address, cfg.control.metrics_port)])
         platform = self.platform  # fail early (and loudly) when no TEE and not sim
         if platform.simulated:
             log.warning("identity platform is SIMULATED: certificates carry no hardware evidence")

@@ -214,6 +214,9 @@ def listener(options: ListenerOptions) -> listener_pb2.Listener:
     spec = {
         "name": LISTENER_NAME,
         "address": _socket_address(options.address, options.port),
+        # Envoy's default SO_REUSEPORT lets a second gateway bind the same port and the kernel then
+        # splits connections between two certificates; without it the second bind fails.
+        "enable_reuse_port": False,
         **options.listener_extras,
         "filter_chains": [{
             **options.filter_chain_extras,

@@ -19,9 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import EvidenceError
 from ..policy import Policy
 from ..trust import Trust
-from .verify import VerifiedServer, as_policy, verify_server
+from .fetch import fetch_certificate
+from .verify import VerifiedServer, as_policy, verify_presented, verify_server
 
 TLS_FAILURE_MARKERS = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "handshake", "SSL", "ssl")
 
@@ -40,10 +42,35 @@ def _context_for(server: VerifiedServer) -> ssl.SSLContext:
 
 
 def _looks_like_tls_failure(exc: BaseException) -> bool:
+    # gRPC reports a refused handshake as UNAVAILABLE, like an outage; _refresh tells them apart
+    # by the certificate presented, so an outage costs one handshake per failed call, no verification.
     if isinstance(exc, ssl.SSLError):
         return True
     text = f"{type(exc).__name__}: {exc}"
     return any(marker in text for marker in TLS_FAILURE_MARKERS) or "UNAVAILABLE" in text
+
+
+def grpc_channel_args(server: VerifiedServer, channel_args: list[tuple[str, Any]] | None,
+                      keepalive_options: Any = None) -> list[tuple[str, Any]]:
+    """tritonclient's own channel options (2 GiB messages, its keepalive) unless the caller gave
+    theirs, plus the TLS name of the verified certificate: tritonclient drops all its defaults as
+    soon as ``channel_args`` is passed, and the name override has to be passed that way."""
+    if channel_args is None:
+        from tritonclient.grpc import KeepAliveOptions
+        from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE
+
+        k = keepalive_options or KeepAliveOptions()
+        channel_args = [
+            ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.keepalive_time_ms", k.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", k.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", k.keepalive_permit_without_calls),
+            ("grpc.http2.max_pings_without_data", k.http2_max_pings_without_data),
+        ]
+    if any(name == "grpc.ssl_target_name_override" for name, _ in channel_args):
+        return list(channel_args)
+    return [("grpc.ssl_target_name_override", (server.names or ["localhost"])[0]), *channel_args]
 
 
 class _Reverifying:
@@ -60,9 +87,13 @@ class _Reverifying:
     def _refresh(self) -> bool:
         """Verify what the server presents now; True if it is a new (and acceptable) certificate."""
         with self._lock:
-            fresh = verify_server(self._url, self._policy, trust=self._trust)  # raises PolicyViolation
-            if fresh.cert_der == self.server.cert_der:
+            try:
+                presented = fetch_certificate(self.server.target)
+            except EvidenceError:
+                return False  # nothing answers: an outage, not a rotation; the caller sees its own error
+            if presented == self.server.cert_der:
                 return False
+            fresh = verify_presented(self.server.target, presented, self._policy, trust=self._trust)
             self.server = fresh
             self.reverifications += 1
             old = self.client
@@ -111,6 +142,9 @@ class VerifiedGrpcClient(_Reverifying):
         import tritonclient.grpc as tgrpc
 
         self._dir = tempfile.TemporaryDirectory(prefix="ratls-grpc-")
+        # Read once here, not inside build(): every rebuilt client (after a rotation) gets them too.
+        caller_args = kwargs.pop("channel_args", None)
+        keepalive = kwargs.get("keepalive_options")
 
         def build(server: VerifiedServer) -> Any:
             # tritonclient reads root_certificates from a path: a private file per certificate.
@@ -118,10 +152,10 @@ class VerifiedGrpcClient(_Reverifying):
             fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(server.cert_pem)
-            names = server.names or ["localhost"]
-            channel_args = [("grpc.ssl_target_name_override", names[0]), *kwargs.pop("channel_args", [])]
             return tgrpc.InferenceServerClient(f"{server.target.host}:{server.target.port}", ssl=True,
-                                               root_certificates=str(pem), channel_args=channel_args, **kwargs)
+                                               root_certificates=str(pem),
+                                               channel_args=grpc_channel_args(server, caller_args, keepalive),
+                                               **kwargs)
 
         super().__init__(url, policy, trust, build)
 
@@ -153,8 +187,7 @@ def aio_grpc_client(url: str, policy: Policy | str | Path, *, trust: Trust | Non
     import tritonclient.grpc.aio as tgrpc_aio
 
     server = verify_server(url, as_policy(policy), trust=trust)
-    names = server.names or ["localhost"]
     creds = grpc.ssl_channel_credentials(root_certificates=server.cert_pem.encode())
-    return tgrpc_aio.InferenceServerClient(
-        f"{server.target.host}:{server.target.port}", ssl=True, creds=creds,
-        channel_args=[("grpc.ssl_target_name_override", names[0]), *kwargs.pop("channel_args", [])], **kwargs)
+    channel_args = grpc_channel_args(server, kwargs.pop("channel_args", None), kwargs.get("keepalive_options"))
+    return tgrpc_aio.InferenceServerClient(f"{server.target.host}:{server.target.port}", ssl=True, creds=creds,
+                                           channel_args=channel_args, **kwargs)

@@ -58,7 +58,12 @@ def verify_server(url: str, policy: Policy | str | Path, *, now: datetime | None
                   trust: Trust | None = None, timeout: float = 10.0) -> VerifiedServer:
     """Fetch the certificate (no application data is sent), verify it, or raise PolicyViolation."""
     target = parse_target(url)
-    der = fetch_certificate(target, timeout=timeout)
+    return verify_presented(target, fetch_certificate(target, timeout=timeout), policy, now=now, trust=trust)
+
+
+def verify_presented(target: Target, der: bytes, policy: Policy | str | Path, *, now: datetime | None = None,
+                     trust: Trust | None = None) -> VerifiedServer:
+    """Verify a certificate *target* presented (already fetched), or raise PolicyViolation."""
     appraisal, rc = verify_certificate(der, policy=as_policy(policy), now=now or utcnow(), trust=trust)
     if not appraisal.ok or rc is None:
         failures = "; ".join(f"{c.name}: {c.detail}" for c in appraisal.failures)

@@ -37,6 +37,7 @@ def test_listener_is_tls_only_via_sds() -> None:
     hcm = chain["filters"][0]["typed_config"]
     assert hcm["rds"]["route_config_name"] == ec.ROUTE_NAME
     assert hcm["http_filters"][-1]["name"] == "envoy.filters.http.router"
+    assert doc["enable_reuse_port"] is False  # a second gateway cannot share the port
 
 
 def test_routes_order_and_protocol_split() -> None:
