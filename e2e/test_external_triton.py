@@ -21,7 +21,7 @@ import pytest
 from triton_backend.demo import demo_repository
 from triton_backend.launch import TritonConfig, TritonProcess
 
-from .stack import Stack, free_port, start_stack
+from .stack import Stack, fetch_cert_pem, free_port, pinned_context, start_stack
 from .test_filters import _CaptureTriton, get
 
 pytestmark = pytest.mark.slow
@@ -160,6 +160,31 @@ def test_hold_on_refusal_still_exits_when_triton_is_late(sim_state: Path) -> Non
     assert late.returncode == 2 and "did not answer" in late.stderr and "holding" not in late.stderr
 
 
+def sdk_errors(stack: Stack) -> tuple[str, str]:
+    """What tritonclient reports for one inference over HTTP (the error's message, which it
+    parses from a JSON body) and over gRPC (the status code's name)."""
+    import tritonclient.grpc as tgrpc
+    import tritonclient.http as thttp
+    from tritonclient.utils import InferenceServerException
+
+    from triton_backend.demo import add_sub_inputs
+
+    pem = fetch_cert_pem(stack.port)
+    ctx = pinned_context(pem)
+    http = thttp.InferenceServerClient(f"127.0.0.1:{stack.port}", ssl=True, ssl_context_factory=lambda: ctx)
+    with pytest.raises(InferenceServerException) as over_http:
+        http.infer("add_sub", add_sub_inputs(thttp, [5], [3]))
+    http.close()
+    root = stack.workdir / "served.pem"
+    root.write_text(pem)
+    grpc = tgrpc.InferenceServerClient(f"127.0.0.1:{stack.port}", ssl=True, root_certificates=str(root),
+                                       channel_args=[("grpc.ssl_target_name_override", "localhost")])
+    with pytest.raises(InferenceServerException) as over_grpc:
+        grpc.infer("add_sub", add_sub_inputs(tgrpc, [5], [3]))
+    grpc.close()
+    return over_http.value.message(), str(over_grpc.value.status()).removeprefix("StatusCode.")
+
+
 class _ExplicitModeTriton(_CaptureTriton):
     """Answers like a Triton started with --model-control-mode=explicit."""
 
@@ -184,6 +209,8 @@ def test_triton_replaced_by_an_unhardened_one_is_not_served(sim_state: Path, tmp
                                         "model_repository": str(demo_repository())}}, sim_dir=sim_state)
         server.stop()
         wait_health(stack, 503)
+        # An outage, as the SDKs see it: Triton's JSON error shape over HTTP, UNAVAILABLE over gRPC.
+        assert sdk_errors(stack) == ("the model server is unavailable or overloaded; retry later", "UNAVAILABLE")
         impostor = ThreadingHTTPServer(("127.0.0.1", http_port), _ExplicitModeTriton)
         threading.Thread(target=impostor.serve_forever, daemon=True).start()
         time.sleep(3)  # several upstream checks
@@ -193,7 +220,8 @@ def test_triton_replaced_by_an_unhardened_one_is_not_served(sim_state: Path, tmp
         assert "failed the hardening check after reconnecting" in stack.log()
         # not only unready: Envoy forwards nothing to it
         status, data = get(stack.port, "POST", "/v2/models/add_sub/infer", INFER)
-        assert status == 503 and b"Triton failed the hardening check" in data, data
+        assert status == 503 and b"content-type: application/json" in data.lower(), data
+        assert sdk_errors(stack) == ("Triton failed the hardening check", "UNAVAILABLE")
         assert _ExplicitModeTriton.inferences == 0
         impostor.shutdown()
         impostor.server_close()

@@ -58,6 +58,13 @@ def _grpc_refusal(name: str, status: int, message: str, match: dict[str, Any]) -
         "inline_string": f"ratls-gateway: {message}"}}, "typed_per_filter_config": _no_buffer()}
 
 
+def refusal_routes(name: str, status: int, message: str) -> list[dict[str, Any]]:
+    """Every request refused alike, in each protocol's own shape: gRPC callers get a grpc-status
+    and grpc-message, everyone else Triton's JSON error shape (tritonclient parses the body)."""
+    grpc = _grpc_refusal(f"{name}:grpc", status, message, {"prefix": "/", "headers": [_GRPC_CT]})
+    return [grpc, _local_reply(name, status, message, {"prefix": "/"})]
+
+
 def _path_contains(text: str) -> dict[str, Any]:
     return {"prefix": "/", "headers": [{"name": ":path", "string_match": {"contains": text}}]}
 
@@ -371,7 +378,8 @@ _UPSTREAM_FLAGS = ["UH", "UF", "UO", "URX", "UC", "UR", "UT", "OM", "DO", "NC"]
 
 def local_reply_config() -> dict[str, Any]:
     is_grpc = {"header_filter": {"header": _GRPC_CT}}
-    not_grpc = {"header_filter": {"header": {**_GRPC_CT, "invert_match": True}}}
+    # A missing content-type (tritonclient's HTTP infer sends none) must count as "not gRPC".
+    not_grpc = {"header_filter": {"header": {**_GRPC_CT, "invert_match": True, "treat_missing_header_as_empty": True}}}
 
     def mapper(flags: list[str], message: str) -> dict[str, Any]:
         return {"filter": {"and_filter": {"filters": [{"response_flag_filter": {"flags": flags}}, not_grpc]}},

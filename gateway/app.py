@@ -18,7 +18,7 @@ import aiohttp
 import grpc
 from aiohttp import web
 
-from filters.compile import compile_policy
+from filters.compile import compile_policy, refusal_routes
 from ratls import registry
 from ratls.errors import ConfigError, RatlsError, UpstreamUnavailable
 from ratls.registry import Platform
@@ -405,11 +405,7 @@ class Gateway:
             refusal = "Triton failed the hardening check"  # what answers on its port is not what was checked
         if refusal is not None:
             # Fail closed: nothing reaches Triton until the cause is gone.
-            routes = [{"name": "upstream-refused", "match": {"prefix": "/"},
-                       "direct_response": {"status": 503, "body": {"inline_string": refusal + "\n"}},
-                       "typed_per_filter_config": {"envoy.filters.http.buffer": {
-                           "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
-                           "disabled": True}}}]
+            routes = refusal_routes("upstream-refused", 503, refusal)
         return Snapshot(version, {
             ec.TYPE_CLUSTER: {c.name: c for c in ec.clusters(
                 self._upstreams, self.filter_plan.cluster_extras if self.filter_plan else None,
