@@ -444,9 +444,18 @@ def probe_upstream_host(stack: Stack, value: str) -> None:
     assert value == "127.0.0.1"
 
 
+def probe_repository_change(stack: Stack, value: str) -> None:
+    # Editing the walk's repository would stop every other probe: e2e/test_model_update.py edits
+    # its own copy and shows the refusal (503 until reverted or re-attested); here, the default.
+    assert value == "refuse"
+    assert "test_edited_repository_is_refused_until_reverted" in Path(__file__).with_name(
+        "test_model_update.py").read_text()
+
+
 PROBES: dict[str, Callable[[Stack, Any], None]] = {
     "listen.port": probe_listen_port, "listen.tls_min_version": probe_tls_version,
     "upstreams.mode": probe_upstream_mode, "upstreams.host": probe_upstream_host,
+    "upstreams.on_repository_change": probe_repository_change,
     "filters.enabled": probe_enabled, "filters.models": probe_models, "filters.models_scope": probe_models_scope,
     "filters.strip_headers": probe_strip_headers, "filters.strip_header_prefixes": probe_strip_prefixes,
     **{f"filters.exposure.{c.value}": probe_exposure(c.value) for c in Category},

@@ -53,6 +53,18 @@ def _seconds(text: str, what: str) -> float:
     return parse_duration(text, what=what).total_seconds()
 
 
+async def _measured(repo: Path) -> Manifest:
+    try:
+        manifest = await asyncio.to_thread(build_manifest, repo)
+    except ManifestError as exc:
+        raise ConfigError(f"cannot measure the model repository {repo}: {exc}") from None
+    if not manifest.model_digests():
+        # an empty (or mistyped, or not yet mounted) repository would be attested as "serves nothing"
+        raise ConfigError(f"the model repository {repo} holds no models",
+                          hint="point triton.model_repository at the directory Triton loads its models from")
+    return manifest
+
+
 class Gateway:
     def __init__(self, config: GatewayConfig, *, platform: Platform | None = None) -> None:
         self.config = config
@@ -90,6 +102,8 @@ class Gateway:
         self.authz: Any = None
         self._rotating = False
         self._last_admin_rotation = -ADMIN_ROTATE_MIN_INTERVAL_S
+        self._reloading = False  # Triton is being restarted on purpose: not a crash to recover from
+        self._reload_lock = asyncio.Lock()
         self.access_log_rotations = 0
 
     # ---- derived ----
@@ -302,15 +316,56 @@ class Gateway:
                                        self.run_dir / "reflection.sock")
 
     async def _measure(self, repo: Path) -> None:
-        try:
-            self.manifest = await asyncio.to_thread(build_manifest, repo)
-        except ManifestError as exc:
-            raise ConfigError(f"cannot measure the model repository {repo}: {exc}") from None
-        if not self.manifest.model_digests():
-            # an empty (or mistyped, or not yet mounted) repository would be attested as "serves nothing"
-            raise ConfigError(f"the model repository {repo} holds no models",
-                              hint="point triton.model_repository at the directory Triton loads its models from")
+        self.manifest = await _measured(repo)
         self.watch = RepositoryWatch(repo, self.manifest)
+
+    async def reload_models(self) -> dict[str, Any]:
+        """Re-attest the model repository after an update (SIGHUP, POST /admin/reload): measure
+        it again and, when it changed, serve it - managed: Triton restarted on a fresh snapshot;
+        external: the operator restarted Triton on it - under a new certificate whose claims
+        name the new models and config. A repository that cannot be measured, or a Triton that
+        does not come up, leaves the attested state as it was; the certificate rotates either way."""
+        if self.watch is None or self.identity is None:
+            raise ConfigError("no model repository to reload: triton.model_repository is not set")
+        async with self._reload_lock:
+            repo = self.watch.repository
+            manifest = await _measured(repo)
+            old = self.manifest
+            changed = old is None or manifest.digest != old.digest
+            if changed:
+                await self._serve_repository()
+                self.manifest, self.watch = manifest, RepositoryWatch(repo, manifest)
+                self._compile_filters(await self._triton_metadata())
+                self.security_digest = self._security_digest()
+                self.identity.models, self.identity.config_digest = manifest.claims(), self.security_digest
+                log.info("model repository re-attested: manifest %s -> %s, config %s",
+                         old.digest if old else None, manifest.digest, self.security_digest)
+            self.repository_changes = []
+            serial = await self.rotate()
+            return {"serial": serial, "manifest": manifest.digest, "changed": changed,
+                    "models": manifest.model_digests(), "config_digest": self.security_digest}
+
+    async def _serve_repository(self) -> None:
+        """Make Triton serve the repository as it is now (model control is off: a restart)."""
+        if self.triton is None:
+            t = self.config.triton
+            if not await self._external_triton_still_hardened() and t.on_exposed == "refuse":
+                raise UpstreamUnavailable("the external Triton failed the hardening check; nothing was re-attested",
+                                          hint="restart Triton on the updated repository with README's flags, "
+                                               "then reload again")
+            return
+        self._reloading = True
+        self.upstream_ready = False
+        try:
+            await asyncio.to_thread(self.triton.stop)
+            self.triton.start()
+            await asyncio.to_thread(self.triton.wait_ready)
+        except Exception as exc:  # noqa: BLE001 - TritonError, OSError alike: reported, the old claims stay
+            raise UpstreamUnavailable(f"Triton did not start on the updated repository: {exc}",
+                                      hint="fix the model (Triton's log says why) and reload again") from None
+        finally:
+            self._reloading = False
+        self.upstream_ready = True
 
     async def _wait_for_external_triton(self, url: str, ports: list[int]) -> hardening.HardeningReport:
         """An external Triton is often started after the gateway (compose, systemd) and takes a
@@ -362,6 +417,7 @@ class Gateway:
         # can reach that): only on a 0600 unix socket, i.e. the gateway's own user and root.
         admin = web.Application()
         admin.router.add_post("/admin/rotate", self._rotate_handler)
+        admin.router.add_post("/admin/reload", self._reload_handler)
         admin.router.add_get("/admin/status", self._status_handler)
         await self._serve_private(admin, self.run_dir / "admin.sock")
 
@@ -455,7 +511,7 @@ class Gateway:
         url = f"http://{self._upstreams.triton_host}:{self._upstreams.triton_http_port}/v2/health/ready"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while True:
-                if self.triton is not None and not self.triton.running:
+                if self.triton is not None and not self.triton.running and not self._reloading:
                     self.upstream_ready = False
                     delay = backoff.next()
                     log.error("Triton exited (code %s); restarting in %.1fs. Log tail:\n%s",
@@ -560,8 +616,15 @@ class Gateway:
         interval = _seconds(self.config.triton.watch_interval, "triton.watch_interval")
         while True:
             await asyncio.sleep(interval)
-            changes = await asyncio.to_thread(self.watch.changes)
-            if changes and changes != self.repository_changes:
+            watch = self.watch
+            changes = await asyncio.to_thread(watch.changes)
+            if watch is not self.watch:
+                continue  # re-attested meanwhile: this answer is about the previous manifest
+            if not changes and self.repository_changes:
+                self.repository_changes = []
+                log.info("model repository is back to its attested state")
+                await self.publish()
+            elif changes and changes != self.repository_changes:
                 self.repository_changes = changes
                 log.error("model repository changed after attestation (%s): %s",
                           self.config.triton.on_repository_change, "; ".join(changes[:10]))
@@ -638,6 +701,15 @@ class Gateway:
         return web.Response(text=text, content_type="text/plain")
 
     async def _rotate_handler(self, request: web.Request) -> web.Response:
+        return await self._admin_action(lambda: self._rotated())
+
+    async def _reload_handler(self, request: web.Request) -> web.Response:
+        return await self._admin_action(self.reload_models)
+
+    async def _rotated(self) -> dict[str, Any]:
+        return {"serial": await self.rotate()}
+
+    async def _admin_action(self, action: Any) -> web.Response:
         # Even the operator cannot turn the admin socket into an evidence flood.
         since = time.monotonic() - self._last_admin_rotation
         if self._rotating or since < ADMIN_ROTATE_MIN_INTERVAL_S:
@@ -647,12 +719,14 @@ class Gateway:
         self._rotating = True
         self._last_admin_rotation = time.monotonic()
         try:
-            serial = await self.rotate()
+            result = await action()
+        except ConfigError as exc:  # the repository or Triton's answer: nothing was re-attested
+            return web.json_response({"error": exc.message, "hint": exc.hint}, status=409)
         except RatlsError as exc:
             return web.json_response({"error": str(exc)}, status=503)
         finally:
             self._rotating = False
-        return web.json_response({"serial": serial, "xds_version": self._snapshot_version})
+        return web.json_response({**result, "xds_version": self._snapshot_version})
 
     async def _status_handler(self, request: web.Request) -> web.Response:
         ident = self.identity.current if self.identity else None
@@ -703,7 +777,7 @@ class Gateway:
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._safe_rotate()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._on_sighup()))
         try:
             # a stop request is honoured while starting too (waiting for Triton can take minutes)
             starting = asyncio.ensure_future(self.start())
@@ -722,8 +796,15 @@ class Gateway:
         finally:
             await self.stop()
 
-    async def _safe_rotate(self) -> None:
+    async def _on_sighup(self) -> None:
+        """SIGHUP (systemctl reload): re-attest the model repository when there is one, else rotate."""
+        if not self.started.is_set():
+            return
         try:
-            await self.rotate()
+            if self.watch is not None:
+                result = await self.reload_models()
+                log.info("reload on SIGHUP: certificate %d, manifest %s", result["serial"], result["manifest"])
+            else:
+                await self.rotate()
         except RatlsError as exc:
-            log.error("rotation on SIGHUP failed: %s", exc)
+            log.error("reload on SIGHUP failed (the attested state is unchanged): %s", exc)

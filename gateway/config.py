@@ -105,11 +105,20 @@ class GatewayConfig:
     source: str = "<defaults>"
     filter_policy: Any = None  # filters.policy.FilterPolicy, set by load_config
 
+    def _upstreams_view(self) -> dict[str, Any]:
+        # What the gateway does when Triton's state is not the attested one is part of what a
+        # client accepts: "warn" serves through a changed repository or an exposed Triton.
+        view: dict[str, Any] = {"mode": self.triton.mode, "host": self.triton.host,
+                                "on_repository_change": self.triton.on_repository_change}
+        if self.triton.mode == "external":
+            view["on_exposed"] = self.triton.on_exposed
+        return view
+
     def security_view(self, effective_filters: dict[str, Any] | None = None) -> dict[str, Any]:
         """The security-relevant, effective configuration whose digest goes into the claims."""
         return {
             "listen": {"port": self.listen.port, "tls_min_version": self.listen.tls_min_version},
-            "upstreams": {"mode": self.triton.mode, "host": self.triton.host},
+            "upstreams": self._upstreams_view(),
             "filters": effective_filters if effective_filters is not None else self.filters,
         }
 

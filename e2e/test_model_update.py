@@ -1,0 +1,123 @@
+"""A model update without restarting the gateway: an edited repository is refused until it is
+back to its attested state or re-attested (POST /admin/reload, SIGHUP); clients pinned to the
+old models then fail verification and the new models are served under a new certificate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from triton_backend.demo import demo_repository
+
+from .stack import Stack, admin_request, start_stack
+from .test_filters import get
+
+pytestmark = pytest.mark.slow
+RATLS = [sys.executable, "-m", "ratls.cli"]
+INFER = json.dumps({"inputs": [
+    {"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [5]},
+    {"name": "INPUT1", "shape": [1], "datatype": "FP32", "data": [3]}]}).encode()
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def healthz(stack: Stack) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/healthz", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def infer(stack: Stack, model: str) -> tuple[int, bytes]:
+    return get(stack.port, "POST", f"/v2/models/{model}/infer", INFER)
+
+
+def ratls(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RATLS, *args], capture_output=True, text=True, timeout=120)
+
+
+def add_model(repo: Path, name: str) -> None:
+    shutil.copytree(repo / "add_sub", repo / name)
+    config = repo / name / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "add_sub"', f'name: "{name}"'))
+
+
+@pytest.fixture
+def updatable(sim_state: Path, tmp_path: Path) -> tuple[Stack, Path]:
+    repo = tmp_path / "models"
+    shutil.copytree(demo_repository(), repo)
+    stack = start_stack({"triton": {"model_repository": str(repo)}}, sim_dir=sim_state)
+    yield stack, repo
+    assert stack.stop() == 0, stack.log()[-3000:]
+
+
+def test_edited_repository_is_refused_until_reverted(updatable: tuple[Stack, Path]) -> None:
+    stack, repo = updatable
+    model = repo / "add_sub" / "1" / "model.py"
+    original = model.read_bytes()
+    model.write_bytes(original + b"\n# an edit after attestation\n")
+    wait_until(lambda: healthz(stack)[0] == 503, "the gateway to notice the edit")
+    assert any("model repository changed" in r for r in healthz(stack)[1]["reasons"])
+    status, data = infer(stack, "add_sub")
+    assert status == 503 and b"model repository changed after attestation" in data
+    model.write_bytes(original)  # back to the measured bytes: served again, no restart
+    wait_until(lambda: healthz(stack)[0] == 200, "the gateway to recover")
+    assert infer(stack, "add_sub")[0] == 200
+    assert "back to its attested state" in stack.log()
+
+
+def test_model_added_is_served_after_reload_under_new_claims(updatable: tuple[Stack, Path], tmp_path: Path) -> None:
+    stack, repo = updatable
+    old_policy = tmp_path / "policy.yaml"
+    made = ratls("policy", "init", "--from", stack.url, "--sim-dir", str(stack.sim_dir), "--out", str(old_policy))
+    assert made.returncode == 0, made.stderr
+    assert ratls("verify", stack.url, "--policy", str(old_policy)).returncode == 0
+    before = stack.status()
+    admin = stack.workdir / "run" / "admin.sock"
+
+    # A repository that cannot be measured is not re-attested: 409, and nothing changes.
+    (repo / "add_sub" / "1" / "__pycache__").mkdir()
+    code, body = admin_request(admin, "/admin/reload")
+    assert code == 409 and "__pycache__" in body["error"], body
+    assert stack.status()["config_digest"] == before["config_digest"]
+    (repo / "add_sub" / "1" / "__pycache__").rmdir()
+    wait_until(lambda: healthz(stack)[0] == 200, "the gateway to recover")
+
+    add_model(repo, "add_sub_v2")
+    wait_until(lambda: healthz(stack)[0] == 503, "the gateway to notice the new model")
+    time.sleep(2)  # the admin socket refuses actions within seconds of each other
+    code, body = admin_request(admin, "/admin/reload")
+    assert code == 200 and body["changed"] is True and "add_sub_v2" in body["models"], body
+    wait_until(lambda: healthz(stack)[0] == 200, "the re-attested gateway to be ready")
+    assert infer(stack, "add_sub_v2")[0] == 200 and infer(stack, "add_sub")[0] == 200
+    after = stack.status()
+    assert after["config_digest"] != before["config_digest"]  # filters.models lists the new model
+    assert after["triton"]["pid"] != before["triton"]["pid"]  # Triton restarted on the new snapshot
+
+    # A client pinned to the old models and config refuses the new certificate: a verdict.
+    stale = ratls("verify", stack.url, "--policy", str(old_policy))
+    assert stale.returncode == 1, stale.stdout + stale.stderr
+    # SIGHUP (systemctl reload) with nothing changed: only a new certificate.
+    serial = after["certificate"]["serial"]
+    stack.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: stack.status()["certificate"]["serial"] != serial, "the SIGHUP rotation")
+    assert stack.status()["triton"]["pid"] == after["triton"]["pid"]
+    assert infer(stack, "add_sub_v2")[0] == 200
