@@ -133,6 +133,9 @@ def test_health_and_metrics(stack: Stack) -> None:
                    "ratls_certificate_expiry_timestamp_seconds", 'ratls_xds_nacks_total{type="Listener"} 0',
                    "envoy_server_live"):
         assert series in metrics, series
+    # Triton's own series, for the dashboards built on them (its port is private to the gateway)
+    http_client(stack).infer("add_sub", add_sub_inputs(thttp, [1], [2]))
+    assert 'nv_inference_request_success{model="add_sub",version="1"}' in stack.metrics()
     status = stack.status()
     assert status["ready"] and status["xds"]["Secret"]["acked_version"] == status["xds_version"]
     assert "PRIVATE KEY" not in stack.log()

@@ -696,8 +696,29 @@ class Gateway:
         text = await self._envoy_admin("GET", "/stats/prometheus")
         return text if text is not None else "# envoy admin unavailable\n"
 
+    def _triton_metrics_url(self) -> str | None:
+        t = self.config.triton
+        if self.triton is not None:
+            return f"http://127.0.0.1:{self.triton.config.metrics_port}/metrics"
+        return f"http://{t.host}:{t.metrics_port}/metrics" if t.metrics_port else None
+
+    async def triton_metrics(self) -> str:
+        """Triton's own metrics (nv_inference_*): its port is private to the VM, yet dashboards
+        built on them must keep working behind the gateway."""
+        url = self._triton_metrics_url()
+        if url is None:
+            return ""
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return await resp.text()
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            pass
+        return "# triton metrics unavailable\n"
+
     async def _metrics_handler(self, request: web.Request) -> web.Response:
-        text = render(self.metric_families()) + await self.envoy_stats()
+        text = render(self.metric_families()) + await self.envoy_stats() + await self.triton_metrics()
         return web.Response(text=text, content_type="text/plain")
 
     async def _rotate_handler(self, request: web.Request) -> web.Response:
