@@ -9,20 +9,29 @@ from collections.abc import Iterable
 from ratls.errors import ConfigError
 
 
-def port_in_use(address: str, port: int) -> bool:
-    """True when binding *address*:*port* fails because something holds it. Bound the way Envoy
-    binds (SO_REUSEADDR, no SO_REUSEPORT), so only a live listener, not TIME_WAIT, counts."""
+def bind_error(address: str, port: int) -> OSError | None:
+    """None when *address*:*port* can be bound now, else the error the gateway would get."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR, as Envoy and aiohttp set it, so sockets in TIME_WAIT do not count as busy;
+        # never SO_REUSEPORT, which would let this probe share a live listener's port and miss it.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((address, port))
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return True
-            raise ConfigError(f"cannot bind {address}:{port}: {exc.strerror}",
-                              hint="check the address is one of this machine's") from None
-    return False
+            return exc
+    return None
+
+
+def port_in_use(address: str, port: int) -> bool:
+    """True when a live listener holds *address*:*port*; any other bind failure is a config error."""
+    error = bind_error(address, port)
+    if error is None:
+        return False
+    if error.errno == errno.EADDRINUSE:
+        return True
+    raise ConfigError(f"cannot bind {address}:{port}: {error.strerror}",
+                      hint="check the address is one of this machine's")
 
 
 def ports_free(ports: Iterable[tuple[str, str, int]]) -> None:
