@@ -29,7 +29,7 @@ $(MITM_STAMP):
 	@touch $@
 
 lint: venv
-	$(BIN)/ruff check ratls gateway filters triton_backend tests e2e bench conftest.py
+	$(BIN)/ruff check ratls gateway filters triton_backend tests e2e bench examples conftest.py
 
 # All tests: unit tests, vector tests and the real-stack e2e suite.
 test: venv lint $(MITM_STAMP)

@@ -160,6 +160,18 @@ def test_hold_on_refusal_still_exits_when_triton_is_late(sim_state: Path) -> Non
     assert late.returncode == 2 and "did not answer" in late.stderr and "holding" not in late.stderr
 
 
+def curl_h2_status(stack: Stack) -> str:
+    """curl over HTTP/2 with a 1 MiB body: the status it saw (its own exit status must be 0)."""
+    body = stack.workdir / "body.json"
+    body.write_bytes(b'{"inputs":[' + b" " * (1 << 20) + b"]}")
+    done = subprocess.run(["curl", "-sS", "-k", "--http2", "-o", "/dev/null", "-w", "%{http_code}",
+                           "-H", "Content-Type: application/json", "--data-binary", f"@{body}",
+                           f"https://127.0.0.1:{stack.port}/v2/models/add_sub/infer"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def sdk_errors(stack: Stack) -> tuple[str, str]:
     """What tritonclient reports for one inference over HTTP (the error's message, which it
     parses from a JSON body) and over gRPC (the status code's name)."""
@@ -209,6 +221,7 @@ def test_triton_replaced_by_an_unhardened_one_is_not_served(sim_state: Path, tmp
                                         "model_repository": str(demo_repository())}}, sim_dir=sim_state)
         server.stop()
         wait_health(stack, 503)
+        assert curl_h2_status(stack) == "503"
         # An outage, as the SDKs see it: Triton's JSON error shape over HTTP, UNAVAILABLE over gRPC.
         assert sdk_errors(stack) == ("the model server is unavailable or overloaded; retry later", "UNAVAILABLE")
         impostor = ThreadingHTTPServer(("127.0.0.1", http_port), _ExplicitModeTriton)
@@ -222,6 +235,7 @@ def test_triton_replaced_by_an_unhardened_one_is_not_served(sim_state: Path, tmp
         status, data = get(stack.port, "POST", "/v2/models/add_sub/infer", INFER)
         assert status == 503 and b"content-type: application/json" in data.lower(), data
         assert sdk_errors(stack) == ("Triton failed the hardening check", "UNAVAILABLE")
+        assert curl_h2_status(stack) == "503"  # a clean HTTP/2 reply, even to a request still uploading
         assert _ExplicitModeTriton.inferences == 0
         impostor.shutdown()
         impostor.server_close()

@@ -45,10 +45,12 @@ def duration(seconds: float) -> str:
     return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
-def _local_reply(name: str, status: int, message: str, match: dict[str, Any]) -> dict[str, Any]:
+def _local_reply(name: str, status: int, message: str, match: dict[str, Any], *,
+                 buffered: bool = False) -> dict[str, Any]:
     body = '{"error":"' + message.replace('"', "'") + '"}\n'
-    return {"name": name, "match": match, "direct_response": {"status": status, "body": {"inline_string": body}},
-            "response_headers_to_add": JSON_CT, "typed_per_filter_config": _no_buffer()}
+    route = {"name": name, "match": match, "direct_response": {"status": status, "body": {"inline_string": body}},
+             "response_headers_to_add": JSON_CT}
+    return route if buffered else {**route, "typed_per_filter_config": _no_buffer()}
 
 
 def _grpc_refusal(name: str, status: int, message: str, match: dict[str, Any]) -> dict[str, Any]:
@@ -61,8 +63,11 @@ def _grpc_refusal(name: str, status: int, message: str, match: dict[str, Any]) -
 def refusal_routes(name: str, status: int, message: str) -> list[dict[str, Any]]:
     """Every request refused alike, in each protocol's own shape: gRPC callers get a grpc-status
     and grpc-message, everyone else Triton's JSON error shape (tritonclient parses the body)."""
+    # HTTP is answered after the (bounded) body is read: a reply while an HTTP/2 client still
+    # uploads ends in a stream reset, which curl reports as a framing error instead of the status.
+    # gRPC clients take an early trailers-only reply, and a stream has no end to wait for.
     grpc = _grpc_refusal(f"{name}:grpc", status, message, {"prefix": "/", "headers": [_GRPC_CT]})
-    return [grpc, _local_reply(name, status, message, {"prefix": "/"})]
+    return [grpc, _local_reply(name, status, message, {"prefix": "/"}, buffered=True)]
 
 
 def _path_contains(text: str) -> dict[str, Any]:
