@@ -115,6 +115,12 @@ def test_model_added_is_served_after_reload_under_new_claims(updatable: tuple[St
     # A client pinned to the old models and config refuses the new certificate: a verdict.
     stale = ratls("verify", stack.url, "--policy", str(old_policy))
     assert stale.returncode == 1, stale.stdout + stale.stderr
+    # ...and policy diff names the change: the new model, and the config key that lists it
+    # (against the config document policy init saved beside the policy).
+    assert Path(str(old_policy) + ".config.json").exists()
+    diff = ratls("policy", "diff", "--policy", str(old_policy), stack.url)
+    assert diff.returncode == 1, diff.stdout + diff.stderr
+    assert "add_sub_v2" in diff.stdout and "filters.models" in diff.stdout, diff.stdout
     # SIGHUP (systemctl reload) with nothing changed: only a new certificate.
     serial = after["certificate"]["serial"]
     stack.proc.send_signal(signal.SIGHUP)

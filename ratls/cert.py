@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -108,9 +109,54 @@ class RatlsCertificate:
                [str(v) for v in ext.get_values_for_type(x509.IPAddress)]
 
 
-def load_x509(data: bytes) -> x509.Certificate:
+class UnreadableCertificate(EvidenceError):
+    """Bytes that are not an X.509 certificate at all (truncated, not PEM/DER, a field that does not
+    decode). For a file the user gave, that is bad input (the CLI exits 2); for bytes a server
+    presented, the pipeline records it as a failed ``certificate.parse`` check (a verdict)."""
+
+
+# cryptography reports ASN.1 failures as the Rust parser's debug text, e.g.
+# 'error parsing asn1 value: ParseError { kind: InvalidLength, location: ["Certificate::tbs_cert"] }'.
+_ASN1_KIND = re.compile(r"ParseError \{ kind: ([A-Za-z]+)")
+_ASN1_LOCATION = re.compile(r"location: \[([^\]]*)\]")
+
+
+def _asn1_detail(exc: Exception) -> str | None:
+    """A short plain-words reason from cryptography's error ("invalid length in tbs_cert"), or None
+    when the text is not one we can translate: the raw debug text is never shown to users."""
+    text = str(exc)
+    if "MalformedFraming" in text:
+        return "the PEM block is cut off or its BEGIN/END lines do not match"
+    kind = _ASN1_KIND.search(text)
+    if kind is None:
+        return None
+    words = re.sub(r"(?<!^)(?=[A-Z])", " ", kind.group(1)).lower()
+    location = _ASN1_LOCATION.search(text)
+    # The location is a path like "Certificate::tbs_cert", ..., 3: name its last named field.
+    names = [part.strip().strip('"') for part in (location.group(1).split(",") if location else [])]
+    names = [n.split("::")[-1] for n in names if n and not n.isdigit()]
+    return f"{words} in {names[-1]}" if names else words
+
+
+FILE_HINT = "copy or download it again, or name the server as https://HOST:PORT instead of the file"
+
+
+def _unreadable(source: str, data: bytes, exc: Exception, hint: str | None) -> UnreadableCertificate:
+    detail = _asn1_detail(exc)
+    if detail and not looks_like_pem(data):
+        detail = f"read as DER, {detail}"
+    return UnreadableCertificate(f"{source} is not a PEM or DER X.509 certificate (truncated?)"
+                                 + (f": {detail}" if detail else ""), hint=hint)
+
+
+def load_x509(data: bytes, *, source: str = "the certificate", hint: str | None = None) -> x509.Certificate:
+    """Parse a PEM or DER certificate. *source* names it in the error ("'cert.pem'"), *hint* says
+    what to do about it (FILE_HINT for a file the user gave)."""
     if len(data) > MAX_CERT_BYTES:
-        raise EvidenceError(f"certificate is {len(data)} bytes, over the {MAX_CERT_BYTES}-byte limit")
+        raise UnreadableCertificate(f"{source} is {len(data)} bytes, over the {MAX_CERT_BYTES}-byte limit",
+                                    hint="an RA-TLS certificate is a few KiB; is this the right file?")
+    if not data.strip():
+        raise UnreadableCertificate(f"{source} is empty", hint=hint)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -118,8 +164,18 @@ def load_x509(data: bytes) -> x509.Certificate:
                 return x509.load_pem_x509_certificate(data)
             return x509.load_der_x509_certificate(data)
         except X509_ERRORS as exc:
-            raise EvidenceError(f"not a readable X.509 certificate: {exc}",
-                                hint="the file may be truncated; fetch it again") from None
+            raise _unreadable(source, data, exc, hint) from None
+
+
+def read_certificate(data: bytes, *, source: str = "the certificate",
+                     hint: str | None = None) -> x509.Certificate:
+    """load_x509, and decode every field now (cryptography decodes lazily), so that bytes which are
+    not a certificate fail here as UnreadableCertificate - never later as a verification result."""
+    cert = load_x509(data, source=source, hint=hint)
+    try:
+        return force_parse(cert, what=source)
+    except EvidenceError as exc:
+        raise _unreadable(source, data, exc, hint) from None
 
 
 def parse_ratls(cert: x509.Certificate) -> RatlsCertificate:

@@ -1,22 +1,26 @@
 """The ``ratls`` command line. Exit codes: 0 success, 1 a security verdict failed,
-2 bad usage or unreadable input (the message says what and how to fix it)."""
+2 bad usage, unreadable input or an unreachable server (the message says what and how to fix it)."""
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, TextIO
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import __version__, registry
 from .appraisal import Appraisal
-from .cert import generate_key, load_x509, parse_ratls
-from .errors import RatlsError, UsageError
+from .cert import FILE_HINT, UnreadableCertificate, generate_key, parse_ratls, read_certificate
+from .claims import Claims
+from .errors import EvidenceError, RatlsError, UsageError
 from .evidence import Evidence
 from .pipeline import verify_certificate, verify_evidence
 from .policy import Policy, load_policy
@@ -106,11 +110,33 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
     return _emit(appraisal, args.json)
 
 
-def _load_cert_arg(target: str, timeout: float = 10.0) -> bytes:
-    if target.startswith("https://") or (":" in target and not Path(target).exists()):
+def _is_server(target: str) -> bool:
+    return target.startswith("https://") or (":" in target and not Path(target).exists())
+
+
+def _load_cert_arg(target: str, timeout: float = 10.0) -> bytes | x509.Certificate:
+    """The certificate FILE, https://HOST:PORT or HOST:PORT names.
+
+    A file is parsed here: one that is not a certificate is bad input (UnreadableCertificate,
+    exit 2), never a verdict. A server's certificate comes back as the DER it presented, for the
+    pipeline to judge. A server that sends garbage cannot reach that point unless OpenSSL accepted
+    its Certificate message: if the handshake fails, fetch_certificate raises EvidenceError (exit
+    2, unreachable): no certificate was presented, so there is nothing to give a verdict on and
+    nothing was trusted. If the handshake succeeds with bytes we cannot parse, that is what the
+    server offers as its identity: a failed certificate.parse check, a verdict (exit 1), so that it
+    never passes for a transient network problem."""
+    if _is_server(target):
         from .client.fetch import fetch_certificate, parse_target
         return fetch_certificate(parse_target(target), timeout=timeout)
-    return _read(target, "certificate")
+    return read_certificate(_read(target, "certificate"), source=f"'{target}'", hint=FILE_HINT)
+
+
+def _x509_arg(target: str) -> x509.Certificate:
+    """As _load_cert_arg, parsed also when a server presented it (for commands giving no verdict)."""
+    cert = _load_cert_arg(target)
+    if isinstance(cert, x509.Certificate):
+        return cert
+    return read_certificate(cert, source=f"the certificate {target} presented")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -124,7 +150,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _verify_fresh(args: argparse.Namespace, policy: Policy) -> int:
-    from .client.fresh import verify_fresh
+    from .client.fresh import EvidenceApiBusy, verify_fresh
     from .client.verify import verify_server
     if not args.target.startswith("https://"):
         raise UsageError("--fresh needs a live server (https://HOST:PORT), not a file")
@@ -132,7 +158,11 @@ def _verify_fresh(args: argparse.Namespace, policy: Policy) -> int:
     server = _verified_or_exit(lambda: verify_server(args.target, policy, now=now, trust=trust))
     if server is None:
         return EXIT_VERDICT
-    fresh = verify_fresh(server, policy, now=now, trust=trust)
+    try:
+        fresh = verify_fresh(server, policy, now=now, trust=trust)
+    except EvidenceApiBusy as exc:  # rate-limited or unavailable: no verdict either way
+        print(f"ratls: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     # The certificate passed; the verdict printed is the fresh evidence's (nonce, same key, policy).
     return _emit(fresh, args.json, {"certificate_sha256": server.cert_sha256, "fresh": True})
 
@@ -192,9 +222,11 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"--listen '{args.listen}' is not HOST:PORT", hint="e.g. --listen 127.0.0.1:8000")
+    target, policy, trust = parse_target(args.target), load_policy(args.policy), _trust(args)
+    if not args.lazy and not _proxy_target_passes(args, policy, trust):
+        return EXIT_VERDICT
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    proxy = VerifyingProxy(host, int(port), parse_target(args.target), load_policy(args.policy), trust=_trust(args),
-                           clock=_clock(args))
+    proxy = VerifyingProxy(host, int(port), target, policy, trust=trust, clock=_clock(args))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -207,6 +239,26 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     print(f"ratls proxy stopped: {proxy.stats.connections} connections, {proxy.stats.refused} refused",
           file=sys.stderr)
     return EXIT_OK
+
+
+def _proxy_target_passes(args: argparse.Namespace, policy: Policy, trust: Trust) -> bool:
+    """Verify the target once before listening: a policy that no connection can pass is reported
+    here and now, not as empty replies to every client with the reason only in the log. Every
+    connection is still verified on its own later."""
+    from .client.verify import verify_server
+    try:
+        server = _verified_or_exit(lambda: verify_server(args.target, policy, now=_now(args), trust=trust))
+    except EvidenceError as exc:  # no TLS handshake: nothing to judge yet
+        raise EvidenceError(f"cannot verify the proxy target {args.target} before listening: {exc.message}",
+                            hint="start the server first and check --target, or pass --lazy to start the proxy "
+                                 "now and verify on each connection") from None
+    if server is None:
+        print(f"ratls: not starting the proxy: {args.target} fails the policy, so every connection would be "
+              "refused", file=sys.stderr)
+        return False
+    print(f"ratls proxy: {args.target} passed the policy (certificate {server.cert_sha256[:16]}); each connection "
+          "is verified again", file=sys.stderr)
+    return True
 
 
 def cmd_cert_issue(args: argparse.Namespace) -> int:
@@ -241,42 +293,128 @@ def cmd_cert_issue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_cert_show(args: argparse.Namespace) -> int:
-    rc = parse_ratls(load_x509(_read(args.file, "certificate")))
+SNP_MEDIA_PREFIX = "application/vnd.amd.sev-snp"
+TDX_MEDIA = "application/vnd.intel.tdx.quote"
+AZURE_MEDIA = "application/vnd.ratls.azure-vtpm+json"
+
+
+def _claims_view(claims: Claims) -> dict[str, Any]:
+    """The claims as JSON (bytes as hex), the models claim {"manifest": d, "models": {name: d}}
+    flattened into "model_manifest" and "models" ({name: digest}). Kept apart, because a model
+    may be called "manifest"; keys of the models claim not known here go to "models_other"."""
+    view = claims.to_json()
+    models = view.pop("models", None)
+    if not isinstance(models, dict):
+        return view
+    if "manifest" in models:
+        view["model_manifest"] = models["manifest"]
+    view["models"] = models.get("models") or {}
+    other = {k: v for k, v in models.items() if k not in ("manifest", "models")}
+    if other:
+        view["models_other"] = other
+    return view
+
+
+def _snp_report(raw: bytes) -> dict[str, Any]:
     from .platforms.snp.abi import parse_report
-    info: dict[str, object] = {
+    report = parse_report(raw)
+    return {"measurements": {"measurement": report.measurement.hex()}, **report.summary()}
+
+
+def _tdx_report(raw: bytes) -> dict[str, Any]:
+    from .platforms.tdx.abi import parse_quote
+    quote = parse_quote(raw)
+    return {"measurements": quote.measurements(), **quote.summary()}
+
+
+def _azure_report(raw: bytes) -> dict[str, Any]:
+    from .platforms.azure.evidence import parse_azure_evidence
+    from .platforms.azure.hcl import REPORT_TYPE_SNP, parse_hcl_report
+    ev = parse_azure_evidence(raw)
+    hcl = parse_hcl_report(ev.hcl_report)
+    if hcl.report_type == REPORT_TYPE_SNP:
+        view = _snp_report(hcl.hw_report)
+    elif ev.td_quote is not None:
+        view = _tdx_report(ev.td_quote)
+    else:
+        view = {"measurements": {}}
+    # The hardware measurement is the paravisor's; the guest image is measured into the vTPM
+    # PCRs. Shown as reported: `ratls verify` checks them against the signed TPM quote.
+    view["measurements"].update({f"pcr{i}": value.hex() for i, value in enumerate(ev.pcrs)})
+    view["hcl"] = {"version": hcl.version, "report_type": hcl.kind, "vm_configuration": hcl.vm_configuration()}
+    return view
+
+
+def _report_view(evidence: Evidence) -> dict[str, Any] | None:
+    """The decoded hardware report; its "measurements" hold what identifies the launched image."""
+    if evidence.media_type.startswith(SNP_MEDIA_PREFIX):  # sev-snp and sim
+        return _snp_report(evidence.raw)
+    if evidence.media_type == TDX_MEDIA:  # tdx and sim-tdx
+        return _tdx_report(evidence.raw)
+    if evidence.media_type == AZURE_MEDIA:
+        return _azure_report(evidence.raw)
+    return None
+
+
+def cmd_cert_show(args: argparse.Namespace) -> int:
+    """Decode a certificate (a file, or what https://HOST:PORT or HOST:PORT presents); nothing is
+    verified. ``--json`` prints one object; keys are only ever added:
+
+    - ``subject``, ``sans``, ``not_before``/``not_after`` (ISO 8601), ``certificate_sha256`` and
+      ``pubkey_sha256`` (hex);
+    - ``claims``: the ratls/1 claims, bytes as hex, with the models claim flat:
+      ``model_manifest`` (digest of the whole manifest) and ``models`` (``{name: digest}``);
+    - ``evidence``: ``platform``, ``media_type``, ``bytes``, ``endorsements`` (labels);
+    - ``report`` (absent for an unknown media type): the decoded hardware report, whose
+      ``measurements`` identify the launched image, named as in the Appraisal and in policies:
+      SEV-SNP and sim ``measurement``; TDX and sim-tdx ``mrtd``, ``rtmr0``-``rtmr3``,
+      ``mrconfigid``, ``mrowner``, ``mrownerconfig``, ``mrseam``; Azure vTPM the hardware
+      report's plus ``pcr0``-``pcr23`` as reported (``report.hcl`` has the HCL details).
+    """
+    rc = parse_ratls(_x509_arg(args.file))
+    info: dict[str, Any] = {
         "subject": rc.cert.subject.rfc4514_string(),
         "sans": rc.sans(),
         "not_before": rc.cert.not_valid_before_utc.isoformat(),
         "not_after": rc.cert.not_valid_after_utc.isoformat(),
         "certificate_sha256": rc.cert_sha256,
         "pubkey_sha256": rc.spki_sha256.hex(),
-        "claims": rc.claims.to_json(),
+        "claims": _claims_view(rc.claims),
         "evidence": {"platform": rc.evidence.platform, "media_type": rc.evidence.media_type,
                      "bytes": len(rc.evidence.raw), "endorsements": sorted(rc.evidence.endorsements)},
     }
-    if rc.evidence.media_type.startswith("application/vnd.amd.sev-snp"):
-        info["report"] = parse_report(rc.evidence.raw).summary()
-    elif rc.evidence.media_type == "application/vnd.intel.tdx.quote":
-        from .platforms.tdx.abi import parse_quote
-        quote = parse_quote(rc.evidence.raw)
-        info["report"] = {**quote.summary(), "measurements": quote.measurements()}
+    report = _report_view(rc.evidence)
+    if report is not None:
+        info["report"] = report
     if args.json:
         print(json.dumps(info, indent=2))
-    else:
-        if rc.evidence.platform.startswith("sim"):
-            print("SIMULATED platform - not hardware evidence")
-        for key, value in info.items():
-            print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+        return EXIT_OK
+    if rc.evidence.platform.startswith("sim"):
+        print("SIMULATED platform - not hardware evidence")
+    _print_fields(info)
     return EXIT_OK
+
+
+def _print_fields(info: dict[str, Any]) -> None:
+    for key, value in info.items():
+        if key == "report":
+            # What identifies the launched image, one per line: what a reader compares first.
+            value = dict(value)
+            for name, digest in value.pop("measurements", {}).items():
+                print(f"{name}: {digest}")
+        print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
 
 
 def cmd_policy_init(args: argparse.Namespace) -> int:
     from .errors import PolicyViolation
     from .platforms.sim.roots import local_root_sha256, simulated_root_sha256
     from .policy_init import check_simulated_root, policy_from_observation
-    cert = _load_cert_arg(args.source)
-    rc = parse_ratls(load_x509(cert))
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not args.force:  # before any work: nothing to lose yet
+        raise UsageError(f"'{out}' already exists (it may be a policy someone reviewed); not overwriting it",
+                         hint="pass --force to replace it, or choose another --out path")
+    cert = _x509_arg(args.source)
+    rc = parse_ratls(cert)
     now = _now(args)
     trust = _trust(args)
     sim_root = simulated_root_sha256(rc.evidence)
@@ -297,12 +435,42 @@ def cmd_policy_init(args: argparse.Namespace) -> int:
     if sim_note is not None:
         print(f"ratls: {sim_note}", file=sys.stderr)
     text = policy_from_observation(appraisal, rc, now, sim_root=sim_root, sim_root_note=sim_note)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out} (trust on first use: review it before relying on it)", file=sys.stderr)
-    else:
+    if out is None:
         sys.stdout.write(text)
+        return EXIT_OK
+    _write_policy(out, text)
+    print(f"wrote {out} (trust on first use: review it before relying on it)", file=sys.stderr)
+    _save_config_beside(out, args.source, rc)
     return EXIT_OK
+
+
+def _save_config_beside(out: Path, source: str, rc: Any) -> None:
+    """Keep the attested config document next to the policy, so that a later `ratls policy diff`
+    names the keys that changed, not only that the digest did. Best effort: the policy stands
+    without it."""
+    if not _is_server(source) or not rc.claims.config:
+        return
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from .client.fetch import parse_target
+    from .policy_cli import fetch_config_document, save_config_snapshot
+    try:
+        document = fetch_config_document(parse_target(source), rc.cert.public_bytes(Encoding.DER))
+        saved = save_config_snapshot(out, document, expected_digest=rc.claims.config)
+    except (RatlsError, OSError) as exc:
+        print(f"ratls: the config document was not saved beside the policy: {exc}", file=sys.stderr)
+        return
+    print(f"wrote {saved} (the attested config, for 'ratls policy diff')", file=sys.stderr)
+
+
+def _write_policy(out: Path, text: str) -> None:
+    from .fileutil import write_atomic
+    try:
+        # Atomic: a crash or a full disk leaves the old file (or none), never half a policy.
+        write_atomic(out, text.encode())
+    except OSError as exc:
+        raise UsageError(f"cannot write the policy to '{out}': {exc.strerror or exc}",
+                         hint="check that its directory is writable") from None
 
 
 def cmd_sim_root(args: argparse.Namespace) -> int:
@@ -322,7 +490,7 @@ def cmd_sim_root(args: argparse.Namespace) -> int:
 
 def _serve_missing(args: argparse.Namespace) -> int:
     raise UsageError("the gateway is not installed in this environment",
-                     hint="pip install 'ratls-gateway[server]' (the client-only install cannot serve)")
+                     hint="install the server extra: pip install '.[server]' from a checkout (README: Install)")
 
 
 # ---- parser ----
@@ -384,6 +552,10 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("--listen", required=True, metavar="HOST:PORT")
     px.add_argument("--target", required=True, metavar="HOST:PORT")
     px.add_argument("--policy", required=True, metavar="P")
+    px.add_argument("--lazy", action="store_true",
+                    help="do not verify the target at start (to start before the server is up); every connection "
+                         "is verified either way. Without it, a target failing the policy exits 1, an unreachable "
+                         "one exits 2")
     _common_verify(px)
     px.set_defaults(func=cmd_proxy)
 
@@ -411,15 +583,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     pol = sub.add_parser("policy", help="policy tooling").add_subparsers(dest="sub", required=True,
                                                                          parser_class=_Parser)
+    from .policy_cli import add_policy_commands  # here, not at the top: policy_cli imports this module
+    add_policy_commands(pol)
     pi = pol.add_parser("init", help="write a starting policy from observed evidence (trust on first use)")
     pi.add_argument("--from", dest="source", required=True, metavar="FILE|URL")
-    pi.add_argument("--out", metavar="P")
+    pi.add_argument("--out", metavar="P", help="write the policy here (default: stdout); refuses an existing file")
+    pi.add_argument("--force", action="store_true", help="replace an existing --out file")
     pi.add_argument("--at", metavar="TIME")
     pi.add_argument("--sim-dir", metavar="DIR",
                     help="local simulator state to compare a simulated root with (default: as 'ratls sim root')")
     pi.set_defaults(func=cmd_policy_init)
 
-    serve = sub.add_parser("serve", help="run the attested gateway (needs ratls-gateway[server])")
+    serve = sub.add_parser("serve", help="run the attested gateway (needs the server extra)")
     try:
         from gateway.cli import add_arguments
         from gateway.cli import serve as serve_cmd
@@ -428,6 +603,15 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_arguments(serve)
         serve.set_defaults(func=serve_cmd)
+    doctor = sub.add_parser("doctor", help="diagnose the CVM, Triton and the gateway config before 'ratls serve' "
+                                           "(exit 2 when a check fails; needs the server extra)")
+    try:
+        from gateway.doctor import add_doctor_arguments, cmd_doctor
+    except ImportError:
+        doctor.set_defaults(func=_serve_missing)
+    else:
+        add_doctor_arguments(doctor)
+        doctor.set_defaults(func=cmd_doctor)
 
     sim = sub.add_parser("sim", help="the simulated platform").add_subparsers(dest="sub", required=True,
                                                                               parser_class=_Parser)
@@ -439,21 +623,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+class _PipeSafeStdout:
+    """stdout for one command. When the reader goes away early (``ratls verify ... | head -1``),
+    further output is dropped instead of raising BrokenPipeError, so the command runs to its end
+    and its own exit code (a PASS 0, a FAIL 1) is the one returned."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self._drop_output()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._drop_output()
+
+    def _drop_output(self) -> None:
+        self.broken = True
+        # The interpreter flushes the real stdout at exit, with what is still buffered; pointed at
+        # devnull that flush succeeds instead of printing "Exception ignored ... BrokenPipeError"
+        # and exiting 120 (the approach of the Python docs, "Note on SIGPIPE").
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.stream.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass  # not a real descriptor (tests capture stdout): nothing is flushed at exit
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, buffer...
+        return getattr(self.stream, name)
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except UsageError as exc:
+    except (UsageError, UnreadableCertificate) as exc:
         print(f"ratls: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except RatlsError as exc:
-        # Unreadable input (policy, certificate file, configuration) is a usage problem;
-        # verdicts are reported through the Appraisal and exit 1.
+        # Unreadable input (policy, configuration) or an unreachable server: exit 2. Verdicts
+        # are reported through the Appraisal and exit 1.
         print(f"ratls: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    real_stdout = sys.stdout
+    guard = _PipeSafeStdout(real_stdout)
+    sys.stdout = guard
+    try:
+        code = _run(argv)
+        guard.flush()  # a reader that left shows here at the latest, while the code is still ours
+        return code
+    finally:
+        sys.stdout = real_stdout
 
 
 if __name__ == "__main__":

@@ -22,23 +22,15 @@ from typing import Any
 from ..errors import EvidenceError
 from ..policy import Policy
 from ..trust import Trust
-from .fetch import fetch_certificate
-from .verify import VerifiedServer, as_policy, verify_presented, verify_server
+from .pinning import Pin, pinned_context
+from .verify import VerifiedServer, as_policy, verify_server
 
 TLS_FAILURE_MARKERS = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "handshake", "SSL", "ssl")
 
 
 def verified_ssl_context(url: str, policy: Policy | str | Path, *, trust: Trust | None = None) -> ssl.SSLContext:
-    """An SSLContext trusting exactly the verified certificate (for requests, httpx, aiohttp...)."""
-    server = verify_server(url, as_policy(policy), trust=trust)
-    return _context_for(server)
-
-
-def _context_for(server: VerifiedServer) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cadata=server.cert_pem)
-    # The trust anchor is the verified certificate itself; its names are not what is being proven.
-    ctx.check_hostname = False
-    return ctx
+    """An SSLContext trusting exactly the verified certificate (for httpx, aiohttp...)."""
+    return pinned_context(verify_server(url, as_policy(policy), trust=trust))
 
 
 def _looks_like_tls_failure(exc: BaseException) -> bool:
@@ -77,34 +69,38 @@ class _Reverifying:
     """Delegates to a tritonclient client; on a TLS failure re-verifies and retries once."""
 
     def __init__(self, url: str, policy: Policy, trust: Trust | None, build: Callable[[VerifiedServer], Any]) -> None:
-        self._url, self._policy, self._trust = url, policy, trust
+        self._pin = Pin(url, policy, trust=trust)  # raises PolicyViolation
         self._build = build
         self._lock = threading.Lock()
-        self.server = verify_server(url, policy, trust=trust)
-        self.client = build(self.server)
-        self.reverifications = 0
+        self._built_for = self._pin.server
+        self.client = build(self._built_for)
+
+    @property
+    def server(self) -> VerifiedServer:
+        return self._pin.server
+
+    @property
+    def reverifications(self) -> int:
+        return self._pin.reverifications
 
     def _refresh(self) -> bool:
-        """Verify what the server presents now; True if it is a new (and acceptable) certificate."""
-        with self._lock:
-            try:
-                presented = fetch_certificate(self.server.target)
-            except EvidenceError:
-                return False  # nothing answers: an outage, not a rotation; the caller sees its own error
-            if presented == self.server.cert_der:
+        """True when the pin moved to a new, acceptable certificate (the client is rebuilt for it)."""
+        try:
+            if not self._pin.refresh(self._built_for):  # raises PolicyViolation
                 return False
-            fresh = verify_presented(self.server.target, presented, self._policy, trust=self._trust)
-            self.server = fresh
-            self.reverifications += 1
-            old = self.client
-            self.client = self._build(fresh)
-            close = getattr(old, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:  # noqa: BLE001, S110 - the old client is being discarded
-                    pass
-            return True
+        except EvidenceError:
+            return False  # nothing answers: an outage, not a rotation; the caller sees its own error
+        with self._lock:
+            if self._built_for is not self._pin.server:
+                old, self._built_for = self.client, self._pin.server
+                self.client = self._build(self._built_for)
+                close = getattr(old, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except Exception:  # noqa: BLE001, S110 - the old client is being discarded
+                        pass
+        return True
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.client, name)
@@ -130,7 +126,7 @@ class VerifiedHttpClient(_Reverifying):
             # A new context (and client) per verified certificate: adding the new certificate to
             # an existing trust store would not work, since OpenSSL picks the issuer by subject
             # name and every rotated certificate has the same subject as the previous one.
-            ctx = _context_for(server)
+            ctx = pinned_context(server)
             return thttp.InferenceServerClient(f"{server.target.host}:{server.target.port}", ssl=True,
                                                ssl_context_factory=lambda: ctx, **kwargs)
 
@@ -179,7 +175,7 @@ def aio_http_client(url: str, policy: Policy | str | Path, *, trust: Trust | Non
 
     server = verify_server(url, as_policy(policy), trust=trust)
     return thttp_aio.InferenceServerClient(f"{server.target.host}:{server.target.port}", ssl=True,
-                                           ssl_context=_context_for(server), **kwargs)
+                                           ssl_context=pinned_context(server), **kwargs)
 
 
 def aio_grpc_client(url: str, policy: Policy | str | Path, *, trust: Trust | None = None, **kwargs: Any) -> Any:

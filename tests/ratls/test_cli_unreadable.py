@@ -1,0 +1,129 @@
+"""A file that is not a certificate is bad input (exit 2, a readable message, no Rust debug text);
+a certificate that parses but fails verification, and whatever a server presents, stay verdicts."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import ratls.client.fetch
+from ratls.cert import UnreadableCertificate, read_certificate
+from ratls.cli import main
+from ratls.pipeline import verify_certificate
+from ratls.platforms.sim.chain import SimChain
+from ratls.timeutil import utcnow
+
+STRICT = Path(__file__).resolve().parents[2] / "config/policies/snp-strict.yaml"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def cert(tmp_path: Path, sim_state: Path) -> Path:
+    path = tmp_path / "c.pem"
+    assert main(["cert", "issue", "--platform", "sim", "--sim-dir", str(sim_state), "--out-cert", str(path),
+                 "--out-key", str(tmp_path / "k.pem")]) == 0
+    return path
+
+
+@pytest.fixture
+def policy(tmp_path: Path, sim_chain: SimChain) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(f"version: 1\nplatforms: []\nallow_simulated: true\n"
+                    f"simulated: {{root_sha256: '{sim_chain.root_sha256}'}}\n"
+                    f"sev-snp: {{measurements: ['{sim_chain.measurement.hex()}']}}\n")
+    return path
+
+
+def _broken(cert: Path, tmp_path: Path) -> dict[str, Path]:
+    import ssl
+    der = ssl.PEM_cert_to_DER_cert(cert.read_text())
+    files = {"truncated.pem": cert.read_bytes()[:300], "truncated.der": der[:200],
+             "garbage.bin": bytes(range(7, 207)), "empty.pem": b""}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return {name: tmp_path / name for name in files}
+
+
+@pytest.mark.parametrize("command", [["verify", "{f}", "--policy", "{p}"], ["cert", "show", "{f}"],
+                                     ["policy", "init", "--from", "{f}"]])
+def test_unreadable_file_exits_2_readably(command: list[str], cert: Path, policy: Path, tmp_path: Path,
+                                          capsys) -> None:
+    for name, path in _broken(cert, tmp_path).items():
+        code, out, err = run(capsys, *(a.format(f=path, p=policy) for a in command))
+        assert code == 2, (name, err)
+        assert f"'{path}'" in err and ("not a PEM or DER X.509 certificate (truncated?)" in err or "empty" in err)
+        assert "copy or download it again" in err
+        assert "ParseError" not in err and "kind:" not in err and "{" not in err and out == ""
+
+
+def test_certificate_that_parses_but_fails_is_still_a_verdict(cert: Path, capsys) -> None:
+    code, out, _ = run(capsys, "verify", str(cert), "--policy", str(STRICT))
+    assert code == 1 and "does not allow simulation" in out
+
+
+def test_tampered_certificate_is_a_verdict(cert: Path, policy: Path, tmp_path: Path, capsys) -> None:
+    import ssl
+    der = bytearray(ssl.PEM_cert_to_DER_cert(cert.read_text()))
+    der[-10] ^= 0x01  # inside the signature: still a well-formed certificate
+    tampered = tmp_path / "tampered.der"
+    tampered.write_bytes(bytes(der))
+    code, out, _ = run(capsys, "verify", str(tampered), "--policy", str(policy))
+    assert code == 1 and "[FAIL] certificate.self-signature" in out
+
+
+def test_garbage_a_server_presents_is_a_readable_verdict(policy: Path, capsys,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # As if OpenSSL had accepted the Certificate message but it is not a certificate we can read.
+    monkeypatch.setattr(ratls.client.fetch, "fetch_certificate", lambda target, timeout: b"\x30\x82\x01" + b"x" * 40)
+    code, out, _ = run(capsys, "verify", "https://gw.invalid:8443", "--policy", str(policy))
+    assert code == 1
+    assert "[FAIL] certificate.parse: the certificate is not a PEM or DER X.509 certificate (truncated?)" in out
+    assert "ParseError" not in out
+    appraisal, rc = verify_certificate(b"garbage", policy=None, now=utcnow())
+    assert rc is None and [c.name for c in appraisal.failures] == ["certificate.parse"]
+
+
+@pytest.fixture
+def garbage_server() -> Iterator[int]:
+    """Answers every connection with bytes that are not TLS at all."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n" + bytes(range(256)))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def test_server_sending_garbage_is_unreachable_not_a_pass(garbage_server: int, policy: Path, capsys) -> None:
+    code, out, err = run(capsys, "verify", f"https://127.0.0.1:{garbage_server}", "--policy", str(policy))
+    assert code == 2 and out == "" and "cannot complete a TLS handshake" in err
+
+
+def test_read_certificate_is_typed() -> None:
+    with pytest.raises(UnreadableCertificate, match=r"^'x\.pem' is not a PEM or DER X\.509 certificate") as info:
+        read_certificate(b"-----BEGIN CERTIFICATE-----\nMIIB", source="'x.pem'")
+    assert "cut off" in str(info.value)
