@@ -253,3 +253,58 @@ def test_triton_replaced_by_an_unhardened_one_is_not_served(sim_state: Path, tmp
         if stack is not None:
             stack.stop()
         server.stop()
+
+
+def test_python_backend_models_served_from_the_measured_repository(sim_state: Path, tmp_path: Path) -> None:
+    """An external Triton loading the very directory the gateway measured: its python backend
+    writes __pycache__ there on load, which the gateway refuses (bytecode would run instead of
+    the measured source); with README's blockers it writes none, and the gateway stays ready
+    through a Triton restart."""
+    import shutil
+
+    repo = tmp_path / "models"
+    shutil.copytree(demo_repository(), repo)
+    http_port, grpc_port = free_port(), free_port()
+
+    def external(work: str) -> TritonProcess:
+        return TritonProcess(TritonConfig(repo, http_port=http_port, grpc_port=grpc_port, work_dir=tmp_path / work,
+                                          snapshot=False, die_with_parent=False))
+
+    config = {"triton": {"mode": "external", "http_port": http_port, "grpc_port": grpc_port,
+                         "model_repository": str(repo)}}
+    server = external("t0")
+    server.start()
+    server.wait_ready()
+    server.stop()
+    written = sorted(str(p.relative_to(repo)) for p in repo.rglob("__pycache__") if p.is_dir())
+    assert written, "Triton's python backend wrote no bytecode: this test shows nothing"
+    refused = start_stack(config, sim_dir=sim_state, wait=False)
+    assert refused.proc.wait(60) == 2
+    assert "holds compiled bytecode" in refused.log() and "block-bytecode" in refused.log()
+
+    for directory in written:
+        shutil.rmtree(repo / directory)
+    blocked = subprocess.run([sys.executable, "-m", "triton_backend", "block-bytecode", str(repo)],
+                             capture_output=True, text=True)
+    assert blocked.returncode == 0 and "the manifest is unchanged" in blocked.stdout, blocked.stderr
+    server = external("t1")
+    server.start()
+    server.wait_ready()
+    stack = None
+    try:
+        stack = start_stack(config, sim_dir=sim_state)
+        assert get(stack.port, "POST", "/v2/models/add_sub/infer", INFER)[0] == 200
+        server.stop()
+        server = external("t2")  # restarted under the gateway: loads the models again
+        server.start()
+        server.wait_ready()
+        wait_health(stack, 200)
+        time.sleep(2)  # a few repository checks (watch_interval 1s)
+        code, body = healthz(stack)
+        assert code == 200, body
+        assert get(stack.port, "POST", "/v2/models/add_sub/infer", INFER)[0] == 200
+        assert not [p for p in repo.rglob("__pycache__") if p.is_dir()]
+    finally:
+        if stack is not None:
+            stack.stop()
+        server.stop()

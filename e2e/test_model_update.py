@@ -127,3 +127,25 @@ def test_model_added_is_served_after_reload_under_new_claims(updatable: tuple[St
     wait_until(lambda: stack.status()["certificate"]["serial"] != serial, "the SIGHUP rotation")
     assert stack.status()["triton"]["pid"] == after["triton"]["pid"]
     assert infer(stack, "add_sub_v2")[0] == 200
+
+
+def test_triton_restarted_on_a_changed_repository_stays_refused_after_a_revert(updatable: tuple[Stack, Path]) -> None:
+    """What Triton loaded counts, not what the source holds now: a crash while the repository
+    differs puts unmeasured models in Triton, and putting the source back does not take them out."""
+    import os
+
+    stack, repo = updatable
+    add_model(repo, "extra")
+    wait_until(lambda: healthz(stack)[0] == 503, "the gateway to notice the new model")
+    before = stack.status()["triton"]["pid"]
+    os.kill(before, signal.SIGKILL)
+    wait_until(lambda: stack.status()["triton"]["pid"] not in (None, before), "the Triton restart")
+    shutil.rmtree(repo / "extra")  # the source is the attested one again...
+    time.sleep(3)  # several watch intervals
+    code, body = healthz(stack)
+    assert code == 503 and "Triton serves a model repository other than the attested one" in body["reasons"], body
+    assert infer(stack, "extra")[0] == 503 and infer(stack, "add_sub")[0] == 503  # ...Triton's is not
+    code, reloaded = admin_request(stack.workdir / "run" / "admin.sock", "/admin/reload")
+    assert code == 200 and reloaded["changed"] is False, reloaded  # same claims, Triton restarted on them
+    wait_until(lambda: healthz(stack)[0] == 200, "the gateway to serve the attested models again")
+    assert infer(stack, "add_sub")[0] == 200 and infer(stack, "extra")[0] != 200

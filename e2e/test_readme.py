@@ -37,12 +37,15 @@ ELSEWHERE_SECTIONS: dict[str, tuple[str, str]] = {
     # the compose deployment needs a Docker engine: make e2e-compose checks these command by command
     "### docker-compose": ("e2e/compose/test_compose.py", "def test_readme_shows_what_ran"),
 }
-# Not 0, and why: each is part of what README says about the command.
+# Not 0, and why (what the output must say): each is part of what README says about the command.
 EXPECTED_EXIT = {
-    "ratls doctor -c config/gateway.yaml": 2,  # no TEE on this machine, and make serve holds 8443
-    "ratls serve -c config/gateway.yaml": 2,  # the same, refused at start
-    "ratls policy diff --policy config/policies/snp-strict.yaml https://127.0.0.1:8443": 1,  # simulated
-    "ratls verify cert.pem --policy policy.yaml": 1,  # another simulator's root, no models, no config
+    # no TEE on this machine, and make serve holds 8443
+    "ratls doctor -c config/gateway.yaml": (2, "FAIL  port.listen: port 8443"),
+    "ratls serve -c config/gateway.yaml": (2, "listen: port 8443 on 0.0.0.0 is already in use"),
+    # simulated evidence against a hardware-only policy
+    "ratls policy diff --policy config/policies/snp-strict.yaml https://127.0.0.1:8443": (1, "FAILS policy"),
+    # another simulator's root, no models, no config
+    "ratls verify cert.pem --policy policy.yaml": (1, "[FAIL]"),
 }
 # README's file names for the real vectors (under ../shared/vectors)
 VECTOR_FILES = {
@@ -257,9 +260,10 @@ def test_every_readme_command_runs_as_written(tmp_path: Path, vectors_dir: Path 
                 continue
             done = subprocess.run(["bash", "-c", command.text], cwd=checkout, env=env, capture_output=True,
                                   text=True, timeout=600, stdin=subprocess.DEVNULL)
-            expected = EXPECTED_EXIT.get(command.key, 0)
-            if done.returncode != expected:
-                failures.append(f"[{command.section}] {command.key}\n  exit {done.returncode}, expected {expected}\n"
+            expected, says = EXPECTED_EXIT.get(command.key, (0, ""))
+            if done.returncode != expected or says not in done.stdout + done.stderr:
+                failures.append(f"[{command.section}] {command.key}\n  exit {done.returncode}, expected {expected} "
+                                f"saying {says!r}\n"
                                 f"  stdout: {done.stdout[-1500:]}\n  stderr: {done.stderr[-1500:]}")
             ran.append(command.key)
         if serve is not None:  # the stack served every client command: check it is still the one started

@@ -4,7 +4,6 @@ configuration and the processes (DESIGN.md §1)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import os
@@ -20,13 +19,14 @@ from aiohttp import web
 
 from filters.compile import compile_policy, refusal_routes
 from ratls import registry
+from ratls.canonical import config_digest
 from ratls.errors import ConfigError, RatlsError, UpstreamUnavailable
 from ratls.registry import Platform
 from ratls.timeutil import parse_duration, utcnow
 from triton_backend import hardening
 from triton_backend.demo import demo_repository
 from triton_backend.launch import TritonConfig, TritonProcess
-from triton_backend.manifest import Manifest, ManifestError, RepositoryWatch, build_manifest, canonical_json
+from triton_backend.manifest import Manifest, ManifestError, RepositoryWatch, build_manifest
 
 from . import envoy_config as ec
 from .config import GatewayConfig
@@ -53,16 +53,19 @@ def _seconds(text: str, what: str) -> float:
     return parse_duration(text, what=what).total_seconds()
 
 
-async def _measured(repo: Path) -> Manifest:
+async def _measured(repo: Path) -> RepositoryWatch:
+    """The repository measured, with a watch whose fingerprint was taken first: a change made
+    while hashing is then seen as a change, never folded silently into the baseline."""
     try:
-        manifest = await asyncio.to_thread(build_manifest, repo)
+        watch = await asyncio.to_thread(RepositoryWatch, repo)
     except ManifestError as exc:
         raise ConfigError(f"cannot measure the model repository {repo}: {exc}") from None
+    manifest = watch.manifest
     if not manifest.model_digests():
         # an empty (or mistyped, or not yet mounted) repository would be attested as "serves nothing"
         raise ConfigError(f"the model repository {repo} holds no models",
                           hint="point triton.model_repository at the directory Triton loads its models from")
-    return manifest
+    return watch
 
 
 class Gateway:
@@ -104,6 +107,14 @@ class Gateway:
         self._last_admin_rotation = -ADMIN_ROTATE_MIN_INTERVAL_S
         self._reloading = False  # Triton is being restarted on purpose: not a crash to recover from
         self._reload_lock = asyncio.Lock()
+        # managed: the digest of the snapshot Triton was last started on (what it really serves)
+        self.served_digest: str | None = None
+        self._reload_refusal: str | None = None  # set while re-attesting, and when that failed midway
+        # external: Triton's listeners when the repository last changed state (to tell whether
+        # Triton was restarted - reloaded its models - since)
+        self._listeners_at_transition: Any = None
+        self._triton_lock = asyncio.Lock()  # one (re)start at a time: crash recovery or a reload
+        self._server_metadata: dict[str, Any] | None = None
         self.access_log_rotations = 0
 
     # ---- derived ----
@@ -131,7 +142,7 @@ class Gateway:
         return self.config.security_view(self.filter_policy.canonical() if self.filter_policy else None)
 
     def _security_digest(self) -> str:
-        return "sha256:" + hashlib.sha256(canonical_json(self.security_config())).hexdigest()
+        return config_digest(self.security_config())
 
     # ---- start-up ----
     async def start(self) -> None:
@@ -158,7 +169,8 @@ class Gateway:
         if platform.simulated:
             log.warning("identity platform is SIMULATED: certificates carry no hardware evidence")
         await self._start_triton()
-        self._compile_filters(await self._triton_metadata())
+        self._server_metadata = await self._triton_metadata()
+        self._compile_filters(self._server_metadata)
         self.security_digest = self._security_digest()
         self.identity = IdentityManager(
             platform, lifetime=cfg.identity.lifetime_td, rotate_at=cfg.identity.rotate_at,
@@ -291,7 +303,7 @@ class Gateway:
                 work_dir=(self.run_dir / "triton") if self.run_dir else None,
                 deny_apis=self._denied_triton_groups()))
             try:
-                self.triton.start()  # on the loop thread: see TritonProcess.start (PDEATHSIG)
+                await self._start_managed_triton()
                 await asyncio.to_thread(self.triton.wait_ready)
             except Exception as exc:  # noqa: BLE001 - TritonError, TritonNotFound, OSError alike
                 raise ConfigError(f"Triton did not start: {exc}") from None
@@ -309,63 +321,127 @@ class Gateway:
                                       hint="start Triton with the flags README lists (loopback addresses, "
                                            "--model-control-mode=none)")
                 log.warning("external Triton failed the hardening check (continuing, on_exposed=warn): %s", message)
-            self._checked_listeners = report.listeners
+            self._checked_listeners = self._listeners_at_transition = report.listeners
             self.upstream_ready = True
         assert self.run_dir is not None
         self._upstreams = ec.Upstreams(host, http_port, grpc_port, self.run_dir / "control.sock",
                                        self.run_dir / "reflection.sock")
 
     async def _measure(self, repo: Path) -> None:
-        self.manifest = await _measured(repo)
-        self.watch = RepositoryWatch(repo, self.manifest)
+        self.watch = await _measured(repo)
+        self.manifest = self.watch.manifest
+
+    async def _start_managed_triton(self) -> None:
+        """(Re)start the managed Triton on a fresh snapshot of the repository, and measure that
+        snapshot: what Triton serves is then known, whatever happened to the source meanwhile."""
+        assert self.triton is not None
+        async with self._triton_lock:
+            await asyncio.to_thread(self.triton.stop)
+            self.triton.start()  # on the loop thread: see TritonProcess.start (PDEATHSIG)
+            served = self.triton.served_repository
+            try:
+                self.served_digest = (await asyncio.to_thread(build_manifest, served)).digest if served else None
+            except ManifestError as exc:
+                self.served_digest = f"unmeasurable: {exc}"
+
+    def _repository_refusal(self) -> str | None:
+        """Why nothing may reach Triton because of the model repository, or None."""
+        if self._reload_refusal is not None:
+            return self._reload_refusal
+        if self.config.triton.on_repository_change != "refuse" or self.manifest is None:
+            return None
+        if self.served_digest is not None and self.served_digest != self.manifest.digest:
+            return "Triton serves a model repository other than the attested one"
+        if self.repository_changes:
+            return "model repository changed after attestation"
+        return None
+
+    def _current_listeners(self) -> Any:
+        t = self.config.triton
+        return hardening.listener_inodes([t.http_port, t.grpc_port])
 
     async def reload_models(self) -> dict[str, Any]:
-        """Re-attest the model repository after an update (SIGHUP, POST /admin/reload): measure
-        it again and, when it changed, serve it - managed: Triton restarted on a fresh snapshot;
-        external: the operator restarted Triton on it - under a new certificate whose claims
-        name the new models and config. A repository that cannot be measured, or a Triton that
-        does not come up, leaves the attested state as it was; the certificate rotates either way."""
+        """Re-attest the model repository after an update (SIGHUP, POST /admin/reload). Nothing
+        reaches Triton while this runs. The repository is measured; a managed Triton is
+        restarted on a snapshot that must measure the same (an external one must have been
+        restarted since the repository last changed); a new certificate names the new models
+        and config; then traffic flows again. A repository that cannot be measured changes
+        nothing (409). A failure after that keeps the old claims and keeps refusing until a
+        reload succeeds (what Triton now serves is not what the old certificate names)."""
         if self.watch is None or self.identity is None:
             raise ConfigError("no model repository to reload: triton.model_repository is not set")
         async with self._reload_lock:
-            repo = self.watch.repository
-            manifest = await _measured(repo)
-            old = self.manifest
-            changed = old is None or manifest.digest != old.digest
-            if changed:
-                await self._serve_repository()
-                self.manifest, self.watch = manifest, RepositoryWatch(repo, manifest)
-                self._compile_filters(await self._triton_metadata())
-                self.security_digest = self._security_digest()
-                self.identity.models, self.identity.config_digest = manifest.claims(), self.security_digest
-                log.info("model repository re-attested: manifest %s -> %s, config %s",
-                         old.digest if old else None, manifest.digest, self.security_digest)
+            watch = await _measured(self.watch.repository)
+            manifest, old, old_watch = watch.manifest, self.manifest, self.watch
+            self._reload_refusal = "the model repository is being re-attested"
+            await self.publish()
+            try:
+                await self._serve_repository(manifest)
+                self._adopt(watch)
+                await self.identity.issue_async()
+            except Exception:
+                if self.manifest is not old:
+                    self.watch = old_watch
+                    self._adopt_claims(old)
+                self._reload_refusal = None if self._serves(old) else "re-attestation failed; reload again"
+                await self.publish()
+                raise
+            self._reload_refusal = None
             self.repository_changes = []
-            serial = await self.rotate()
-            return {"serial": serial, "manifest": manifest.digest, "changed": changed,
+            await self.publish()
+            changed = old is None or manifest.digest != old.digest
+            log.info("model repository re-attested (changed: %s): manifest %s, config %s, certificate %d",
+                     changed, manifest.digest, self.security_digest, self.identity.current.serial)
+            return {"serial": self.identity.current.serial, "manifest": manifest.digest, "changed": changed,
                     "models": manifest.model_digests(), "config_digest": self.security_digest}
 
-    async def _serve_repository(self) -> None:
-        """Make Triton serve the repository as it is now (model control is off: a restart)."""
+    def _serves(self, manifest: Manifest | None) -> bool:
+        """Whether Triton is known to serve *manifest* (managed: the measured snapshot)."""
+        return manifest is not None and (self.triton is None or self.served_digest == manifest.digest)
+
+    async def _serve_repository(self, manifest: Manifest) -> None:
+        """Make Triton serve *manifest*'s repository (model control is off: a restart)."""
         if self.triton is None:
-            t = self.config.triton
-            if not await self._external_triton_still_hardened() and t.on_exposed == "refuse":
+            changed = self.manifest is None or manifest.digest != self.manifest.digest
+            if changed and self._current_listeners() == self._listeners_at_transition:
+                raise ConfigError("the external Triton was not restarted since the repository changed, so it "
+                                  "still serves the models it loaded before",
+                                  hint="restart Triton on the updated repository, then reload again")
+            if not await self._external_triton_still_hardened() and self.config.triton.on_exposed == "refuse":
                 raise UpstreamUnavailable("the external Triton failed the hardening check; nothing was re-attested",
                                           hint="restart Triton on the updated repository with README's flags, "
                                                "then reload again")
+            self._listeners_at_transition = self._current_listeners()
             return
+        if self.served_digest == manifest.digest:
+            return  # already serving exactly this: no restart needed
         self._reloading = True
         self.upstream_ready = False
         try:
-            await asyncio.to_thread(self.triton.stop)
-            self.triton.start()
+            await self._start_managed_triton()
             await asyncio.to_thread(self.triton.wait_ready)
         except Exception as exc:  # noqa: BLE001 - TritonError, OSError alike: reported, the old claims stay
             raise UpstreamUnavailable(f"Triton did not start on the updated repository: {exc}",
                                       hint="fix the model (Triton's log says why) and reload again") from None
         finally:
             self._reloading = False
+        if self.served_digest != manifest.digest:
+            raise ConfigError("the model repository changed again while it was re-attested",
+                              hint="wait until the update is complete, then reload again")
         self.upstream_ready = True
+
+    def _adopt(self, watch: RepositoryWatch) -> None:
+        self.watch = watch
+        self._adopt_claims(watch.manifest)
+
+    def _adopt_claims(self, manifest: Manifest | None) -> None:
+        """The attested state follows *manifest*: filters (its models), config digest, claims."""
+        assert self.identity is not None
+        self.manifest = manifest
+        self._compile_filters(self._server_metadata)
+        self.security_digest = self._security_digest()
+        self.identity.models = manifest.claims() if manifest else None
+        self.identity.config_digest = self.security_digest
 
     async def _wait_for_external_triton(self, url: str, ports: list[int]) -> hardening.HardeningReport:
         """An external Triton is often started after the gateway (compose, systemd) and takes a
@@ -454,10 +530,8 @@ class Gateway:
         assert self.identity is not None and self.identity.current is not None and self._upstreams is not None
         ident = self.identity.current
         routes = None
-        refusal = None
-        if self.repository_changes and self.config.triton.on_repository_change == "refuse":
-            refusal = "model repository changed after attestation"  # the served models are not the attested ones
-        elif self.upstream_problem and self.config.triton.on_exposed == "refuse":
+        refusal = self._repository_refusal()  # the served models are not (known to be) the attested ones
+        if refusal is None and self.upstream_problem and self.config.triton.on_exposed == "refuse":
             refusal = "Triton failed the hardening check"  # what answers on its port is not what was checked
         if refusal is not None:
             # Fail closed: nothing reaches Triton until the cause is gone.
@@ -518,12 +592,17 @@ class Gateway:
                               self.triton.proc.returncode if self.triton.proc else None, delay,
                               self.triton.log_tail(10))
                     await asyncio.sleep(delay)
+                    if self._reloading or self.triton.running:
+                        continue  # a reload took over the restart while this one waited
+                    refused = self._repository_refusal()
                     try:
-                        await asyncio.to_thread(self.triton.stop)
-                        self.triton.start()
+                        await self._start_managed_triton()
                         self.triton_restarts += 1
                     except Exception as exc:  # noqa: BLE001 - keep supervising whatever failed
                         log.error("Triton restart failed: %s", exc)
+                    if self._repository_refusal() != refused:
+                        log.error("Triton restarted on a repository that is not the attested one: refusing")
+                        await self.publish()
                     continue
                 if self.triton is not None:
                     # regions the backend adds later (larger tensors) are made private within a second
@@ -621,10 +700,17 @@ class Gateway:
             if watch is not self.watch:
                 continue  # re-attested meanwhile: this answer is about the previous manifest
             if not changes and self.repository_changes:
+                if self.triton is None and self._current_listeners() != self._listeners_at_transition:
+                    # an external Triton restarted meanwhile loaded the changed repository
+                    self.repository_changes = ["Triton was restarted while the repository differed from the "
+                                               "attested one; restart it again, then POST /admin/reload"]
+                    continue
                 self.repository_changes = []
                 log.info("model repository is back to its attested state")
                 await self.publish()
             elif changes and changes != self.repository_changes:
+                if not self.repository_changes:
+                    self._listeners_at_transition = self._current_listeners() if self.triton is None else None
                 self.repository_changes = changes
                 log.error("model repository changed after attestation (%s): %s",
                           self.config.triton.on_repository_change, "; ".join(changes[:10]))
@@ -646,8 +732,9 @@ class Gateway:
         if not self.upstream_ready:
             reasons.append(f"upstream unavailable: {self.upstream_problem}" if self.upstream_problem
                            else "upstream unavailable")
-        if self.repository_changes and self.config.triton.on_repository_change == "refuse":
-            reasons.append("model repository changed after attestation")
+        repository = self._repository_refusal()
+        if repository is not None:
+            reasons.append(repository)
         return reasons
 
     def metric_families(self) -> list[MetricFamily]:

@@ -45,7 +45,7 @@ from triton_backend import hardening
 from triton_backend.demo import demo_repository
 from triton_backend.hardening import HardeningReport
 from triton_backend.locate import TritonInstall, TritonNotFound, locate
-from triton_backend.manifest import PYCACHE
+from triton_backend.manifest import PYCACHE, ManifestError, build_manifest
 
 from .config import GatewayConfig, load_config
 from .platform_detect import PROVIDERS, SEV_GUEST_DEVICE, TDX_GUEST_DEVICE, TPM_DEVICE, detect
@@ -510,7 +510,8 @@ def check_repository_present(scan: RepoScan, source: str) -> Finding:
 
 def _read_only_hint(repo: Path) -> str:
     return (f"make {repo} read-only to Triton: a read-only bind mount (mount --bind -o ro, or ':ro' on a container "
-            f"volume; it also binds root), or chmod -R a-w {repo} when Triton does not run as root")
+            f"volume; it also binds root), chmod -R a-w {repo} when Triton does not run as root, or "
+            f"python -m triton_backend block-bytecode {repo} (empty __pycache__ files, even for root)")
 
 
 def check_bytecode(scan: RepoScan) -> Finding:
@@ -558,8 +559,19 @@ def repository_findings(cfg: GatewayConfig, host: Host, triton_user: Identity | 
     present = check_repository_present(scan, source)
     if scan.error is not None:
         return [present]
-    return [present, check_bytecode(scan), check_symlinks(scan),
+    return [present, check_bytecode(scan), check_symlinks(scan), check_measurable(repo),
             check_writable(scan, triton_user, host.user, t.mode)]
+
+
+def check_measurable(repo: Path) -> Finding:
+    """The gateway's own measurement, whatever the checks above look at: what it refuses (a FIFO,
+    a device node, an unreadable file...) fails here exactly as it would fail `ratls serve`."""
+    try:
+        manifest = build_manifest(repo)
+    except ManifestError as exc:
+        return fail("repository.measurable", f"the gateway cannot measure {repo}: {exc}",
+                    hint="fix what the message names; `python -m triton_backend manifest` shows the same")
+    return ok("repository.measurable", f"manifest {manifest.digest}")
 
 
 # ---- ports ----

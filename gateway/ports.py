@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import errno
-import socket
 from collections.abc import Iterable
 
 from ratls.errors import ConfigError
+from triton_backend.launch import bind_error
 
-
-def bind_error(address: str, port: int) -> OSError | None:
-    """None when *address*:*port* can be bound now, else the error the gateway would get."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # SO_REUSEADDR, as Envoy and aiohttp set it, so sockets in TIME_WAIT do not count as busy;
-        # never SO_REUSEPORT, which would let this probe share a live listener's port and miss it.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((address, port))
-        except OSError as exc:
-            return exc
-    return None
+__all__ = ["bind_error", "port_in_use", "ports_free"]
 
 
 def port_in_use(address: str, port: int) -> bool:

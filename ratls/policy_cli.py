@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from .cert import RatlsCertificate
-from .cli import EXIT_OK, EXIT_VERDICT, _common_verify, _now, _read, _trust
-from .client.fetch import Target, fetch_certificate, parse_target
+from .cli import EXIT_OK, EXIT_VERDICT, _common_verify, _is_server, _load_cert_arg, _now, _read, _trust
+from .client.fetch import Target, parse_target
+from .client.pinning import context_trusting, origin
 from .errors import EvidenceError, UsageError
 from .fileutil import write_atomic
 from .pipeline import verify_certificate
@@ -69,27 +71,15 @@ def read_config_document(path: str | Path) -> Any:
 # ---- fetching ----
 
 def _live_target(text: str) -> Target | None:
-    # The rule 'ratls verify' uses: a URL, or HOST:PORT that is not an existing file.
-    if text.startswith("https://") or (":" in text and not Path(text).exists()):
-        return parse_target(text)
-    return None
-
-
-def _pinned_to(cert_der: bytes) -> ssl.SSLContext:
-    # Trust exactly the certificate being diagnosed: if the server presents another one on this
-    # second connection (rotation, or an interceptor), the handshake fails instead of being believed.
-    ctx = ssl.create_default_context(cadata=ssl.DER_cert_to_PEM_cert(cert_der))
-    ctx.check_hostname = False
-    return ctx
+    return parse_target(text) if _is_server(text) else None  # the rule 'ratls verify' uses
 
 
 def fetch_config_document(target: Target, cert_der: bytes, *, timeout: float = 10.0) -> Any:
-    host = f"[{target.host}]" if ":" in target.host else target.host
-    request = urllib.request.Request(f"https://{host}:{target.port}{CONFIG_PATH}",
+    request = urllib.request.Request(f"{origin(target)}{CONFIG_PATH}",  # noqa: S310 - always https
                                      headers={"Accept": "application/json"})
     # Straight to the address the certificate came from, like the certificate fetch: no proxy.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                         urllib.request.HTTPSHandler(context=_pinned_to(cert_der)))
+                                         urllib.request.HTTPSHandler(context=context_trusting(cert_der)))
     try:
         with opener.open(request, timeout=timeout) as resp:
             raw = resp.read(MAX_DOCUMENT + 1)
@@ -143,8 +133,10 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
 def cmd_policy_diff(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     target = _live_target(args.target)
-    # Unreachable server or unreadable file: EvidenceError/UsageError, which main() turns into exit 2.
-    cert_der = fetch_certificate(target) if target is not None else _read(args.target, "certificate")
+    # Unreachable server or unreadable file: EvidenceError/UsageError, which main() turns into exit 2
+    # (a file that is no certificate too, as for 'ratls verify').
+    cert = _load_cert_arg(args.target)
+    cert_der = cert if isinstance(cert, bytes) else cert.public_bytes(Encoding.DER)
     appraisal, rc = verify_certificate(cert_der, policy=policy, now=_now(args), trust=_trust(args))
     sources = _config_sources(args, policy, target, cert_der, rc, evidence_verified(appraisal))
     label = f"{target.host}:{target.port}" if target is not None else args.target

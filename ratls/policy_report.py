@@ -5,7 +5,6 @@ dataclasses; rendering (text and JSON) is separate, and all I/O lives in ``polic
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,9 +13,8 @@ from typing import Any
 
 import yaml
 
-from triton_backend.manifest import canonical_json  # stdlib-only; the gateway digests with it
-
 from .appraisal import Appraisal, Check
+from .canonical import canonical_json, config_digest
 from .claims import Claims
 from .policy import GuestPolicyRules, Policy, SnpPolicy, TdxPolicy
 
@@ -283,11 +281,6 @@ def config_body(document: Any) -> Any:
     if isinstance(document, dict) and set(document) == {"digest", "config"}:
         return document["config"]
     return document
-
-
-def config_digest(body: Any) -> str:
-    """The gateway's config claim: SHA-256 over the canonical JSON (sorted keys, no whitespace)."""
-    return "sha256:" + hashlib.sha256(canonical_json(body)).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Operator tools: ``python -m triton_backend manifest DIR`` prints the model manifest and the
 digests to pin in a client policy; ``python -m triton_backend check URL PORT...`` runs the
-hardening check against a Triton this project did not start."""
+hardening check against a Triton this project did not start; ``python -m triton_backend
+block-bytecode DIR`` keeps Triton's python backend from writing bytecode into a repository."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 import sys
 
 from . import hardening
-from .manifest import ManifestError, build_manifest
+from .manifest import ManifestError, block_bytecode, build_manifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("check", help="hardening check of a running Triton")
     c.add_argument("http_url", help="e.g. http://127.0.0.1:8000")
     c.add_argument("ports", nargs="*", type=int, help="Triton's HTTP/gRPC/metrics ports to inspect")
+    b = sub.add_parser("block-bytecode", help="lay empty __pycache__ files so Triton writes no bytecode there")
+    b.add_argument("repository")
     args = parser.parse_args(argv)
+    if args.command == "block-bytecode":
+        try:
+            laid = block_bytecode(args.repository)
+        except ManifestError as exc:
+            print(f"triton_backend: {exc}", file=sys.stderr)
+            return 2
+        print(f"laid {len(laid)} __pycache__ blockers in {args.repository} (the manifest is unchanged)")
+        return 0
     if args.command == "manifest":
         try:
             manifest = build_manifest(args.repository)

@@ -94,15 +94,18 @@ def wait_for_port(port: int, host: str = LOOPBACK, timeout: float = 30.0) -> Non
     raise TimeoutError(f"nothing accepted connections on {host}:{port} within {timeout:g}s")
 
 
-def _port_busy(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # Like Triton's own listeners: connections in TIME_WAIT do not make the port busy.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def bind_error(address: str, port: int) -> OSError | None:
+    """None when *address*:*port* can be bound now, else the error a listener would get."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR, as Triton, Envoy and aiohttp set it, so sockets in TIME_WAIT do not count as
+        # busy; never SO_REUSEPORT, which would let this probe share a live listener's port and miss it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
+            sock.bind((address, port))
+        except OSError as exc:
+            return exc
+    return None
 
 
 @dataclass
@@ -213,7 +216,7 @@ class TritonProcess:
             port = getattr(c, attr)
             if port == 0:
                 setattr(c, attr, free_port())
-            elif _port_busy(c.address, port):
+            elif bind_error(c.address, port) is not None:
                 raise TritonLaunchError(f"{attr.replace('_', ' ')} {port} on {c.address} is already in use; "
                                         "choose another port or stop what holds it")
         if c.work_dir is None:

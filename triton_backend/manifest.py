@@ -12,13 +12,14 @@ that canonical form, for the whole repository and per model.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ratls.canonical import canonical_json
 
 MANIFEST_SCHEMA = "ratls-model-manifest/1"
 CHUNK = 1 << 20  # hashing streams in 1 MiB reads: memory stays flat whatever the file size
@@ -76,8 +77,6 @@ class Manifest:
         return {"manifest": self.digest, "models": self.model_digests()}
 
 
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _sha256_file(path: Path) -> tuple[int, str]:
@@ -112,9 +111,15 @@ def _walk(root: Path) -> list[tuple[str, Path]]:
                 if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_size == 0:
                     continue  # a bytecode-cache blocker laid by snapshot_repository(): holds no code
                 raise ManifestError(f"'{child_rel}' holds compiled bytecode, which Python may load instead of "
-                                    "the measured source", hint="delete every __pycache__ directory in the "
-                                    "model repository")
-            target = path.resolve()
+                                    "the measured source",
+                                    hint="delete every __pycache__ directory in the model repository, then keep "
+                                         "Triton from writing new ones (its python backend does on load): "
+                                         "python -m triton_backend block-bytecode <repository>, or a read-only "
+                                         "mount")
+            try:
+                target = path.resolve()
+            except (OSError, RuntimeError):  # RuntimeError: Python's report of a symlink loop
+                raise ManifestError(f"'{child_rel}' is a symlink loop") from None
             if entry.is_symlink() and target != real_root and real_root not in target.parents:
                 raise ManifestError(f"'{child_rel}' is a symlink to {target}, outside the model repository",
                                     )
@@ -221,3 +226,19 @@ def snapshot_repository(source: str | Path, target: Path) -> Path:
     for directory in dirs:
         (directory / PYCACHE).touch()
     return target
+
+
+def block_bytecode(repository: str | Path) -> list[Path]:
+    """Lay an empty ``__pycache__`` *file* in every directory of *repository* that has none, as
+    the managed snapshot does: Triton's python backend then can neither write nor read bytecode
+    beside the measured sources, even as root (for whom a read-only mode is no obstacle). The
+    manifest is unchanged. Returns the blockers laid; a ``__pycache__`` directory is refused."""
+    root = Path(repository)
+    _walk(root)  # refuses existing bytecode, symlinks leaving the tree, loops
+    laid = []
+    for directory, _subdirs, _files in os.walk(root):
+        blocker = Path(directory) / PYCACHE
+        if not blocker.exists():
+            blocker.touch()
+            laid.append(blocker)
+    return laid

@@ -2,9 +2,10 @@
 hardware evidence bound to the same key the server presents in TLS.
 
 The evidence API rate-limits (429) and may be briefly unavailable (503), both with a
-``Retry-After`` header. Those answers say nothing about the server's trustworthiness, so they
-are retried within a small budget and then raised as ``EvidenceApiBusy`` - not a verdict (the CLI
-exits 2). Every other failure to get evidence is a failed ``fresh.fetch`` check (a verdict).
+``Retry-After`` header; both are retried within a small budget. A rate limit that persists is
+the client's own doing and says nothing about the server: ``EvidenceApiBusy``, not a verdict (the
+CLI exits 2). A server that still cannot produce fresh evidence, and every other failure to get
+it, has not proven freshness: a failed ``fresh.fetch`` check (a verdict).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() also takes '²'
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -127,7 +128,11 @@ def fetch_fresh(server: VerifiedServer, nonce: bytes, timeout: float = 30.0, *, 
         retry_after = retry_after_seconds(headers.get("Retry-After") if headers is not None else None)
         delay = DEFAULT_RETRY_AFTER if retry_after is None else retry_after
         if attempt >= attempts or waited + delay > max_wait:
-            raise EvidenceApiBusy(status, retry_after, detail)
+            if status == 429:
+                raise EvidenceApiBusy(status, retry_after, detail)
+            # A server that keeps failing to produce fresh evidence has not proven freshness:
+            # that stays a verdict (only a rate limit, the client's own doing, is not one).
+            raise EvidenceError(f"the evidence API stayed unavailable (503) after {attempt} attempts: {detail}")
         sleep(delay)
         attempt, waited = attempt + 1, waited + delay
 

@@ -24,8 +24,14 @@ def pinned_context(server: VerifiedServer) -> ssl.SSLContext:
     """An SSLContext whose only trust anchor is the verified certificate. A new context per
     certificate: OpenSSL looks issuers up by subject name, and a rotated certificate has the same
     subject as the one before, so both cannot live in one trust store."""
-    ctx = ssl.create_default_context(cadata=server.cert_pem)
-    ctx.check_hostname = False  # trust is the pinned certificate itself, verified beforehand
+    return context_trusting(server.cert_der)
+
+
+def context_trusting(cert_der: bytes) -> ssl.SSLContext:
+    """An SSLContext whose only trust anchor is *cert_der*: another certificate on the connection
+    (a rotation, an interceptor) fails the handshake instead of being believed."""
+    ctx = ssl.create_default_context(cadata=ssl.DER_cert_to_PEM_cert(cert_der))
+    ctx.check_hostname = False  # trust is the pinned certificate itself, not its names
     return ctx
 
 

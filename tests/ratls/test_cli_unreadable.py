@@ -54,7 +54,8 @@ def _broken(cert: Path, tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("command", [["verify", "{f}", "--policy", "{p}"], ["cert", "show", "{f}"],
-                                     ["policy", "init", "--from", "{f}"]])
+                                     ["policy", "init", "--from", "{f}"],
+                                     ["policy", "diff", "--policy", "{p}", "{f}"]])
 def test_unreadable_file_exits_2_readably(command: list[str], cert: Path, policy: Path, tmp_path: Path,
                                           capsys) -> None:
     for name, path in _broken(cert, tmp_path).items():

@@ -120,3 +120,31 @@ def test_bytecode_cache_refused_and_blockers_ignored(repo: Path, tmp_path: Path)
     (repo / "add_sub" / "1" / "__pycache__").mkdir()
     with pytest.raises(ManifestError, match="compiled bytecode"):
         build_manifest(repo)
+
+
+def test_bytecode_blockers_keep_the_manifest_and_stop_pycache(tmp_path: Path) -> None:
+    from triton_backend.manifest import PYCACHE, block_bytecode
+
+    repo = tmp_path / "models"
+    shutil.copytree(demo_repository(), repo)
+    before = build_manifest(repo).digest
+    laid = block_bytecode(repo)
+    assert (repo / "add_sub" / "1" / PYCACHE) in laid and (repo / PYCACHE) in laid
+    assert build_manifest(repo).digest == before
+    assert block_bytecode(repo) == []  # idempotent
+    with pytest.raises(FileExistsError):
+        (repo / "add_sub" / "1" / PYCACHE).mkdir()  # what Python's import would try
+    (repo / "text_transform" / "1" / PYCACHE).unlink()
+    (repo / "text_transform" / "1" / PYCACHE).mkdir()
+    with pytest.raises(ManifestError, match="compiled bytecode") as exc:
+        block_bytecode(repo)
+    assert "block-bytecode" in str(exc.value)
+
+
+def test_a_symlink_loop_is_a_manifest_error(tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    shutil.copytree(demo_repository(), repo)
+    link = repo / "add_sub" / "loop"
+    link.symlink_to(link)
+    with pytest.raises(ManifestError, match="add_sub/loop' is a symlink loop"):
+        build_manifest(repo)

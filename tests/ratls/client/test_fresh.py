@@ -117,12 +117,23 @@ def test_always_limited_exits_2_with_a_readable_message(gateway, policy: Path, c
 
 
 def test_limited_after_every_attempt_raises_busy(gateway, policy: Path) -> None:
+    with gateway([limited("1", as_cbor=False)] * 5, then_serve=False) as (server, api):
+        verified = verify_server(server.url, policy)
+        slept: list[float] = []
+        with pytest.raises(EvidenceApiBusy, match=r"rate-limiting this client \(429\); retry after 1 s") as info:
+            verify_fresh(verified, load_policy(policy), now=utcnow(), sleep=slept.append, attempts=3)
+        assert slept == [1.0, 1.0] and api.calls == 3 and info.value.status == 429
+
+
+def test_unavailable_after_every_attempt_is_a_failed_freshness_check(gateway, policy: Path) -> None:
+    # Retried like a rate limit, but a server that never produces fresh evidence has not proven
+    # freshness: a verdict, not "try again later" (else the key holder could dodge exit 1).
     with gateway([limited("1", status=503, as_cbor=False)] * 5, then_serve=False) as (server, api):
         verified = verify_server(server.url, policy)
         slept: list[float] = []
-        with pytest.raises(EvidenceApiBusy, match=r"temporarily unavailable \(503\); retry after 1 s") as info:
-            verify_fresh(verified, load_policy(policy), now=utcnow(), sleep=slept.append, attempts=3)
-        assert slept == [1.0, 1.0] and api.calls == 3 and info.value.status == 503
+        appraisal = verify_fresh(verified, load_policy(policy), now=utcnow(), sleep=slept.append, attempts=3)
+        assert not appraisal.ok and slept == [1.0, 1.0] and api.calls == 3
+        assert any("stayed unavailable (503) after 3 attempts" in c.detail for c in appraisal.failures)
 
 
 def test_total_wait_is_capped(gateway, policy: Path) -> None:
