@@ -14,7 +14,6 @@ import ratls.client.fetch
 from ratls.cert import UnreadableCertificate, read_certificate
 from ratls.cli import main
 from ratls.pipeline import verify_certificate
-from ratls.platforms.sim.chain import SimChain
 from ratls.timeutil import utcnow
 
 STRICT = Path(__file__).resolve().parents[2] / "config/policies/snp-strict.yaml"
@@ -31,15 +30,6 @@ def cert(tmp_path: Path, sim_state: Path) -> Path:
     path = tmp_path / "c.pem"
     assert main(["cert", "issue", "--platform", "sim", "--sim-dir", str(sim_state), "--out-cert", str(path),
                  "--out-key", str(tmp_path / "k.pem")]) == 0
-    return path
-
-
-@pytest.fixture
-def policy(tmp_path: Path, sim_chain: SimChain) -> Path:
-    path = tmp_path / "p.yaml"
-    path.write_text(f"version: 1\nplatforms: []\nallow_simulated: true\n"
-                    f"simulated: {{root_sha256: '{sim_chain.root_sha256}'}}\n"
-                    f"sev-snp: {{measurements: ['{sim_chain.measurement.hex()}']}}\n")
     return path
 
 

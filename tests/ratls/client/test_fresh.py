@@ -20,7 +20,6 @@ from ratls.cli import main
 from ratls.client.fresh import EVIDENCE_PATH, EvidenceApiBusy, error_detail, retry_after_seconds, verify_fresh
 from ratls.client.verify import verify_server
 from ratls.issue import collect_for_claims, make_claims
-from ratls.platforms.sim.chain import SimChain
 from ratls.policy import load_policy
 from ratls.timeutil import utcnow
 
@@ -58,15 +57,6 @@ def limited(retry_after: str | None, *, as_cbor: bool = True, status: int = 429)
     if retry_after is not None:
         headers["Retry-After"] = retry_after
     return status, headers, cbor.encode(LIMITED) if as_cbor else json.dumps(LIMITED).encode()
-
-
-@pytest.fixture
-def policy(tmp_path: Path, sim_chain: SimChain) -> Path:
-    path = tmp_path / "p.yaml"
-    path.write_text(f"version: 1\nplatforms: []\nallow_simulated: true\n"
-                    f"simulated: {{root_sha256: '{sim_chain.root_sha256}'}}\n"
-                    f"sev-snp: {{measurements: ['{sim_chain.measurement.hex()}']}}\n")
-    return path
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import requests  # noqa: E402
 from ratls.cli import main  # noqa: E402
 from ratls.client.requests_adapter import VerifiedAdapter, origin_prefixes, verified_session  # noqa: E402
 from ratls.errors import PolicyViolation  # noqa: E402
-from ratls.platforms.sim.chain import SimChain  # noqa: E402
 
 from .https_server import HttpsServer  # noqa: E402
 
@@ -26,15 +25,6 @@ def _issue(tmp_path: Path, sim_dir: Path, name: str) -> tuple[Path, Path]:
     assert main(["cert", "issue", "--platform", "sim", "--sim-dir", str(sim_dir), "--out-cert", str(cert),
                  "--out-key", str(key)]) == 0
     return cert, key
-
-
-@pytest.fixture
-def policy(tmp_path: Path, sim_chain: SimChain) -> Path:
-    path = tmp_path / "p.yaml"
-    path.write_text(f"version: 1\nplatforms: []\nallow_simulated: true\n"
-                    f"simulated: {{root_sha256: '{sim_chain.root_sha256}'}}\n"
-                    f"sev-snp: {{measurements: ['{sim_chain.measurement.hex()}']}}\n")
-    return path
 
 
 @pytest.fixture

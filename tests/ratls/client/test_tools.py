@@ -16,7 +16,6 @@ import pytest
 from ratls.cli import main
 from ratls.client.tools import Probe, classify_probe, find_tool, grpcurl_target
 from ratls.errors import UsageError
-from ratls.platforms.sim.chain import SimChain
 from ratls.testing.tls_server import serve_certificate
 
 # What a grpcurl stand-in does, by invocation: the probe (`list` without -protoset), a `list`
@@ -43,15 +42,6 @@ def _issue(tmp_path: Path, sim_state: Path, name: str) -> tuple[Path, Path]:
     assert main(["cert", "issue", "--platform", "sim", "--sim-dir", str(sim_state), "--out-cert", str(cert),
                  "--out-key", str(key), "--san", "localhost"]) == 0
     return cert, key
-
-
-@pytest.fixture
-def policy(tmp_path: Path, sim_chain: SimChain) -> Path:
-    path = tmp_path / "p.yaml"
-    path.write_text(f"version: 1\nplatforms: []\nallow_simulated: true\n"
-                    f"simulated: {{root_sha256: '{sim_chain.root_sha256}'}}\n"
-                    f"sev-snp: {{measurements: ['{sim_chain.measurement.hex()}']}}\n")
-    return path
 
 
 @pytest.fixture
