@@ -18,6 +18,7 @@ import pytest
 from triton_backend.demo import demo_repository
 
 from .stack import Stack, admin_request, start_stack
+from .test_external_triton import healthz
 from .test_filters import get
 
 pytestmark = pytest.mark.slow
@@ -34,16 +35,6 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) 
             return
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def healthz(stack: Stack) -> tuple[int, dict]:
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/healthz", timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def infer(stack: Stack, model: str) -> tuple[int, bytes]:
