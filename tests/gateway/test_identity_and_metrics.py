@@ -109,8 +109,11 @@ def test_triton_restricts_the_denied_groups(filters: dict, restricted: set, open
 
 def _gateway(env: dict[str, str]) -> Gateway:
     from gateway.config import load_config
+    from triton_backend.launch import free_port
 
-    return Gateway(load_config(None, env))
+    # Ports of their own: the start-up checks must not depend on what else runs on this machine.
+    ports = {"RATLS_GATEWAY__LISTEN__PORT": str(free_port()), "RATLS_GATEWAY__CONTROL__METRICS_PORT": str(free_port())}
+    return Gateway(load_config(None, {**ports, **env}))
 
 
 def test_tsm_root_reaches_detection_and_the_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
