@@ -50,9 +50,10 @@ demo-library: venv
 # Keep the stack in the foreground (Ctrl-C stops it) and verify it by hand from another shell.
 serve: venv
 	@echo "gateway on https://127.0.0.1:8443 (SIMULATED platform). From another shell:"
-	@echo "  $(BIN)/ratls policy init --from https://127.0.0.1:8443 --sim-dir .demo/sim --out /tmp/policy.yaml"
-	@echo "  $(BIN)/ratls verify https://127.0.0.1:8443 --policy /tmp/policy.yaml"
-	@echo "  curl -k --pinnedpubkey \$$($(BIN)/ratls pin https://127.0.0.1:8443 --policy /tmp/policy.yaml) https://127.0.0.1:8443/v2/health/ready"
+	@echo "  source .venv/bin/activate"
+	@echo "  ratls policy init --from https://127.0.0.1:8443 --sim-dir .demo/sim --out policy.yaml"
+	@echo "  ratls verify https://127.0.0.1:8443 --policy policy.yaml"
+	@echo "  curl -k --pinnedpubkey \$$(ratls pin https://127.0.0.1:8443 --policy policy.yaml) https://127.0.0.1:8443/v2/health/ready"
 	@echo "  metrics: curl http://127.0.0.1:9464/metrics"
 	RATLS_SIM_DIR=.demo/sim $(BIN)/ratls serve -c config/gateway.yaml --platform sim
 

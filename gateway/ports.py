@@ -26,6 +26,6 @@ def ports_free(ports: Iterable[tuple[str, str, int]]) -> None:
     """Each (config key, address, port) must be free; port 0 means "any" and is skipped."""
     for key, address, port in ports:
         if port and port_in_use(address, port):
-            raise ConfigError(f"{key}: port {port} on {address} is already in use by another process "
-                              "(another gateway?)",
-                              hint=f"stop it (ss -ltnp 'sport = :{port}' names it) or choose another {key} port")
+            raise ConfigError(f"{key}: port {port} on {address} is already in use by another process, "
+                              "perhaps another gateway",
+                              hint=f"stop it, or choose another {key} port; ss -ltnp 'sport = :{port}' names it")

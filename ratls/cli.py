@@ -236,7 +236,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         await serve(proxy, stop)
 
     asyncio.run(main())
-    print(f"ratls proxy stopped: {proxy.stats.connections} connections, {proxy.stats.refused} refused",
+    print(f"ratls proxy stopped: connections {proxy.stats.connections}, refused {proxy.stats.refused}",
           file=sys.stderr)
     return EXIT_OK
 

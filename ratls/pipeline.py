@@ -117,8 +117,12 @@ def _claims_checks(claims: Claims, policy: Policy, now: datetime, nonce: bytes |
                 checks.append(failed(f"policy.claims.model.{name}", f"{name} is {have}, policy pins {digest}"))
     if cp.config is not None:
         ok = claims.config == cp.config
-        checks.append((passed if ok else failed)("policy.claims.config", f"gateway config {claims.config}" + (
-            "" if ok else f" differs from the pinned {cp.config}")))
+        if claims.config is None:
+            checks.append(failed("policy.claims.config", f"the certificate carries no config claim; the policy pins "
+                                                         f"{cp.config}"))
+        else:
+            checks.append((passed if ok else failed)("policy.claims.config", f"gateway config {claims.config}" + (
+                "" if ok else f" differs from the pinned {cp.config}")))
     if cp.max_age is not None:
         age = now - issued_at(claims)
         ok = age <= cp.max_age

@@ -57,6 +57,9 @@ def fetch_certificate(target: Target, *, timeout: float = 10.0) -> bytes:
         with socket.create_connection((target.host, target.port), timeout=timeout) as sock:
             with unverified_context().wrap_socket(sock, server_hostname=target.server_name) as tls:
                 der = tls.getpeercert(binary_form=True)
+    except ConnectionRefusedError:
+        raise EvidenceError(f"nothing is listening on {target.host}:{target.port}",
+                            hint="is the gateway running, and is this its address and port?") from None
     except (OSError, ssl.SSLError) as exc:
         raise EvidenceError(f"cannot complete a TLS handshake with {target.host}:{target.port}: {exc}",
                             hint="check the address and that the gateway is running") from None

@@ -140,6 +140,8 @@ class VerifyingProxy:
                                  self._pipe(upstream_reader, client_writer))
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             log.error("upstream %s:%d unavailable: %s", self.target.host, self.target.port, exc)
+        except asyncio.CancelledError:
+            pass  # the proxy is stopping: close this connection quietly (no traceback per connection)
         finally:
             for writer in (client_writer, upstream_writer):
                 if writer is not None:
