@@ -324,7 +324,7 @@ def test_tee_profile_without_configfs_tsm_is_refused_by_docker(engine: Engine, i
 def test_readme_shows_what_ran() -> None:
     """Every docker-compose command of README's deployment section is one these tests ran."""
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### docker-compose"):readme.index("**systemd**")]
+    section = readme[readme.index("### docker-compose"):readme.index("### systemd")]
     shown = re.findall(r"(docker-compose -f deploy/docker-compose\.yml -p ratls --profile [^\n\"#)]+)", section)
     assert len(shown) >= 7, shown
     if not RAN:
