@@ -187,8 +187,10 @@ class RepositoryWatch:
 
     def __init__(self, repository: str | Path, manifest: Manifest | None = None) -> None:
         self.repository = Path(repository)
-        self.manifest = manifest or build_manifest(self.repository)
+        # Fingerprint first, then hash: a change made while hashing then differs from the
+        # fingerprint and is seen, instead of becoming part of the baseline unnoticed.
         self._signature = StatSignature.of(self.repository)
+        self.manifest = manifest or build_manifest(self.repository)
 
     def changes(self) -> list[str]:
         """[] if unchanged; otherwise what changed (content re-hashed only when metadata moved)."""

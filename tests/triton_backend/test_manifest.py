@@ -148,3 +148,22 @@ def test_a_symlink_loop_is_a_manifest_error(tmp_path: Path) -> None:
     link.symlink_to(link)
     with pytest.raises(ManifestError, match="add_sub/loop' is a symlink loop"):
         build_manifest(repo)
+
+
+def test_a_change_made_while_the_watch_hashes_is_seen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import triton_backend.manifest as manifest_module
+
+    repo = tmp_path / "models"
+    shutil.copytree(demo_repository(), repo)
+    model = repo / "add_sub" / "1" / "model.py"
+    real_build = manifest_module.build_manifest
+
+    def build_then_edit(path):  # type: ignore[no-untyped-def]
+        measured = real_build(path)
+        model.write_text(model.read_text() + "# edited while the watch was hashing\n")
+        return measured
+
+    monkeypatch.setattr(manifest_module, "build_manifest", build_then_edit)
+    watch = RepositoryWatch(repo)
+    monkeypatch.setattr(manifest_module, "build_manifest", real_build)
+    assert watch.changes() == ["changed add_sub/1/model.py"]
