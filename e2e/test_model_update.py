@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from triton_backend.demo import demo_repository
 
 from .stack import Stack, admin_request, start_stack
 from .test_external_triton import healthz
+from .test_faults import wait_for
 from .test_filters import get
 
 pytestmark = pytest.mark.slow
@@ -26,15 +26,6 @@ RATLS = [sys.executable, "-m", "ratls.cli"]
 INFER = json.dumps({"inputs": [
     {"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [5]},
     {"name": "INPUT1", "shape": [1], "datatype": "FP32", "data": [3]}]}).encode()
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def infer(stack: Stack, model: str) -> tuple[int, bytes]:
@@ -65,12 +56,12 @@ def test_edited_repository_is_refused_until_reverted(updatable: tuple[Stack, Pat
     model = repo / "add_sub" / "1" / "model.py"
     original = model.read_bytes()
     model.write_bytes(original + b"\n# an edit after attestation\n")
-    wait_until(lambda: healthz(stack)[0] == 503, "the gateway to notice the edit")
+    assert wait_for(lambda: healthz(stack)[0] == 503, 30), "no sign of the gateway to notice the edit"
     assert any("model repository changed" in r for r in healthz(stack)[1]["reasons"])
     status, data = infer(stack, "add_sub")
     assert status == 503 and b"model repository changed after attestation" in data
     model.write_bytes(original)  # back to the measured bytes: served again, no restart
-    wait_until(lambda: healthz(stack)[0] == 200, "the gateway to recover")
+    assert wait_for(lambda: healthz(stack)[0] == 200, 30), "no sign of the gateway to recover"
     assert infer(stack, "add_sub")[0] == 200
     assert "back to its attested state" in stack.log()
 
@@ -90,14 +81,14 @@ def test_model_added_is_served_after_reload_under_new_claims(updatable: tuple[St
     assert code == 409 and "__pycache__" in body["error"], body
     assert stack.status()["config_digest"] == before["config_digest"]
     (repo / "add_sub" / "1" / "__pycache__").rmdir()
-    wait_until(lambda: healthz(stack)[0] == 200, "the gateway to recover")
+    assert wait_for(lambda: healthz(stack)[0] == 200, 30), "no sign of the gateway to recover"
 
     add_model(repo, "add_sub_v2")
-    wait_until(lambda: healthz(stack)[0] == 503, "the gateway to notice the new model")
+    assert wait_for(lambda: healthz(stack)[0] == 503, 30), "no sign of the gateway to notice the new model"
     time.sleep(2)  # the admin socket refuses actions within seconds of each other
     code, body = admin_request(admin, "/admin/reload")
     assert code == 200 and body["changed"] is True and "add_sub_v2" in body["models"], body
-    wait_until(lambda: healthz(stack)[0] == 200, "the re-attested gateway to be ready")
+    assert wait_for(lambda: healthz(stack)[0] == 200, 30), "no sign of the re-attested gateway to be ready"
     assert infer(stack, "add_sub_v2")[0] == 200 and infer(stack, "add_sub")[0] == 200
     after = stack.status()
     assert after["config_digest"] != before["config_digest"]  # filters.models lists the new model
@@ -115,7 +106,7 @@ def test_model_added_is_served_after_reload_under_new_claims(updatable: tuple[St
     # SIGHUP (systemctl reload) with nothing changed: only a new certificate.
     serial = after["certificate"]["serial"]
     stack.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: stack.status()["certificate"]["serial"] != serial, "the SIGHUP rotation")
+    assert wait_for(lambda: stack.status()["certificate"]["serial"] != serial, 30), "no sign of the SIGHUP rotation"
     assert stack.status()["triton"]["pid"] == after["triton"]["pid"]
     assert infer(stack, "add_sub_v2")[0] == 200
 
@@ -127,10 +118,10 @@ def test_triton_restarted_on_a_changed_repository_stays_refused_after_a_revert(u
 
     stack, repo = updatable
     add_model(repo, "extra")
-    wait_until(lambda: healthz(stack)[0] == 503, "the gateway to notice the new model")
+    assert wait_for(lambda: healthz(stack)[0] == 503, 30), "no sign of the gateway to notice the new model"
     before = stack.status()["triton"]["pid"]
     os.kill(before, signal.SIGKILL)
-    wait_until(lambda: stack.status()["triton"]["pid"] not in (None, before), "the Triton restart")
+    assert wait_for(lambda: stack.status()["triton"]["pid"] not in (None, before), 30), "no sign of the Triton restart"
     shutil.rmtree(repo / "extra")  # the source is the attested one again...
     time.sleep(3)  # several watch intervals
     code, body = healthz(stack)
@@ -138,5 +129,5 @@ def test_triton_restarted_on_a_changed_repository_stays_refused_after_a_revert(u
     assert infer(stack, "extra")[0] == 503 and infer(stack, "add_sub")[0] == 503  # ...Triton's is not
     code, reloaded = admin_request(stack.workdir / "run" / "admin.sock", "/admin/reload")
     assert code == 200 and reloaded["changed"] is False, reloaded  # same claims, Triton restarted on them
-    wait_until(lambda: healthz(stack)[0] == 200, "the gateway to serve the attested models again")
+    assert wait_for(lambda: healthz(stack)[0] == 200, 30), "no sign of the gateway to serve the attested models again"
     assert infer(stack, "add_sub")[0] == 200 and infer(stack, "extra")[0] != 200

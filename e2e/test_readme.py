@@ -10,7 +10,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from .stack import pinned_context
+from conftest import vectors_dir
+from triton_backend.launch import bind_error, wait_for_port
+
+from .stack import fetch_cert_pem, pinned_context
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,16 +105,6 @@ def _complete(text: str) -> bool:
     return True
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0", port))  # noqa: S104 - make serve listens there
-        except OSError:
-            return False
-    return True
-
-
 def _checkout_copy(target: Path, with_venv: bool) -> Path:
     """The tracked files (timestamps kept, so make sees the venv as up to date), plus the venv."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
@@ -171,17 +163,6 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"nothing listens on {port} after {timeout}s")
-
-
 def test_readme_parsing_keeps_commands_whole() -> None:
     text = "# s\n```sh\n# a comment\nratls curl -- -d '{\"a\":\n 1}' \\\n  https://x/ # note\necho hi &\n```\n"
     cmds = readme_commands(text)
@@ -216,16 +197,16 @@ def test_install_commands_from_a_checkout(tmp_path: Path) -> None:
     assert subprocess.run([str(checkout / ".venv/bin/python"), "-c", probe], cwd=tmp_path).returncode == 0
 
 
-def test_every_readme_command_runs_as_written(tmp_path: Path, vectors_dir: Path | None) -> None:
-    busy = [p for p in SERVE_PORTS + (8000,) if not _port_free(p)]
+def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
+    busy = [p for p in SERVE_PORTS + (8000,) if bind_error("0.0.0.0", p) is not None]  # noqa: S104 - make serve's
     assert not busy, f"README's commands use ports {busy}, which another process holds: stop it first"
     checkout = _checkout_copy(tmp_path / "checkout", with_venv=True)
     assert subprocess.run(["make", "-q", "venv"], cwd=checkout).returncode == 0, \
         "make would reinstall the venv from the copy: run make venv in the checkout first"
     missing_vectors = []
     for name, rel in VECTOR_FILES.items():
-        if vectors_dir is not None and (vectors_dir / rel).exists():
-            shutil.copy2(vectors_dir / rel, checkout / name)
+        if (vectors_dir() / rel).exists():
+            shutil.copy2(vectors_dir() / rel, checkout / name)
         else:
             missing_vectors.append(name)
     env = _env()
@@ -255,7 +236,7 @@ def test_every_readme_command_runs_as_written(tmp_path: Path, vectors_dir: Path 
                                         stdin=subprocess.DEVNULL, start_new_session=True)
                 background.append(proc)
                 listen = re.search(r"--listen \S+:(\d+)", command.text)
-                _wait_port(int(listen.group(1))) if listen else time.sleep(2)
+                wait_for_port(int(listen.group(1))) if listen else time.sleep(2)
                 ran.append(command.key)
                 continue
             done = subprocess.run(["bash", "-c", command.text], cwd=checkout, env=env, capture_output=True,
@@ -267,7 +248,7 @@ def test_every_readme_command_runs_as_written(tmp_path: Path, vectors_dir: Path 
                                 f"  stdout: {done.stdout[-1500:]}\n  stderr: {done.stderr[-1500:]}")
             ran.append(command.key)
         if serve is not None:  # the stack served every client command: check it is still the one started
-            ctx = pinned_context(ssl_pem(SERVE_URL))
+            ctx = pinned_context(fetch_cert_pem(8443))
             assert urllib.request.urlopen(f"{SERVE_URL}/healthz", context=ctx, timeout=5).status == 200
     finally:
         for proc in background:
@@ -279,17 +260,3 @@ def test_every_readme_command_runs_as_written(tmp_path: Path, vectors_dir: Path 
     if not_run:
         pytest.skip("ran every other README command; without ../shared/vectors these did not run: "
                     + "; ".join(not_run))
-
-
-def ssl_pem(url: str) -> str:
-    import ssl
-
-    host, port = url.removeprefix("https://").split(":")
-    return ssl.get_server_certificate((host, int(port)))
-
-
-@pytest.fixture
-def vectors_dir() -> Path | None:
-    env = os.environ.get("RATLS_VECTORS")
-    path = Path(env) if env else ROOT.parent / "shared" / "vectors"
-    return path if path.is_dir() else None

@@ -53,6 +53,17 @@ def _seconds(text: str, what: str) -> float:
     return parse_duration(text, what=what).total_seconds()
 
 
+def _served_digest(served: Path | None, expected: RepositoryWatch | None) -> str | None:
+    if served is None:
+        return None
+    if expected is not None and expected.describes(served):
+        return expected.manifest.digest
+    try:
+        return build_manifest(served).digest
+    except ManifestError as exc:
+        return f"unmeasurable: {exc}"
+
+
 async def _measured(repo: Path) -> RepositoryWatch:
     """The repository measured, with a watch whose fingerprint was taken first: a change made
     while hashing is then seen as a change, never folded silently into the baseline."""
@@ -331,18 +342,16 @@ class Gateway:
         self.watch = await _measured(repo)
         self.manifest = self.watch.manifest
 
-    async def _start_managed_triton(self) -> None:
+    async def _start_managed_triton(self, expected: RepositoryWatch | None = None) -> None:
         """(Re)start the managed Triton on a fresh snapshot of the repository, and measure that
-        snapshot: what Triton serves is then known, whatever happened to the source meanwhile."""
+        snapshot: what Triton serves is then known, whatever happened to the source meanwhile.
+        A snapshot of hard links to exactly the files *expected* measured is not hashed again."""
         assert self.triton is not None
+        expected = expected or self.watch
         async with self._triton_lock:
             await asyncio.to_thread(self.triton.stop)
             self.triton.start()  # on the loop thread: see TritonProcess.start (PDEATHSIG)
-            served = self.triton.served_repository
-            try:
-                self.served_digest = (await asyncio.to_thread(build_manifest, served)).digest if served else None
-            except ManifestError as exc:
-                self.served_digest = f"unmeasurable: {exc}"
+            self.served_digest = await asyncio.to_thread(_served_digest, self.triton.served_repository, expected)
 
     def _repository_refusal(self) -> str | None:
         """Why nothing may reach Triton because of the model repository, or None."""
@@ -376,7 +385,7 @@ class Gateway:
             self._reload_refusal = "the model repository is being re-attested"
             await self.publish()
             try:
-                await self._serve_repository(manifest)
+                await self._serve_repository(watch)
                 self._adopt(watch)
                 await self.identity.issue_async()
             except Exception:
@@ -399,8 +408,9 @@ class Gateway:
         """Whether Triton is known to serve *manifest* (managed: the measured snapshot)."""
         return manifest is not None and (self.triton is None or self.served_digest == manifest.digest)
 
-    async def _serve_repository(self, manifest: Manifest) -> None:
-        """Make Triton serve *manifest*'s repository (model control is off: a restart)."""
+    async def _serve_repository(self, watch: RepositoryWatch) -> None:
+        """Make Triton serve the repository *watch* measured (model control is off: a restart)."""
+        manifest = watch.manifest
         if self.triton is None:
             changed = self.manifest is None or manifest.digest != self.manifest.digest
             if changed and self._current_listeners() == self._listeners_at_transition:
@@ -418,7 +428,7 @@ class Gateway:
         self._reloading = True
         self.upstream_ready = False
         try:
-            await self._start_managed_triton()
+            await self._start_managed_triton(watch)
             await asyncio.to_thread(self.triton.wait_ready)
         except Exception as exc:  # noqa: BLE001 - TritonError, OSError alike: reported, the old claims stay
             raise UpstreamUnavailable(f"Triton did not start on the updated repository: {exc}",
@@ -614,7 +624,7 @@ class Gateway:
                     ready = False
                 refusing = self.upstream_problem is not None and self.config.triton.on_exposed == "refuse"
                 if ready and self.triton is None and (not self.upstream_ready or refusing
-                                                      or self._listeners_changed()):
+                                                      or self._current_listeners() != self._checked_listeners):
                     # an external Triton that went away may come back as something else (another
                     # process on the port, other flags): re-check before serving through it again
                     ready = await self._external_triton_still_hardened()
@@ -625,10 +635,6 @@ class Gateway:
                     log.error("Triton is not ready")
                 self.upstream_ready = ready
                 await asyncio.sleep(1.0)
-
-    def _listeners_changed(self) -> bool:
-        t = self.config.triton
-        return hardening.listener_inodes([t.http_port, t.grpc_port]) != self._checked_listeners
 
     async def _external_triton_still_hardened(self) -> bool:
         t = self.config.triton
@@ -809,7 +815,7 @@ class Gateway:
         return web.Response(text=text, content_type="text/plain")
 
     async def _rotate_handler(self, request: web.Request) -> web.Response:
-        return await self._admin_action(lambda: self._rotated())
+        return await self._admin_action(self._rotated)
 
     async def _reload_handler(self, request: web.Request) -> web.Response:
         return await self._admin_action(self.reload_models)

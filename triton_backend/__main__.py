@@ -25,26 +25,21 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("block-bytecode", help="lay empty __pycache__ files so Triton writes no bytecode there")
     b.add_argument("repository")
     args = parser.parse_args(argv)
-    if args.command == "block-bytecode":
-        try:
+    if args.command == "check":
+        report = hardening.check(args.http_url, args.ports)
+        print(json.dumps(report.to_json(), indent=2))
+        return 0 if report.ok else 1
+    try:
+        if args.command == "block-bytecode":
             laid = block_bytecode(args.repository)
-        except ManifestError as exc:
-            print(f"triton_backend: {exc}", file=sys.stderr)
-            return 2
-        print(f"laid {len(laid)} __pycache__ blockers in {args.repository} (the manifest is unchanged)")
-        return 0
-    if args.command == "manifest":
-        try:
+            print(f"laid {len(laid)} __pycache__ blockers in {args.repository} (the manifest is unchanged)")
+        else:
             manifest = build_manifest(args.repository)
-        except ManifestError as exc:
-            print(f"triton_backend: {exc}", file=sys.stderr)
-            return 2
-        doc = manifest.to_json() if args.full else manifest.claims()
-        print(json.dumps(doc, indent=2))
-        return 0
-    report = hardening.check(args.http_url, args.ports)
-    print(json.dumps(report.to_json(), indent=2))
-    return 0 if report.ok else 1
+            print(json.dumps(manifest.to_json() if args.full else manifest.claims(), indent=2))
+    except ManifestError as exc:
+        print(f"triton_backend: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

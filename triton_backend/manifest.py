@@ -192,6 +192,14 @@ class RepositoryWatch:
         self._signature = StatSignature.of(self.repository)
         self.manifest = manifest or build_manifest(self.repository)
 
+    def describes(self, directory: str | Path) -> bool:
+        """Whether *directory* holds the very files measured (same paths, inodes, sizes and mtimes,
+        as a hard-linked snapshot does): then its manifest is this one, without hashing again."""
+        try:
+            return StatSignature.of(directory) == self._signature
+        except ManifestError:
+            return False
+
     def changes(self) -> list[str]:
         """[] if unchanged; otherwise what changed (content re-hashed only when metadata moved)."""
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,6 +22,22 @@ def _context(cert: Path, key: Path) -> ssl.SSLContext:
 @contextmanager
 def serve_certificate(cert: Path, key: Path, *, then: tuple[Path, Path] | None = None) -> Iterator[int]:
     contexts = [_context(cert, key)] + ([_context(*then)] if then else [])
+
+    def handle(conn: socket.socket, served: int) -> None:
+        try:
+            with contexts[min(served, len(contexts) - 1)].wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+        except (ssl.SSLError, OSError):
+            pass  # clients that judge and hang up are the point of this server
+
+    with serving(handle) as port:
+        yield port
+
+
+@contextmanager
+def serving(handle: Callable[[socket.socket, int], None]) -> Iterator[int]:
+    """A loopback listener on a free port, each connection handed to *handle* with its number
+    (0, 1, ...) on one thread, until the block ends."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()
@@ -33,13 +49,8 @@ def serve_certificate(cert: Path, key: Path, *, then: tuple[Path, Path] | None =
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
-            ctx = contexts[min(served, len(contexts) - 1)]
+            handle(conn, served)
             served += 1
-            try:
-                with ctx.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(1)
-            except (ssl.SSLError, OSError):
-                pass  # clients that judge and hang up are the point of this server
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -26,3 +26,14 @@ def policy(tmp_path: Path, sim_chain: SimChain) -> Path:
                     f"simulated: {{root_sha256: '{sim_chain.root_sha256}'}}\n"
                     f"sev-snp: {{measurements: ['{sim_chain.measurement.hex()}']}}\n")
     return path
+
+
+@pytest.fixture
+def cert(tmp_path: Path, sim_state: Path) -> Path:
+    """A certificate issued on the session's simulated chain (key beside it, k.pem)."""
+    from ratls.cli import main
+
+    path = tmp_path / "c.pem"
+    assert main(["cert", "issue", "--platform", "sim", "--sim-dir", str(sim_state), "--out-cert", str(path),
+                 "--out-key", str(tmp_path / "k.pem")]) == 0
+    return path

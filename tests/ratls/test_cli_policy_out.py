@@ -12,14 +12,6 @@ from ratls.cli import main
 
 
 @pytest.fixture
-def cert(tmp_path: Path, sim_state: Path) -> Path:
-    path = tmp_path / "c.pem"
-    assert main(["cert", "issue", "--platform", "sim", "--sim-dir", str(sim_state), "--out-cert", str(path),
-                 "--out-key", str(tmp_path / "k.pem")]) == 0
-    return path
-
-
-@pytest.fixture
 def sim_dir(sim_state: Path) -> list[str]:
     return ["--sim-dir", str(sim_state)]  # the local root matches: no TOFU warning in the way
 

@@ -4,7 +4,6 @@ a certificate that parses but fails verification, and whatever a server presents
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import ratls.client.fetch
 from ratls.cert import UnreadableCertificate, read_certificate
 from ratls.cli import main
 from ratls.pipeline import verify_certificate
+from ratls.testing.tls_server import serving
 from ratls.timeutil import utcnow
 
 STRICT = Path(__file__).resolve().parents[2] / "config/policies/snp-strict.yaml"
@@ -23,14 +23,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-@pytest.fixture
-def cert(tmp_path: Path, sim_state: Path) -> Path:
-    path = tmp_path / "c.pem"
-    assert main(["cert", "issue", "--platform", "sim", "--sim-dir", str(sim_state), "--out-cert", str(path),
-                 "--out-key", str(tmp_path / "k.pem")]) == 0
-    return path
 
 
 def _broken(cert: Path, tmp_path: Path) -> dict[str, Path]:
@@ -86,27 +78,12 @@ def test_garbage_a_server_presents_is_a_readable_verdict(policy: Path, capsys,
 @pytest.fixture
 def garbage_server() -> Iterator[int]:
     """Answers every connection with bytes that are not TLS at all."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
+    def handle(conn: socket.socket, _served: int) -> None:
+        with conn:
+            conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n" + bytes(range(256)))
 
-    def serve() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n" + bytes(range(256)))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
+    with serving(handle) as port:
+        yield port
 
 
 def test_server_sending_garbage_is_unreachable_not_a_pass(garbage_server: int, policy: Path, capsys) -> None:

@@ -167,3 +167,17 @@ def test_a_change_made_while_the_watch_hashes_is_seen(tmp_path: Path, monkeypatc
     watch = RepositoryWatch(repo)
     monkeypatch.setattr(manifest_module, "build_manifest", real_build)
     assert watch.changes() == ["changed add_sub/1/model.py"]
+
+
+def test_a_hard_linked_snapshot_is_recognised_without_hashing(tmp_path: Path) -> None:
+    from triton_backend.manifest import snapshot_repository
+
+    repo = tmp_path / "models"
+    shutil.copytree(demo_repository(), repo)
+    watch = RepositoryWatch(repo)
+    assert watch.describes(snapshot_repository(repo, tmp_path / "snap"))
+    copy = tmp_path / "copy"
+    shutil.copytree(repo, copy)  # same bytes, other inodes: not the measured files
+    assert not watch.describes(copy) and not watch.describes(tmp_path / "missing")
+    (repo / "add_sub" / "1" / "model.py").write_text("# edited in place\n")  # the snapshot's inode too
+    assert not watch.describes(tmp_path / "snap")
