@@ -86,8 +86,11 @@ def test_model_added_is_served_after_reload_under_new_claims(updatable: tuple[St
     add_model(repo, "add_sub_v2")
     assert wait_for(lambda: healthz(stack)[0] == 503, 30), "no sign of the gateway to notice the new model"
     time.sleep(2)  # the admin socket refuses actions within seconds of each other
-    code, body = admin_request(admin, "/admin/reload")
-    assert code == 200 and body["changed"] is True and "add_sub_v2" in body["models"], body
+    # README's command, as written (<run_dir> is the configured control.run_dir)
+    done = subprocess.run(["curl", "--unix-socket", str(admin), "-X", "POST", "http://localhost/admin/reload"],
+                          capture_output=True, text=True, timeout=120)
+    body = json.loads(done.stdout)
+    assert done.returncode == 0 and body["changed"] is True and "add_sub_v2" in body["models"], body
     assert wait_for(lambda: healthz(stack)[0] == 200, 30), "no sign of the re-attested gateway to be ready"
     assert infer(stack, "add_sub_v2")[0] == 200 and infer(stack, "add_sub")[0] == 200
     after = stack.status()
