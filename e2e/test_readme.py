@@ -256,7 +256,8 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
         if serve is not None:
             _stop(serve)
     assert not failures, "\n".join(failures)
-    assert "make serve" in ran and len(ran) >= 30, ran
+    # every command was either run or named below as needing the vectors: none fell through
+    assert "make serve" in ran and len(ran) + len(not_run) >= 30, (ran, not_run)
     if not_run:
         pytest.skip("ran every other README command; without ../shared/vectors these did not run: "
                     + "; ".join(not_run))
