@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 
+from ratls import registry
 from ratls.errors import RatlsError, UpstreamUnavailable
 
 from . import logs
@@ -17,12 +18,19 @@ from .config import load_config
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", metavar="FILE", help="gateway YAML (default: the embedded config/gateway.yaml)")
-    p.add_argument("--platform", help="override identity.platform (auto, sev-snp, sim)")
+    p.add_argument("--platform", help=f"override identity.platform (auto, {registry.choices_text()})")
     p.add_argument("--port", type=int, help="override listen.port")
     p.add_argument("--log-level", default=os.environ.get("RATLS_LOG_LEVEL", "info"))
     p.add_argument("--hold-on-refusal", action="store_true",
                    help="after refusing to start (no TEE, bad configuration), stay idle until stopped instead "
                         "of exiting: a container restart policy would otherwise retry the refusal forever")
+
+
+def add_serve_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The ``ratls.commands`` entry point: ``ratls serve``."""
+    parser = commands.add_parser("serve", help="run the attested gateway (needs the server extra)")
+    add_arguments(parser)
+    parser.set_defaults(func=serve)
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ratls import registry
 from ratls.errors import ConfigError, UsageError
 from ratls.timeutil import parse_duration
 from ratls.yamlfile import read_yaml
@@ -41,7 +42,7 @@ class TdxCollateralConfig:
 
 @dataclass
 class IdentityConfig:
-    platform: str = "auto"  # auto | sev-snp | tdx | azure-snp-vtpm | azure-tdx-vtpm | sim | sim-tdx
+    platform: str = "auto"  # auto, or a registered platform's name (ratls.registry)
     sim_state_dir: str | None = None
     # configfs-tsm's report directory (SEV-SNP and TDX); a container mounts the host's configfs
     # wherever its image has room for it
@@ -124,7 +125,6 @@ class GatewayConfig:
 
 
 _CHOICES = {
-    "identity.platform": ("auto", "sev-snp", "tdx", "azure-snp-vtpm", "azure-tdx-vtpm", "sim", "sim-tdx"),
     "identity.key_curve": ("p256", "p384"),
     "triton.mode": ("managed", "external"),
     "triton.on_exposed": ("refuse", "warn"),
@@ -199,7 +199,8 @@ def _validate(cfg: GatewayConfig) -> None:
             obj = getattr(obj, part)
         return obj
 
-    for path, choices in _CHOICES.items():
+    platforms = ("auto", *(t.name for t in registry.types()))
+    for path, choices in [("identity.platform", platforms), *_CHOICES.items()]:
         if get(path) not in choices:
             raise ConfigError(f"{path}: '{get(path)}' is not one of {', '.join(choices)}")
     for path in _DURATIONS:

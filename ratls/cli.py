@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,6 +29,7 @@ from .timeutil import parse_duration, parse_time, utcnow
 from .trust import Trust
 
 EXIT_OK, EXIT_VERDICT, EXIT_USAGE = 0, 1, 2
+COMMANDS_GROUP = "ratls.commands"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,7 +91,7 @@ def _emit(appraisal: Appraisal, as_json: bool, extra: dict[str, object] | None =
 # ---- commands ----
 
 def cmd_evidence_verify(args: argparse.Namespace) -> int:
-    platform = registry.get(args.platform)
+    kind = registry.lookup(args.platform)
     report = _read(args.report, "report")
     endorsements: dict[str, bytes] = {}
     if args.vcek:
@@ -97,13 +99,13 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
         endorsements["vcek"] = data  # VCEK or VLEK: the certificate itself says which
     if args.chain:
         endorsements["chain"] = _read(args.chain, "certificate chain")
-    if args.sim_dir and platform.name == "sim":
-        from .platforms.sim.chain import load_chain
-        endorsements = {**load_chain(Path(args.sim_dir)).endorsements(), **endorsements}
+    if args.sim_dir:
+        settings = registry.PlatformSettings(sim_state_dir=Path(args.sim_dir))
+        endorsements = {**kind.local_endorsements(settings), **endorsements}
     trust = _trust(args)
     if args.collateral:
         trust.tdx_collateral = _read(args.collateral, "TDX collateral (QuoteCollateralV3 JSON)")
-    evidence = Evidence(platform.name, platform.media_type, report, endorsements)
+    evidence = Evidence(kind.name, kind.media_type, report, endorsements)
     expected = bytes.fromhex(args.report_data) if args.report_data else None
     appraisal = verify_evidence(evidence, policy=_policy(args), now=_now(args), trust=trust,
                                 expected_report_data=expected)
@@ -262,14 +264,11 @@ def _proxy_target_passes(args: argparse.Namespace, policy: Policy, trust: Trust)
 
 
 def cmd_cert_issue(args: argparse.Namespace) -> int:
-    options: dict[str, object] = {}
-    if args.sim_dir and args.platform in ("sim", "sim-tdx"):
-        options["state_dir"] = Path(args.sim_dir)
-    if args.platform in ("tdx", "azure-tdx-vtpm") and args.pccs_url != "none":
-        from .platforms.tdx.collateral import CollateralCache
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ratls" / "tdx"
-        options["collateral"] = CollateralCache(cache_dir=cache, pccs_url=args.pccs_url, offline=False)
-    platform = registry.get(args.platform, **options)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ratls" / "collateral"
+    settings = registry.PlatformSettings(
+        sim_state_dir=Path(args.sim_dir) if args.sim_dir else None,
+        collateral=None if args.pccs_url == "none" else registry.CollateralSource(cache, args.pccs_url))
+    platform = registry.create(args.platform, settings)
     from .issue import issue_certificate
     key = generate_key(args.curve)
     lifetime = parse_duration(args.lifetime, what="--lifetime")
@@ -293,11 +292,6 @@ def cmd_cert_issue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-SNP_MEDIA_PREFIX = "application/vnd.amd.sev-snp"
-TDX_MEDIA = "application/vnd.intel.tdx.quote"
-AZURE_MEDIA = "application/vnd.ratls.azure-vtpm+json"
-
-
 def _claims_view(claims: Claims) -> dict[str, Any]:
     """The claims as JSON (bytes as hex), the models claim {"manifest": d, "models": {name: d}}
     flattened into "model_manifest" and "models" ({name: digest}). Kept apart, because a model
@@ -313,47 +307,6 @@ def _claims_view(claims: Claims) -> dict[str, Any]:
     if other:
         view["models_other"] = other
     return view
-
-
-def _snp_report(raw: bytes) -> dict[str, Any]:
-    from .platforms.snp.abi import parse_report
-    report = parse_report(raw)
-    return {"measurements": {"measurement": report.measurement.hex()}, **report.summary()}
-
-
-def _tdx_report(raw: bytes) -> dict[str, Any]:
-    from .platforms.tdx.abi import parse_quote
-    quote = parse_quote(raw)
-    return {"measurements": quote.measurements(), **quote.summary()}
-
-
-def _azure_report(raw: bytes) -> dict[str, Any]:
-    from .platforms.azure.evidence import parse_azure_evidence
-    from .platforms.azure.hcl import REPORT_TYPE_SNP, parse_hcl_report
-    ev = parse_azure_evidence(raw)
-    hcl = parse_hcl_report(ev.hcl_report)
-    if hcl.report_type == REPORT_TYPE_SNP:
-        view = _snp_report(hcl.hw_report)
-    elif ev.td_quote is not None:
-        view = _tdx_report(ev.td_quote)
-    else:
-        view = {"measurements": {}}
-    # The hardware measurement is the paravisor's; the guest image is measured into the vTPM
-    # PCRs. Shown as reported: `ratls verify` checks them against the signed TPM quote.
-    view["measurements"].update({f"pcr{i}": value.hex() for i, value in enumerate(ev.pcrs)})
-    view["hcl"] = {"version": hcl.version, "report_type": hcl.kind, "vm_configuration": hcl.vm_configuration()}
-    return view
-
-
-def _report_view(evidence: Evidence) -> dict[str, Any] | None:
-    """The decoded hardware report; its "measurements" hold what identifies the launched image."""
-    if evidence.media_type.startswith(SNP_MEDIA_PREFIX):  # sev-snp and sim
-        return _snp_report(evidence.raw)
-    if evidence.media_type == TDX_MEDIA:  # tdx and sim-tdx
-        return _tdx_report(evidence.raw)
-    if evidence.media_type == AZURE_MEDIA:
-        return _azure_report(evidence.raw)
-    return None
 
 
 def cmd_cert_show(args: argparse.Namespace) -> int:
@@ -383,13 +336,13 @@ def cmd_cert_show(args: argparse.Namespace) -> int:
         "evidence": {"platform": rc.evidence.platform, "media_type": rc.evidence.media_type,
                      "bytes": len(rc.evidence.raw), "endorsements": sorted(rc.evidence.endorsements)},
     }
-    report = _report_view(rc.evidence)
+    report = registry.describe(rc.evidence)
     if report is not None:
         info["report"] = report
     if args.json:
         print(json.dumps(info, indent=2))
         return EXIT_OK
-    if rc.evidence.platform.startswith("sim"):
+    if registry.simulated(rc.evidence.platform):
         print("SIMULATED platform - not hardware evidence")
     _print_fields(info)
     return EXIT_OK
@@ -473,19 +426,17 @@ def _write_policy(out: Path, text: str) -> None:
                          hint="check that its directory is writable") from None
 
 
-def cmd_sim_root(args: argparse.Namespace) -> int:
-    from .platforms.sim.chain import load_or_create
-    state = _sim_state_dir(args)
-    if args.platform == "sim-tdx":
-        from .platforms.sim.tdx_chain import load_or_create_tdx, tdx_state_dir
-        tdx = load_or_create_tdx(tdx_state_dir(state))
-        print(json.dumps({"state_dir": str(tdx_state_dir(state)), "root_sha256": tdx.root_sha256,
-                          "mrtd": tdx.mrtd.hex()}, indent=2))
-        return EXIT_OK
-    chain = load_or_create(state)
-    print(json.dumps({"state_dir": str(state), "root_sha256": chain.root_sha256,
-                      "measurement": chain.measurement.hex()}, indent=2))
-    return EXIT_OK
+def _add_server_commands(sub: Any) -> None:
+    """``serve`` and ``doctor`` come from the gateway, found through its entry points: a client
+    install has the names (and a message saying what to install) but never imports the server."""
+    for ep in entry_points(group=COMMANDS_GROUP):
+        try:
+            add = ep.load()
+        except ImportError:
+            sub.add_parser(ep.name, help=f"{ep.name}: needs the server extra (not installed here)").set_defaults(
+                func=_serve_missing)
+        else:
+            add(sub)
 
 
 def _serve_missing(args: argparse.Namespace) -> int:
@@ -515,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                  parser_class=_Parser)
     evv = ev.add_parser("verify", help="verify a raw attestation report (no certificate)")
     evv.add_argument("--platform", required=True,
-                     help="sev-snp (snp), tdx, azure-snp-vtpm, azure-tdx-vtpm, sim or sim-tdx")
+                     help=registry.choices_text())
     evv.add_argument("--report", required=True, metavar="R.bin",
                      help="raw evidence: SNP ATTESTATION_REPORT, TDX quote, or Azure vTPM evidence JSON")
     evv.add_argument("--collateral", metavar="FILE",
@@ -563,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sub", required=True, parser_class=_Parser)
     ci = cert.add_parser("issue", help="issue a certificate bound to fresh evidence")
     ci.add_argument("--platform", required=True,
-                    help="sev-snp (snp), tdx, azure-snp-vtpm, azure-tdx-vtpm (inside that CVM), sim or sim-tdx")
+                    help=f"{registry.choices_text()} (a hardware one inside that CVM)")
     ci.add_argument("--out-cert", required=True, metavar="C")
     ci.add_argument("--out-key", required=True, metavar="K")
     ci.add_argument("--san", action="append", metavar="NAME", help="DNS name or IP; repeatable")
@@ -594,32 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="local simulator state to compare a simulated root with (default: as 'ratls sim root')")
     pi.set_defaults(func=cmd_policy_init)
 
-    serve = sub.add_parser("serve", help="run the attested gateway (needs the server extra)")
-    try:
-        from gateway.cli import add_arguments
-        from gateway.cli import serve as serve_cmd
-    except ImportError:
-        serve.set_defaults(func=_serve_missing)
-    else:
-        add_arguments(serve)
-        serve.set_defaults(func=serve_cmd)
-    doctor = sub.add_parser("doctor", help="diagnose the CVM, Triton and the gateway config before 'ratls serve' "
-                                           "(exit 2 when a check fails; needs the server extra)")
-    try:
-        from gateway.doctor import add_doctor_arguments, cmd_doctor
-    except ImportError:
-        doctor.set_defaults(func=_serve_missing)
-    else:
-        add_doctor_arguments(doctor)
-        doctor.set_defaults(func=cmd_doctor)
-
-    sim = sub.add_parser("sim", help="the simulated platform").add_subparsers(dest="sub", required=True,
-                                                                              parser_class=_Parser)
-    sr = sim.add_parser("root", help="print the simulated root fingerprint to pin in a policy")
-    sr.add_argument("--sim-dir", metavar="DIR")
-    sr.add_argument("--platform", default="sim", choices=["sim", "sim-tdx"],
-                    help="which simulated chain: SNP-format (sim, default) or TDX (sim-tdx)")
-    sr.set_defaults(func=cmd_sim_root)
+    _add_server_commands(sub)
+    registry.add_commands(sub)
     return parser
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .appraisal import Check
+
+P = TypeVar("P")
 
 
 @dataclass(frozen=True)
@@ -23,17 +25,18 @@ class Evidence:
 
 
 @dataclass
-class VerifiedEvidence:
+class VerifiedEvidence(Generic[P]):
     """What the verify step established. ``authentic`` is False if any check failed.
 
     ``report_data`` is the 64-byte user data the hardware signed; the generic pipeline
-    compares it with the claims binding. ``parsed`` is the platform's typed report.
+    compares it with the claims binding. ``parsed`` is the platform's typed result, the only
+    thing its appraisal reads; ``measurements``, ``tcb`` and ``summary`` are for display.
     """
 
     platform: str
     report_data: bytes
     checks: list[Check]
-    parsed: Any
+    parsed: P
     simulated: bool = False
     measurements: dict[str, str] = field(default_factory=dict)
     tcb: dict[str, Any] = field(default_factory=dict)

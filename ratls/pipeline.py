@@ -20,7 +20,7 @@ from .cert import RatlsCertificate, load_x509, parse_ratls, spki_der
 from .claims import Claims, report_data_for, spki_sha256
 from .errors import EvidenceError, UsageError
 from .evidence import Evidence, VerifiedEvidence
-from .policy import Policy
+from .policy import ALL, Policy, pinned_models
 from .trust import Trust
 
 CLOCK_SKEW = timedelta(minutes=5)
@@ -107,8 +107,8 @@ def _claims_checks(claims: Claims, policy: Policy, now: datetime, nonce: bytes |
     if cp.models is not None:
         served = (claims.models or {}).get("models", {}) if claims.models else {}
         manifest = (claims.models or {}).get("manifest")
-        for name, digest in sorted(cp.models.items()):
-            have = manifest if name == "*" else served.get(name)
+        for key, name, digest in pinned_models(cp.models):
+            have = manifest if key is ALL else served.get(name)
             if have == digest:
                 checks.append(passed(f"policy.claims.model.{name}", f"{name} digest {digest}"))
             elif have is None:

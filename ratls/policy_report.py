@@ -6,42 +6,24 @@ dataclasses; rendering (text and JSON) is separate, and all I/O lives in ``polic
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
 
+from . import registry
 from .appraisal import Appraisal, Check
 from .canonical import canonical_json, config_digest
 from .claims import Claims
-from .policy import GuestPolicyRules, Policy, SnpPolicy, TdxPolicy
+from .policy import ALL, Every, Policy, PolicySection, pinned_models
+from .policy_rules import CheckSpec, Rule, duration_text
 
 EXPLAIN_SCHEMA = "ratls-policy-explain/1"
 DIFF_SCHEMA = "ratls-policy-diff/1"
-SNP_PLATFORMS = ("sev-snp", "azure-snp-vtpm")
-TDX_PLATFORMS = ("tdx", "azure-tdx-vtpm")
-AZURE_PLATFORMS = ("azure-snp-vtpm", "azure-tdx-vtpm")
 
 
 # ---------------------------------------------------------------- explain
-
-@dataclass(frozen=True)
-class Rule:
-    """One statement about the policy. ``pinned`` is False when the policy leaves the value open
-    (anything the server presents is accepted); ``warning`` marks what weakens it on purpose."""
-
-    topic: str
-    text: str
-    pinned: bool
-    value: Any = None
-    warning: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {"topic": self.topic, "pinned": self.pinned, "warning": self.warning, "text": self.text,
-                "value": self.value}
-
 
 @dataclass(frozen=True)
 class Explanation:
@@ -57,29 +39,6 @@ class Explanation:
                 "pinned": [r.topic for r in self.rules if r.pinned],
                 "not_pinned": [r.topic for r in self.rules if not r.pinned],
                 "warnings": [r.topic for r in self.warnings]}
-
-
-def _hexes(values: list[bytes] | None) -> list[str] | None:
-    return None if values is None else [v.hex() for v in values]
-
-
-def _duration(value: timedelta) -> str:
-    seconds = int(value.total_seconds())
-    # days only from two on: "24h" reads as the policy wrote it
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0 and (unit != "d" or seconds >= 2 * size):
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _one_of(values: list[str]) -> str:
-    return values[0] if len(values) == 1 else "one of " + ", ".join(values)
-
-
-def _allow_list(topic: str, label: str, values: list[bytes] | None, open_text: str) -> Rule:
-    if values is None:
-        return Rule(topic, open_text, pinned=False)
-    return Rule(topic, f"{label} must be {_one_of([v.hex() for v in values])}", pinned=True, value=_hexes(values))
 
 
 def _top_rules(policy: Policy) -> list[Rule]:
@@ -100,133 +59,20 @@ def _top_rules(policy: Policy) -> list[Rule]:
     return rules
 
 
-_PERMISSIONS = ("debug", "migrate_ma", "smt", "cxl_allow")  # "true" tolerates; the others "true" requires
-
-
-def _guest_policy_rules(rules: GuestPolicyRules) -> list[Rule]:
-    out: list[Rule] = []
-    for attr in ("debug", "migrate_ma", "smt", "single_socket", "cxl_allow", "mem_aes_256_xts",
-                 "ciphertext_hiding", "page_swap_disable"):
-        want = getattr(rules, attr)
-        topic, label = f"sev-snp.guest_policy.{attr}", attr.upper()
-        if want is None:
-            out.append(Rule(topic, f"guest policy {label} is not checked", pinned=False))
-        elif attr in _PERMISSIONS:
-            # tolerating DEBUG or a migration agent hands guest memory to someone else: say it loudly
-            loud = bool(want) and attr in ("debug", "migrate_ma")
-            text = f"guests with {label} set are {'tolerated' if want else 'refused'}"
-            if loud:
-                text = f"guests with {label} set are ACCEPTED: " + (
-                    "the host can read guest memory" if attr == "debug" else "a migration agent can read it")
-            out.append(Rule(topic, text, pinned=True, value=want, warning=loud))
-        else:
-            out.append(Rule(topic, f"guest policy must have {label}={int(want)}", pinned=True, value=want))
-    return out
-
-
-def _min_tcb_rules(snp: SnpPolicy) -> list[Rule]:
-    if not snp.min_tcb:
-        return [Rule("sev-snp.min_tcb", "no TCB minimum: any REPORTED_TCB is accepted, including firmware with "
-                     "known vulnerabilities", pinned=False)]
-    return [Rule(f"sev-snp.min_tcb{'' if product == '*' else '.' + product}",
-                 "REPORTED_TCB at least " + " ".join(f"{n}={v}" for n, v in minimum.items())
-                 + (" (every product)" if product == "*" else f" ({product})"),
-                 pinned=True, value=dict(minimum.items()))
-            for product, minimum in snp.min_tcb.items()]
-
-
-def _snp_rules(snp: SnpPolicy) -> list[Rule]:
-    rules = [Rule("sev-snp.measurements", "no launch measurement listed: every SEV-SNP guest is refused (fail "
-                  "closed)", pinned=True, value=[]) if snp.measurements is None else
-             _allow_list("sev-snp.measurements", "the launch measurement", snp.measurements, "")]
-    rules += _min_tcb_rules(snp)
-    rules += _guest_policy_rules(snp.guest_policy)
-    rules.append(Rule("sev-snp.vmpl", "reports requested at any VMPL are accepted", pinned=False)
-                 if snp.vmpl is None else Rule("sev-snp.vmpl", f"VMPL must be {_one_of([str(v) for v in snp.vmpl])}",
-                                               pinned=True, value=snp.vmpl))
-    rules.append(Rule("sev-snp.signing_keys", "reports signed by a VCEK or a VLEK are accepted", pinned=False)
-                 if snp.signing_keys is None else
-                 Rule("sev-snp.signing_keys", f"reports must be signed by {_one_of(snp.signing_keys)}", pinned=True,
-                      value=snp.signing_keys))
-    rules.append(Rule("sev-snp.products", "any AMD product line is accepted", pinned=False) if snp.products is None
-                 else Rule("sev-snp.products", f"AMD product line must be {_one_of(snp.products)}", pinned=True,
-                           value=snp.products))
-    rules.append(_allow_list("sev-snp.chip_ids", "CHIP_ID", snp.chip_ids, "no chip allow-list: any genuine chip"))
-    rules.append(Rule("sev-snp.host_data", "HOST_DATA is not pinned: any value the host sets at launch",
-                      pinned=False) if snp.host_data is None else
-                 Rule("sev-snp.host_data", f"HOST_DATA must be {snp.host_data.hex()}", pinned=True,
-                      value=snp.host_data.hex()))
-    rules.append(_allow_list("sev-snp.id_key_digests", "ID_KEY_DIGEST", snp.id_key_digests,
-                             "ID key not pinned: any ID block, or none"))
-    rules.append(_allow_list("sev-snp.author_key_digests", "AUTHOR_KEY_DIGEST", snp.author_key_digests,
-                             "author key not pinned: any, or none"))
-    rules.append(Rule("sev-snp.min_guest_svn", "no minimum GUEST_SVN", pinned=False) if snp.min_guest_svn is None
-                 else Rule("sev-snp.min_guest_svn", f"GUEST_SVN at least {snp.min_guest_svn}", pinned=True,
-                           value=snp.min_guest_svn))
-    fw = None if snp.min_firmware is None else "{}.{}.{}".format(*snp.min_firmware)
-    rules.append(Rule("sev-snp.min_firmware", "no minimum firmware version", pinned=False) if fw is None else
-                 Rule("sev-snp.min_firmware", f"firmware at least {fw}", pinned=True, value=fw))
-    if snp.report_data is not None:
-        rules.append(Rule("sev-snp.report_data", f"REPORT_DATA must be {snp.report_data.hex()} (raw evidence only)",
-                          pinned=True, value=snp.report_data.hex()))
-    return rules
-
-
-def _tdx_rules(tdx: TdxPolicy) -> list[Rule]:
-    rules = [Rule("tdx.mrtd", "no MRTD listed: every TD is refused (fail closed)", pinned=True, value=[])
-             if tdx.mrtd is None else _allow_list("tdx.mrtd", "MRTD", tdx.mrtd, "")]
-    for i in range(4):
-        runtime = " (RTMR3 is usually extended at runtime)" if i == 3 else ""
-        rules.append(_allow_list(f"tdx.rtmr.{i}", f"RTMR{i}", tdx.rtmr.get(i), f"RTMR{i} is not pinned{runtime}"))
-    for key, label in (("mrconfigid", "MRCONFIGID"), ("mrowner", "MROWNER"), ("mrownerconfig", "MROWNERCONFIG")):
-        rules.append(_allow_list(f"tdx.{key}", label, getattr(tdx, key), f"{label} is not pinned: any value"))
-    rules.append(_allow_list("tdx.mrseam", "MRSEAM", tdx.mrseam,
-                             "MRSEAM not pinned: any TDX module whose TCB status is accepted"))
-    rules.append(Rule("tdx.debug", "debuggable TDs are ACCEPTED: the host can read TD memory", pinned=True,
-                      value=True, warning=True) if tdx.debug else
-                 Rule("tdx.debug", "debuggable TDs are refused", pinned=True, value=False))
-    rules.append(Rule("tdx.sept_ve_disable", "SEPT_VE_DISABLE is not checked", pinned=False)
-                 if tdx.sept_ve_disable is None else
-                 Rule("tdx.sept_ve_disable", f"SEPT_VE_DISABLE must be {int(tdx.sept_ve_disable)}", pinned=True,
-                      value=tdx.sept_ve_disable))
-    stale = [s for s in tdx.accept_tcb_status if s.startswith("OutOfDate")]
-    rules.append(Rule("tdx.accept_tcb_status", f"TCB status must be {_one_of(tdx.accept_tcb_status)}"
-                      + (": OUT-OF-DATE platforms (known vulnerabilities) are accepted" if stale else ""),
-                      pinned=True, value=tdx.accept_tcb_status, warning=bool(stale)))
-    rules.append(Rule("tdx.reject_advisories", "no advisory is rejected beyond the TCB status", pinned=False)
-                 if not tdx.reject_advisories else
-                 Rule("tdx.reject_advisories", "platforms affected by " + ", ".join(tdx.reject_advisories)
-                      + " are refused", pinned=True, value=tdx.reject_advisories))
-    rules.append(Rule("tdx.min_tcb_eval_data_number", "no minimum TCB evaluation data number: collateral of any "
-                      "age is accepted", pinned=False) if tdx.min_tcb_eval_data_number is None else
-                 Rule("tdx.min_tcb_eval_data_number", f"TCB evaluation data number at least "
-                      f"{tdx.min_tcb_eval_data_number}", pinned=True, value=tdx.min_tcb_eval_data_number))
-    if tdx.report_data is not None:
-        rules.append(Rule("tdx.report_data", f"REPORTDATA must be {tdx.report_data.hex()} (raw evidence only)",
-                          pinned=True, value=tdx.report_data.hex()))
-    return rules
-
-
-def _vtpm_rules(policy: Policy) -> list[Rule]:
-    if not policy.vtpm.pcrs:
-        return [Rule("vtpm.pcrs", "no PCR pinned: any boot chain and OS under the paravisor", pinned=False)]
-    return [_allow_list(f"vtpm.pcrs.{i}", f"PCR{i}", values, "") for i, values in sorted(policy.vtpm.pcrs.items())]
-
-
 def _claims_rules(policy: Policy) -> list[Rule]:
     cp = policy.claims
     rules: list[Rule] = []
     if cp.models is None:
         rules.append(Rule("claims.models", "models not pinned: the gateway may serve any models", pinned=False))
     else:
-        for name, digest in sorted(cp.models.items()):
-            if name == "*":
+        for key, name, digest in pinned_models(cp.models):
+            if key is ALL:
                 rules.append(Rule("claims.models.*", f"the whole model repository (manifest) must be exactly "
                                   f"{digest}: no model may be added, removed or changed", pinned=True, value=digest))
             else:
                 rules.append(Rule(f"claims.models.{name}", f"model '{name}' must be {digest}", pinned=True,
                                   value=digest))
-        if "*" not in cp.models:
+        if ALL not in cp.models:
             rules.append(Rule("claims.models.*", "models other than those listed are not pinned: the gateway may "
                               "serve more models", pinned=False))
     rules.append(Rule("claims.config", "config not pinned: any gateway configuration is accepted", pinned=False)
@@ -235,31 +81,28 @@ def _claims_rules(policy: Policy) -> list[Rule]:
                       pinned=True, value=cp.config))
     rules.append(Rule("claims.max_age", "no max_age: evidence of any age is accepted while the certificate is valid",
                       pinned=False) if cp.max_age is None else
-                 Rule("claims.max_age", f"evidence must be at most {_duration(cp.max_age)} old", pinned=True,
+                 Rule("claims.max_age", f"evidence must be at most {duration_text(cp.max_age)} old", pinned=True,
                       value=int(cp.max_age.total_seconds())))
     return rules
 
 
-def _sections(policy: Policy) -> tuple[bool, bool, bool]:
-    """Which hardware sections apply: those of the accepted platforms. The simulators produce SNP
-    (sim) or TDX (sim-tdx) evidence, so with allow_simulated a section written out applies too."""
-    custom_snp, custom_tdx = policy.snp != SnpPolicy(), policy.tdx != TdxPolicy()
-    sim = policy.allow_simulated
-    snp = any(p in policy.platforms for p in SNP_PLATFORMS) or (sim and (custom_snp or not custom_tdx))
-    tdx = any(p in policy.platforms for p in TDX_PLATFORMS) or (sim and custom_tdx)
-    azure = any(p in policy.platforms for p in AZURE_PLATFORMS)
-    return snp, tdx, azure
+def _sections(policy: Policy) -> list[PolicySection[Any]]:
+    """Which platform sections apply: those of the accepted platforms. With allow_simulated, a
+    section a simulator is appraised with applies too when written out (the first such section
+    when none is: the default simulator's)."""
+    sections = registry.policy_sections()
+    simulated = [s for s in sections if any(t.simulated for t in registry.using(s))]
+    written = [s for s in simulated if policy.section(s) != s.default]
+    shown_simulated = (written or simulated[:1]) if policy.allow_simulated else []
+    return [s for s in sections
+            if s in shown_simulated or any(t.name in policy.platforms for t in registry.using(s) if not t.simulated)]
 
 
 def explain_policy(policy: Policy) -> Explanation:
-    snp, tdx, azure = _sections(policy)
     rules = _top_rules(policy)
-    if snp:
-        rules += _snp_rules(policy.snp)
-    if tdx:
-        rules += _tdx_rules(policy.tdx)
-    if azure:
-        rules += _vtpm_rules(policy)
+    for section in _sections(policy):
+        if section.explain is not None:
+            rules += section.explain(policy.section(section))
     rules += _claims_rules(policy)
     return Explanation(policy.source, rules)
 
@@ -413,16 +256,16 @@ def attested_models(claims: Claims | None) -> tuple[dict[str, str], str | None]:
     return {str(k): str(v) for k, v in served.items()}, models.get("manifest")
 
 
-def diff_models(pinned: dict[str, str] | None, claims: Claims | None) -> ModelDiff | None:
+def diff_models(pinned: dict[str | Every, str] | None, claims: Claims | None) -> ModelDiff | None:
     if pinned is None:
         return None
     served, manifest = attested_models(claims)
-    named = {n: d for n, d in pinned.items() if n != "*"}
+    named = {n: d for n, d in pinned.items() if isinstance(n, str)}
     changed = {n: (d, served[n]) for n, d in sorted(named.items()) if n in served and served[n] != d}
     removed = {n: d for n, d in sorted(named.items()) if n not in served}
     # Without named pins there is nothing to call "added": every model would be.
     added = {n: d for n, d in sorted(served.items()) if n not in named} if named else {}
-    star = pinned.get("*")
+    star = pinned.get(ALL)
     manifest_change = (star, manifest) if star is not None and star != manifest else None
     notes = []
     if star is None and added:
@@ -450,105 +293,28 @@ class FieldDiff:
                 "actual": self.actual, "detail": self.detail}
 
 
-@dataclass(frozen=True)
-class _Spec:
-    claim: str
-    key: tuple[str | int, ...]
-    expected: Callable[[Policy], Any]
-    actual: Callable[[Appraisal], Any]
-    suggest: bool = False  # an identity pin: accepting the new value is a matter of trusting it
-
-
-def _ev(key: str) -> Callable[[Appraisal], Any]:
-    return lambda a: a.evidence.get(key)
-
-
-def _meas(key: str) -> Callable[[Appraisal], Any]:
-    return lambda a: a.measurements.get(key)
-
-
-def _hex_or_none(value: bytes | None) -> str | None:
-    return None if value is None else value.hex()
-
-
 def _iat(a: Appraisal) -> str | None:
     iat = (a.claims or {}).get("iat")
     return "issued " + datetime.fromtimestamp(iat, UTC).isoformat() if isinstance(iat, int) else None
 
 
-_SPECS: dict[str, _Spec] = {
-    "policy.platform": _Spec("platform", ("platforms",),
-                             lambda p: {"platforms": p.platforms, "allow_simulated": p.allow_simulated},
-                             lambda a: {"platform": a.platform, "simulated": a.simulated}),
-    "policy.snp.measurement": _Spec("SEV-SNP launch measurement", ("sev-snp", "measurements"),
-                                    lambda p: _hexes(p.snp.measurements), _meas("measurement"), suggest=True),
-    "policy.snp.product": _Spec("AMD product line", ("sev-snp", "products"), lambda p: p.snp.products,
-                                _ev("product")),
-    "policy.snp.min-tcb": _Spec("REPORTED_TCB", ("sev-snp", "min_tcb"),
-                                lambda p: {k: dict(v.items()) for k, v in p.snp.min_tcb.items()},
-                                _ev("reported_tcb")),
-    "policy.snp.vmpl": _Spec("VMPL", ("sev-snp", "vmpl"), lambda p: p.snp.vmpl, _ev("vmpl")),
-    "policy.snp.signing-key": _Spec("report signing key", ("sev-snp", "signing_keys"),
-                                    lambda p: p.snp.signing_keys, _ev("signing_key")),
-    "policy.snp.host-data": _Spec("HOST_DATA", ("sev-snp", "host_data"), lambda p: _hex_or_none(p.snp.host_data),
-                                  _ev("host_data"), suggest=True),
-    "policy.snp.id-key": _Spec("ID_KEY_DIGEST", ("sev-snp", "id_key_digests"),
-                               lambda p: _hexes(p.snp.id_key_digests), _ev("id_key_digest"), suggest=True),
-    "policy.snp.author-key": _Spec("AUTHOR_KEY_DIGEST", ("sev-snp", "author_key_digests"),
-                                   lambda p: _hexes(p.snp.author_key_digests), _ev("author_key_digest"),
-                                   suggest=True),
-    "policy.snp.chip-id": _Spec("CHIP_ID", ("sev-snp", "chip_ids"), lambda p: _hexes(p.snp.chip_ids),
-                                _ev("chip_id"), suggest=True),
-    "policy.snp.guest-svn": _Spec("GUEST_SVN", ("sev-snp", "min_guest_svn"), lambda p: p.snp.min_guest_svn,
-                                  _ev("guest_svn")),
-    "policy.snp.firmware": _Spec("firmware version", ("sev-snp", "min_firmware"),
-                                 lambda p: None if p.snp.min_firmware is None else "{}.{}.{}".format(
-                                     *p.snp.min_firmware), _ev("firmware")),
-    "policy.snp.report-data": _Spec("REPORT_DATA", ("sev-snp", "report_data"),
-                                    lambda p: _hex_or_none(p.snp.report_data), _ev("report_data")),
-    "policy.tdx.mrtd": _Spec("MRTD", ("tdx", "mrtd"), lambda p: _hexes(p.tdx.mrtd), _meas("mrtd"), suggest=True),
-    "policy.tdx.mrconfigid": _Spec("MRCONFIGID", ("tdx", "mrconfigid"), lambda p: _hexes(p.tdx.mrconfigid),
-                                   _meas("mrconfigid"), suggest=True),
-    "policy.tdx.mrowner": _Spec("MROWNER", ("tdx", "mrowner"), lambda p: _hexes(p.tdx.mrowner), _meas("mrowner"),
-                                suggest=True),
-    "policy.tdx.mrownerconfig": _Spec("MROWNERCONFIG", ("tdx", "mrownerconfig"),
-                                      lambda p: _hexes(p.tdx.mrownerconfig), _meas("mrownerconfig"), suggest=True),
-    "policy.tdx.mrseam": _Spec("MRSEAM (TDX module)", ("tdx", "mrseam"), lambda p: _hexes(p.tdx.mrseam),
-                               _meas("mrseam"), suggest=True),
-    "policy.tdx.debug": _Spec("TD debug attribute", ("tdx", "debug"), lambda p: p.tdx.debug, _ev("debug")),
-    "policy.tdx.sept-ve-disable": _Spec("SEPT_VE_DISABLE", ("tdx", "sept_ve_disable"),
-                                        lambda p: p.tdx.sept_ve_disable, lambda a: None),
-    "policy.tdx.report-data": _Spec("REPORTDATA", ("tdx", "report_data"), lambda p: _hex_or_none(p.tdx.report_data),
-                                    _ev("report_data")),
-    "policy.tdx.tcb-status": _Spec("TDX TCB status", ("tdx", "accept_tcb_status"),
-                                   lambda p: p.tdx.accept_tcb_status, lambda a: a.tcb.get("status")),
-    "policy.tdx.advisories": _Spec("Intel security advisories", ("tdx", "reject_advisories"),
-                                   lambda p: p.tdx.reject_advisories, lambda a: a.tcb.get("advisory_ids")),
-    "policy.tdx.tcb-eval-number": _Spec("TCB evaluation data number", ("tdx", "min_tcb_eval_data_number"),
-                                        lambda p: p.tdx.min_tcb_eval_data_number,
-                                        lambda a: a.tcb.get("tcb_eval_data_number")),
-    "policy.claims.max-age": _Spec("evidence age", ("claims", "max_age"),
-                                   lambda p: None if p.claims.max_age is None else _duration(p.claims.max_age), _iat),
+_SPECS: dict[str, CheckSpec] = {
+    "policy.platform": CheckSpec("platform", ("platforms",),
+                                 lambda p: {"platforms": p.platforms, "allow_simulated": p.allow_simulated},
+                                 lambda a: {"platform": a.platform, "simulated": a.simulated}),
+    "policy.claims.max-age": CheckSpec("evidence age", ("claims", "max_age"),
+                                       lambda p: None if p.claims.max_age is None else duration_text(p.claims.max_age),
+                                       _iat),
 }
 
 
-def _spec(check: str) -> _Spec | None:
+def _spec(check: str) -> CheckSpec | None:
     if check in _SPECS:
         return _SPECS[check]
-    head, _, tail = check.rpartition(".")
-    if head == "policy.snp.guest-policy":
-        return _Spec(f"guest policy {tail.upper()}", ("sev-snp", "guest_policy", tail),
-                     lambda p: getattr(p.snp.guest_policy, tail, None),
-                     lambda a: (a.evidence.get("policy") or {}).get(tail))
-    index = tail.removeprefix("rtmr").removeprefix("pcr")
-    if head == "policy.tdx" and tail.startswith("rtmr") and index.isdigit():
-        i = int(index)
-        return _Spec(f"RTMR{i}", ("tdx", "rtmr", i), lambda p: _hexes(p.tdx.rtmr.get(i)), _meas(f"rtmr{i}"),
-                     suggest=True)
-    if head == "policy.vtpm" and tail.startswith("pcr") and index.isdigit():
-        i = int(index)
-        return _Spec(f"PCR{i}", ("vtpm", "pcrs", i), lambda p: _hexes(p.vtpm.pcrs.get(i)), _meas(f"pcr{i}"),
-                     suggest=True)
+    for section in registry.policy_sections():
+        spec = section.check_spec(check) if section.check_spec is not None else None
+        if spec is not None:
+            return spec
     return None
 
 
@@ -626,7 +392,7 @@ def _suggest(policy: Policy, fields: list[FieldDiff], claims: Claims | None, mod
     if models is not None and not models.ok:
         served, manifest = attested_models(claims)
         block: dict[str, str] = dict(served)
-        if "*" in (policy.claims.models or {}) and manifest is not None:
+        if ALL in (policy.claims.models or {}) and manifest is not None:
             block["*"] = manifest
         _put(fragment, ("claims", "models"), block)
     if config is not None and not config.ok and config.claimed is not None:

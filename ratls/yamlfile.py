@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import difflib
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from .errors import RatlsError, UsageError
+from .timeutil import parse_duration
+
+E = TypeVar("E", bound=Enum)
+_HEX = re.compile(r"^[0-9a-fA-F]*$")
 
 
 def read_yaml(path: str | Path, what: str, *, error: type[RatlsError], missing_hint: str) -> Any:
@@ -54,3 +62,108 @@ class KeyedReader:
                 close = difflib.get_close_matches(str(key), sorted(self.used), n=1)
                 hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(self.used))}"
                 raise self.error(f"{self.key_path(str(key))}: unknown key", hint=hint)
+
+    # ---- typed getters: every document (policy, gateway config, filters) reads values through
+    # these, so one key is validated one way and its error names the full key path.
+
+    def boolean(self, key: str, default: bool | None) -> bool | None:
+        value = self.get(key, default)
+        if value is not None and not isinstance(value, bool):
+            raise self.error(f"{self.key_path(key)}: expected true or false, got {value!r}")
+        return value
+
+    def integer(self, key: str, default: int | None = None, *, lo: int = 0, hi: int = 2**64) -> int | None:
+        value = self.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise self.error(f"{self.key_path(key)}: expected an integer in {lo}..{hi}, got {value!r}")
+        return value
+
+    def port(self, key: str, default: int | None = None, *, allow_zero: bool = True) -> int | None:
+        return self.integer(key, default, lo=0 if allow_zero else 1, hi=65535)
+
+    def duration(self, key: str, default: str | int | None = None) -> timedelta | None:
+        value = self.get(key, default)
+        if value is None:
+            return None
+        try:
+            return parse_duration(value, what=self.key_path(key))
+        except UsageError as exc:
+            raise self.error(exc.message, hint=exc.hint) from None
+
+    def choice(self, key: str, allowed: Sequence[str], default: str | None = None) -> str | None:
+        value = self.get(key, default)
+        if value is not None and value not in allowed:
+            raise self.error(f"{self.key_path(key)}: {value!r} is not one of {', '.join(allowed)}")
+        return value
+
+    def enum(self, key: str, kind: type[E], default: E | None = None) -> E | None:
+        value = self.get(key)
+        if value is None:
+            return default
+        for member in kind:
+            if member.value == value:
+                return member
+        raise self.error(f"{self.key_path(key)}: {value!r} is not one of {', '.join(str(m.value) for m in kind)}")
+
+    def hex_value(self, key: str, size: int) -> bytes | None:
+        value = self.get(key)
+        return None if value is None else hex_bytes(value, size, self.key_path(key), self.error)
+
+    def hex_list(self, key: str, size: int) -> list[bytes] | None:
+        value = self.get(key)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise self.error(f"{self.key_path(key)}: expected a list of {size}-byte hex strings")
+        return [hex_bytes(item, size, f"{self.key_path(key)}[{i}]", self.error) for i, item in enumerate(value)]
+
+    def indexed_hex(self, key: str, size: int, hi: int) -> dict[int, list[bytes]]:
+        """A mapping of register index (0..hi) to one or more accepted hex values."""
+        raw = self.get(key)
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise self.error(f"{self.key_path(key)}: expected a mapping of index (0-{hi}) to hex value(s)")
+        out: dict[int, list[bytes]] = {}
+        for index, value in raw.items():
+            where = f"{self.key_path(key)}.{index}"
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= hi:
+                raise self.error(f"{where}: index must be an integer 0-{hi}")
+            values = value if isinstance(value, list) else [value]
+            if not values:
+                raise self.error(f"{where}: empty list would accept nothing; remove the entry or list values")
+            out[index] = [hex_bytes(v, size, f"{where}[{i}]", self.error) for i, v in enumerate(values)]
+        return out
+
+    def str_list(self, key: str, allowed: Sequence[str] | None = None) -> list[str] | None:
+        value = self.get(key)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(f"{self.key_path(key)}: expected a list of strings")
+        if allowed is not None:
+            for v in value:
+                if v not in allowed:
+                    raise self.error(f"{self.key_path(key)}: '{v}' is not one of {', '.join(allowed)}")
+        return value
+
+    def sub(self, key: str) -> KeyedReader | None:
+        """The nested mapping under *key*, read with the same error type; None when absent."""
+        if not self.has(key):
+            self.used.add(key)
+            return None
+        return type(self)(self.get(key), self.key_path(key), self.error)
+
+
+def hex_bytes(value: Any, size: int, path: str, error: type[RatlsError]) -> bytes:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise error(f"{path}: write hex values as quoted strings (YAML read a number)")
+    if not isinstance(value, str) or not _HEX.match(value) or len(value) != 2 * size:
+        raise error(f"{path}: expected {2 * size} hex digits ({size} bytes), got {str(value)[:80]!r}")
+    return bytes.fromhex(value)

@@ -63,6 +63,14 @@ __all__ = [
 # The command lives here, not in a submodule: cmd_doctor looks default_host up in this module, so
 # patching gateway.doctor.default_host (as the tests do) reaches it.
 
+def add_doctor_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The ``ratls.commands`` entry point: ``ratls doctor``."""
+    parser = commands.add_parser("doctor", help="diagnose the CVM, Triton and the gateway config before 'ratls "
+                                                "serve' (exit 2 when a check fails; needs the server extra)")
+    add_doctor_arguments(parser)
+    parser.set_defaults(func=cmd_doctor)
+
+
 def add_doctor_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Check the confidential VM, Triton, the model repository, ports, clock and bundled vendor roots "
                      "against the gateway config, before 'ratls serve'.")

@@ -11,22 +11,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ratls import registry
 from ratls.errors import RatlsError
+from ratls.host_probe import HostProbe
+from ratls.registry import CollectionNeeds
 from ratls.tsm import TsmFilesystem
 
 from ..config import GatewayConfig
-from ..platform_detect import PROVIDERS, SEV_GUEST_DEVICE, TDX_GUEST_DEVICE, TPM_DEVICE, detect
 from .findings import Finding, fail, ok, warn
 from .host import Host, Identity
-
-SIMULATED = ("sim", "sim-tdx")
-TSM_PROVIDER_OF = {platform: provider for provider, platform in PROVIDERS.items()}
-
 
 # ---- TEE ----
 
 def check_platform(configured: str, detected: str | None, error: RatlsError | None) -> Finding:
-    if configured in SIMULATED:
+    if registry.simulated(configured):
         here = f"; this VM is a {detected} guest" if detected else ""
         return warn("tee.platform", f"identity.platform is '{configured}': SIMULATED platform, the certificates "
                     f"carry NO hardware evidence and no production policy accepts them{here}",
@@ -130,21 +128,38 @@ def check_tsm(tsm: TsmState, expected_provider: str | None, user: Identity, *, r
     return ok(name, f"{tsm.root} mounted and writable (provider {tsm.provider})")
 
 
-def check_tpm_tools(which: Callable[[str], str | None]) -> Finding:
-    missing = [tool for tool in ("tpm2_nvread", "tpm2_quote") if which(tool) is None]
+def check_tpm_tools(which: Callable[[str], str | None], tools: tuple[str, ...] = ("tpm2_nvread", "tpm2_quote")
+                    ) -> Finding:
+    missing = [tool for tool in tools if which(tool) is None]
     if missing:
         return fail("tee.tpm2-tools", f"{', '.join(missing)} not found on PATH (the vTPM evidence is read with "
                     "tpm2-tools)", hint="install tpm2-tools (apt install tpm2-tools)")
-    return ok("tee.tpm2-tools", "tpm2_nvread and tpm2_quote found")
+    return ok("tee.tpm2-tools", f"{' and '.join(tools)} found")
 
 
 def _detect(cfg: GatewayConfig, host: Host) -> tuple[str | None, RatlsError | None]:
     try:
-        return detect(tsm_root=host.path(cfg.identity.tsm_root), sev_device=host.path(SEV_GUEST_DEVICE),
-                      tdx_device=host.path(TDX_GUEST_DEVICE), fs=host.tsm_fs, tpm_device=host.path(TPM_DEVICE),
-                      run=host.run_tpm2), None
+        return registry.detect(HostProbe(host.path(cfg.identity.tsm_root), fs=host.tsm_fs, locate=host.path,
+                                         run=host.run_tpm2)), None
     except RatlsError as exc:
         return None, exc
+
+
+def _collection_findings(needs: CollectionNeeds, cfg: GatewayConfig, host: Host) -> list[Finding]:
+    if needs.tsm_provider is None:  # a device (and tools) only: the Azure vTPM
+        findings: list[Finding] = []
+        if needs.device is not None:
+            findings.append(check_device(needs.device_check, probe_device(host.path(needs.device), host), host.user))
+        if needs.tools:
+            findings.append(check_tpm_tools(host.which, needs.tools))
+        return findings
+    tsm = probe_tsm(host.path(cfg.identity.tsm_root), host.tsm_fs)
+    if needs.tsm_required or needs.device is None or tsm.exists:
+        # collection uses configfs-tsm whenever it is there, without falling back
+        return [check_tsm(tsm, needs.tsm_provider, host.user, required=True)]
+    legacy = probe_device(host.path(needs.device), host)
+    return [check_tsm(tsm, None, host.user, required=not legacy.exists),
+            check_device(needs.device_check, legacy, host.user)]
 
 
 def tee_findings(cfg: GatewayConfig, host: Host) -> list[Finding]:
@@ -152,17 +167,9 @@ def tee_findings(cfg: GatewayConfig, host: Host) -> list[Finding]:
     detected, error = _detect(cfg, host)
     findings = [check_platform(configured, detected, error)]
     platform = detected if configured == "auto" else configured
-    if platform is None or platform in SIMULATED:
-        return findings  # nothing to collect from (sim), or nothing found: the finding above says so
-    if platform.startswith("azure-"):
-        return [*findings, check_device("tee.vtpm", probe_device(host.path(TPM_DEVICE), host), host.user),
-                check_tpm_tools(host.which)]
-    tsm = probe_tsm(host.path(cfg.identity.tsm_root), host.tsm_fs)
-    if platform == "tdx":
-        # TDX quotes come only through configfs-tsm; /dev/tdx_guest itself is never opened.
-        return [*findings, check_tsm(tsm, TSM_PROVIDER_OF["tdx"], host.user, required=True)]
-    if tsm.exists:  # collection uses configfs-tsm whenever it is there, without falling back
-        return [*findings, check_tsm(tsm, TSM_PROVIDER_OF["sev-snp"], host.user, required=True)]
-    sev = probe_device(host.path(SEV_GUEST_DEVICE), host)
-    return [*findings, check_tsm(tsm, None, host.user, required=not sev.exists),
-            check_device("tee.sev-guest", sev, host.user)]
+    if platform is None:
+        return findings  # nothing found: the finding above says so
+    needs = registry.lookup(platform).needs
+    if needs is None:
+        return findings  # nothing to collect from (sim)
+    return [*findings, *_collection_findings(needs, cfg, host)]

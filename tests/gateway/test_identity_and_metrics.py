@@ -119,15 +119,16 @@ def _gateway(env: dict[str, str]) -> Gateway:
 def test_tsm_root_reaches_detection_and_the_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A container mounts the host's configfs outside its read-only /sys: detection and
     collection both use the configured directory, not the default path."""
-    import gateway.app as app_module
+    from ratls import registry
+    from ratls.host_probe import HostProbe
 
     seen: dict[str, Path] = {}
 
-    def detect(tsm_root: Path) -> str:
-        seen["detect"] = tsm_root
+    def detect(host: HostProbe) -> str:
+        seen["detect"] = host.tsm_root
         return "tdx"
 
-    monkeypatch.setattr(app_module, "detect", detect)
+    monkeypatch.setattr(registry, "detect", detect)
     root = tmp_path / "configfs" / "tsm" / "report"
     gw = _gateway({"RATLS_GATEWAY__IDENTITY__TSM_ROOT": str(root),
                    "RATLS_GATEWAY__IDENTITY__TDX__EMBED": "false"})

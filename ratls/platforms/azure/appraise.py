@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...appraisal import Check, failed, passed
-from ...policy import VtpmPolicy
+from .policy import VtpmPolicy
 
 
 def appraise_pcrs(pcrs: dict[int, bytes], policy: VtpmPolicy) -> list[Check]:

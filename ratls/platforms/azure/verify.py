@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Any
 
 from ...appraisal import Check, failed, passed
 from ...errors import EvidenceError
 from ...evidence import VerifiedEvidence
+from ..snp.verify import VerifiedSnp
+from ..tdx.verify import VerifiedTdx
 from .evidence import AzureEvidence
 from .hcl import HclReport, tdreport_report_data
 from .tpm import ALG_SHA256, TpmQuote, parse_tpm_quote, pcr_digest, signature_bytes, verify_quote_signature
@@ -28,7 +29,7 @@ from .tpm import ALG_SHA256, TpmQuote, parse_tpm_quote, pcr_digest, signature_by
 class AzureParsed:
     """What appraisal needs: the hardware report (typed), the HCL report and the TPM quote."""
 
-    hw: Any  # SnpReport or TdxQuote
+    hw: VerifiedSnp | VerifiedTdx
     hcl: HclReport
     quote: TpmQuote | None
     pcrs: dict[int, bytes]  # only PCRs the signed quote covers

@@ -4,24 +4,43 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from ...appraisal import Check
 from ...evidence import Evidence, VerifiedEvidence
 from ...policy import Policy
+from ...registry import PlatformBase, PlatformSettings
 from ...trust import Trust
 from ..snp.abi import Product, parse_report
-from ..snp.appraise import appraise_snp
 from ..snp.certs import ProductRoots, load_certificate
-from ..snp.platform import MEDIA_TYPE, key_material, snp_trust
-from ..snp.verify import verify_snp
-from .chain import SimChain, load_or_create
+from ..snp.platform import MEDIA_TYPE, appraise_verified_snp, describe_report, key_material, snp_trust
+from ..snp.section import SNP_POLICY
+from ..snp.verify import VerifiedSnp, verify_snp
+from .chain import SimChain, load_chain, load_or_create
+from .commands import add_sim_commands
 from .roots import pin_check
 
 
-class SimPlatform:
+class SimPlatform(PlatformBase):
+    """SEV-SNP-format reports signed by a local chain (development; appraised with ``sev-snp``)."""
+
     name = "sim"
     media_type = MEDIA_TYPE
     simulated = True
+    policy_sections = (SNP_POLICY,)
+    commands = add_sim_commands
+
+    @classmethod
+    def from_settings(cls, settings: PlatformSettings) -> SimPlatform:
+        return cls(state_dir=settings.sim_state_dir)
+
+    @classmethod
+    def describe(cls, evidence: Evidence) -> dict[str, Any]:
+        return describe_report(evidence.raw)
+
+    @classmethod
+    def local_endorsements(cls, settings: PlatformSettings) -> dict[str, bytes]:
+        return {} if settings.sim_state_dir is None else load_chain(settings.sim_state_dir).endorsements()
 
     def __init__(self, *, state_dir: Path | None = None, chain: SimChain | None = None) -> None:
         self._state_dir = state_dir
@@ -54,5 +73,5 @@ class SimPlatform:
         verified.checks.insert(0, root_check)
         return verified
 
-    def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
-        return appraise_snp(verified.parsed, policy.snp, verified.summary.get("product"))
+    def appraise(self, verified: VerifiedEvidence[VerifiedSnp], policy: Policy) -> list[Check]:
+        return appraise_verified_snp(verified, policy)

@@ -6,28 +6,41 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ...appraisal import Check
 from ...evidence import Evidence, VerifiedEvidence
 from ...fileutil import write_atomic
 from ...policy import Policy
-from ...testing.fake_tsm import FakeTsm
+from ...registry import PlatformBase, PlatformSettings
 from ...trust import Trust
 from ..tdx.abi import parse_quote
-from ..tdx.appraise import appraise_tdx
 from ..tdx.collateral import COLLATERAL_LABEL, CollateralCache, collateral_for_verifier, fmspc_of, serve_until
 from ..tdx.collect import TSM_PROVIDER, collect_quote
-from ..tdx.platform import MEDIA_TYPE
-from ..tdx.verify import TdxTrust, shipped_root, verify_tdx
+from ..tdx.platform import MEDIA_TYPE, appraise_verified_tdx, describe_quote
+from ..tdx.section import TDX_POLICY
+from ..tdx.verify import TdxTrust, VerifiedTdx, shipped_root, verify_tdx
 from .chain import default_state_dir
+from .commands import add_sim_commands
+from .fake_tsm import FakeTsm
 from .roots import pin_check, tdx_quote_root
 from .tdx_chain import SIM_FMSPC, SimTdxChain, load_or_create_tdx, tdx_state_dir
 
 
-class SimTdxPlatform:
+class SimTdxPlatform(PlatformBase):
     name = "sim-tdx"
     media_type = MEDIA_TYPE
     simulated = True
+    policy_sections = (TDX_POLICY,)
+    commands = add_sim_commands
+
+    @classmethod
+    def from_settings(cls, settings: PlatformSettings) -> SimTdxPlatform:
+        return cls(state_dir=settings.sim_state_dir)
+
+    @classmethod
+    def describe(cls, evidence: Evidence) -> dict[str, Any]:
+        return describe_quote(evidence.raw)
 
     def __init__(self, *, state_dir: Path | None = None, chain: SimTdxChain | None = None) -> None:
         self._state_dir = tdx_state_dir(state_dir or default_state_dir())
@@ -72,5 +85,5 @@ class SimTdxPlatform:
         verified.checks.insert(0, root_check)
         return verified
 
-    def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
-        return appraise_tdx(verified.parsed, verified.tcb, policy.tdx)
+    def appraise(self, verified: VerifiedEvidence[VerifiedTdx], policy: Policy) -> list[Check]:
+        return appraise_verified_tdx(verified, policy)

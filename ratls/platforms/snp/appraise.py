@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ...appraisal import Check, allow_listed, failed, passed
-from ...policy import SnpPolicy
-from .abi import SnpReport
+from .policy import GUEST_POLICY_BITS, PERMISSIONS, SnpPolicy
+from .verify import VerifiedSnp
 
 
-def appraise_snp(report: SnpReport, policy: SnpPolicy, product: str | None = None) -> list[Check]:
-    """``product`` is the product line verification established (from the VCEK for v2 reports)."""
+def appraise_snp(verified: VerifiedSnp, policy: SnpPolicy) -> list[Check]:
+    """The product line is the one verification established (from the VCEK for v2 reports)."""
+    report, product = verified.report, verified.product
     checks: list[Check] = []
     if policy.measurements is None:
         checks.append(failed("policy.snp.measurement", "the policy lists no accepted measurements "
@@ -16,14 +17,14 @@ def appraise_snp(report: SnpReport, policy: SnpPolicy, product: str | None = Non
     else:
         checks += allow_listed("policy.snp.measurement", report.measurement, policy.measurements, "measurement")
 
-    product = product or (report.product.value if report.product else None)
     if policy.products is not None:
         if product is None or product in policy.products:
             checks.append(passed("policy.snp.product", f"product {product or 'unknown (v2 report)'} accepted"))
         else:
-            checks.append(failed("policy.snp.product", f"product {product} is not in {policy.products}"))
+            checks.append(failed("policy.snp.product", f"product {product} is not in "
+                                                       f"{[p.value for p in policy.products]}"))
 
-    minimum = policy.min_tcb.get(product or "", policy.min_tcb.get("*")) if policy.min_tcb else None
+    minimum = policy.min_tcb_for(product)
     if minimum is not None:
         have = report.reported_tcb.components()
         low = [f"{n} {have.get(n)} < {v}" for n, v in minimum.items() if n in have and have[n] < v]
@@ -34,17 +35,12 @@ def appraise_snp(report: SnpReport, policy: SnpPolicy, product: str | None = Non
 
     rules = policy.guest_policy
     gp = report.policy
-    for attr, label in (("debug", "DEBUG"), ("migrate_ma", "MIGRATE_MA"), ("smt", "SMT"),
-                        ("single_socket", "SINGLE_SOCKET"), ("cxl_allow", "CXL_ALLOW"),
-                        ("mem_aes_256_xts", "MEM_AES_256_XTS"), ("ciphertext_hiding", "CIPHERTEXT_HIDING"),
-                        ("page_swap_disable", "PAGE_SWAP_DISABLE")):
-        want = getattr(rules, attr)
+    for attr in GUEST_POLICY_BITS:
+        want, label = getattr(rules, attr), attr.upper()
         if want is None:
             continue
         have_bit = getattr(gp, attr)
-        # debug/migrate_ma/smt/cxl are permissions: "false" forbids them, "true" tolerates them.
-        # The others are hardening requirements: "true" requires them.
-        permission = attr in ("debug", "migrate_ma", "smt", "cxl_allow")
+        permission = attr in PERMISSIONS
         ok = (have_bit == want) if not permission else (want or not have_bit)
         name = f"policy.snp.guest-policy.{attr}"
         if ok:
@@ -61,10 +57,11 @@ def appraise_snp(report: SnpReport, policy: SnpPolicy, product: str | None = Non
             checks.append(failed("policy.snp.vmpl", f"report was requested at VMPL {report.vmpl}, policy accepts "
                                                     f"{policy.vmpl}"))
     if policy.signing_keys is not None:
-        kind = report.signer_info.signing_key.value
+        kind = report.signer_info.signing_key
         ok = kind in policy.signing_keys
         checks.append((passed if ok else failed)("policy.snp.signing-key",
-                                                 f"signed by {kind.upper()}; accepted: {policy.signing_keys}"))
+                                                 f"signed by {kind.value.upper()}; accepted: "
+                                                 f"{[k.value for k in policy.signing_keys]}"))
     if policy.host_data is not None:
         ok = report.host_data == policy.host_data
         checks.append((passed if ok else failed)("policy.snp.host-data",

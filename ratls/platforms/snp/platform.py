@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
 from ...appraisal import Check
 from ...errors import EvidenceError
 from ...evidence import Evidence, VerifiedEvidence
+from ...host_probe import HostProbe
 from ...policy import Policy
+from ...registry import CollectionNeeds, PlatformBase, PlatformSettings
 from ...trust import Trust
 from ...tsm import DEFAULT_ROOT, TsmFilesystem
 from ...x509util import looks_like_pem
@@ -19,7 +22,8 @@ from .abi import Product, parse_report
 from .appraise import appraise_snp
 from .certs import ProductRoots, load_certificates, shipped_roots
 from .kds import KdsClient
-from .verify import KeyMaterial, NoCache, SignatureCache, SnpTrust, verify_snp
+from .section import SNP_POLICY
+from .verify import KeyMaterial, NoCache, SignatureCache, SnpTrust, VerifiedSnp, verify_snp
 
 MEDIA_TYPE = "application/vnd.amd.sev-snp.attestation-report"
 _DEFAULT_CACHE = SignatureCache()
@@ -58,10 +62,38 @@ def key_material(evidence: Evidence) -> KeyMaterial | None:
     return KeyMaterial(key[0], intermediates)
 
 
-class SnpPlatform:
+def describe_report(raw: bytes) -> dict[str, Any]:
+    """An SNP report decoded for display; its measurement identifies the launched image."""
+    report = parse_report(raw)
+    return {"measurements": {"measurement": report.measurement.hex()}, **report.summary()}
+
+
+def appraise_verified_snp(verified: VerifiedEvidence[VerifiedSnp], policy: Policy) -> list[Check]:
+    return appraise_snp(verified.parsed, SNP_POLICY.of(policy))
+
+
+class SnpPlatform(PlatformBase):
     name = "sev-snp"
+    aliases = ("snp",)
     media_type = MEDIA_TYPE
-    simulated = False
+    policy_sections = (SNP_POLICY,)
+    needs = CollectionNeeds(tsm_provider=snp_collect.TSM_PROVIDER, tsm_required=False,
+                            device=snp_collect.SEV_GUEST_DEVICE, device_check="tee.sev-guest")
+
+    @classmethod
+    def from_settings(cls, settings: PlatformSettings) -> SnpPlatform:
+        return cls(tsm_root=settings.tsm_root)
+
+    @classmethod
+    def detect(cls, host: HostProbe) -> bool:
+        provider = host.tsm_provider()
+        if provider is not None:
+            return provider == snp_collect.TSM_PROVIDER
+        return host.has_device(snp_collect.SEV_GUEST_DEVICE)
+
+    @classmethod
+    def describe(cls, evidence: Evidence) -> dict[str, Any]:
+        return describe_report(evidence.raw)
 
     def __init__(self, *, tsm_root: Path = DEFAULT_ROOT, device: Path = snp_collect.SEV_GUEST_DEVICE,
                  vmpl: int | None = None, fs: TsmFilesystem | None = None) -> None:
@@ -92,6 +124,6 @@ class SnpPlatform:
             return None
         return KeyMaterial(load_certificates(der_bytes, "VCEK from AMD KDS")[0])
 
-    def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
-        return appraise_snp(verified.parsed, policy.snp, verified.summary.get("product"))
+    def appraise(self, verified: VerifiedEvidence[VerifiedSnp], policy: Policy) -> list[Check]:
+        return appraise_verified_snp(verified, policy)
 

@@ -228,15 +228,25 @@ def check_key_against_report(report: SnpReport, info: EndorsementKeyInfo, produc
     return checks
 
 
+@dataclass(frozen=True)
+class VerifiedSnp:
+    """What SNP appraisal reads: the report, and the product line verification established
+    (from the endorsement key; a v2 report does not state it)."""
+
+    report: SnpReport
+    product: Product | None = None
+
+
 def verify_snp(report: SnpReport, keys: KeyMaterial | None, trust: SnpTrust, now: datetime,
-               *, platform: str = "sev-snp") -> VerifiedEvidence:
+               *, platform: str = "sev-snp") -> VerifiedEvidence[VerifiedSnp]:
     """Run every SNP authenticity check and return what was established."""
     checks: list[Check] = []
     measurements = {"measurement": report.measurement.hex()}
     tcb = {"reported": report.reported_tcb.components(), "committed": report.committed_tcb.components(),
            "firmware": "{}.{}.{}".format(*report.current_version)}
     summary = report.summary()
-    result = VerifiedEvidence(platform=platform, report_data=report.report_data, checks=checks, parsed=report,
+    result = VerifiedEvidence(platform=platform, report_data=report.report_data, checks=checks,
+                              parsed=VerifiedSnp(report, report.product),
                               simulated=trust.simulated, measurements=measurements, tcb=tcb, summary=summary)
     checks.append(passed("snp.report.parse", f"ATTESTATION_REPORT v{report.version}, {len(report.raw)} bytes"))
     if report.signer_info.signing_key == SigningKey.NONE:
@@ -256,6 +266,7 @@ def verify_snp(report: SnpReport, keys: KeyMaterial | None, trust: SnpTrust, now
         checks.append(failed("snp.product", "cannot tell the product line (no productName, issuer or CPUID)"))
         return result
     summary["product"] = product.value
+    result.parsed = VerifiedSnp(report, product)
     summary["endorsement_key"] = {"kind": info.kind, "product_name": info.product_name,
                                   "csp_id": info.csp_id, "tcb": info.tcb(),
                                   "sha256": fingerprint(keys.key_cert)}

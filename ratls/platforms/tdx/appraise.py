@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ...appraisal import Check, allow_listed, failed, passed
-from ...policy import TdxPolicy
-from .abi import TdxQuote
+from .policy import TdxPolicy
+from .verify import CollateralResult, VerifiedTdx
 
 
-def _tcb_checks(tcb: dict[str, Any], policy: TdxPolicy) -> list[Check]:
-    status = tcb.get("status")
-    if status is None:
+def _tcb_checks(tcb: CollateralResult | None, policy: TdxPolicy) -> list[Check]:
+    if tcb is None:
         # verify already failed the collateral check; say so here too so the policy view is complete
         return [failed("policy.tdx.tcb-status", "no verified TCB status (collateral missing or rejected)")]
+    status = tcb.status
     checks: list[Check] = []
     if status in policy.accept_tcb_status:
         checks.append(passed("policy.tdx.tcb-status", f"TCB status {status} is accepted"))
     else:
         checks.append(failed("policy.tdx.tcb-status", f"TCB status {status} is not in the accepted "
-                                                      f"{policy.accept_tcb_status}"))
-    advisories = set(tcb.get("advisory_ids") or [])
+                                                      f"{[s.value for s in policy.accept_tcb_status]}"))
+    advisories = set(tcb.advisory_ids)
     hit = sorted(advisories & set(policy.reject_advisories))
     if policy.reject_advisories:
         checks.append((failed if hit else passed)(
             "policy.tdx.advisories", f"platform is affected by rejected advisories {hit}" if hit else
             f"none of the rejected advisories apply (platform has {sorted(advisories) or 'none'})"))
     if policy.min_tcb_eval_data_number is not None:
-        have = tcb.get("tcb_eval_data_number")
+        have = tcb.tcb_eval_data_number
         ok = isinstance(have, int) and have >= policy.min_tcb_eval_data_number
         checks.append((passed if ok else failed)(
             "policy.tdx.tcb-eval-number", f"collateral TCB evaluation data number {have} "
@@ -35,7 +33,8 @@ def _tcb_checks(tcb: dict[str, Any], policy: TdxPolicy) -> list[Check]:
     return checks
 
 
-def appraise_tdx(quote: TdxQuote, tcb: dict[str, Any], policy: TdxPolicy) -> list[Check]:
+def appraise_tdx(verified: VerifiedTdx, policy: TdxPolicy) -> list[Check]:
+    quote = verified.quote
     checks: list[Check] = []
     body = quote.body
     if policy.mrtd is None:
@@ -63,5 +62,5 @@ def appraise_tdx(quote: TdxQuote, tcb: dict[str, Any], policy: TdxPolicy) -> lis
         ok = body.report_data == policy.report_data
         checks.append((passed if ok else failed)("policy.tdx.report-data", "REPORTDATA " + (
             "matches" if ok else "differs from") + " the expected value"))
-    checks += _tcb_checks(tcb, policy)
+    checks += _tcb_checks(verified.collateral, policy)
     return checks

@@ -4,26 +4,69 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ...appraisal import Check
+from ...errors import ConfigError
 from ...evidence import Evidence, VerifiedEvidence
+from ...host_probe import HostProbe
 from ...policy import Policy
+from ...registry import CollateralSource, CollectionNeeds, PlatformBase, PlatformSettings
 from ...trust import Trust
 from ...tsm import DEFAULT_ROOT, TsmFilesystem
 from .abi import parse_quote
 from .appraise import appraise_tdx
 from .collateral import COLLATERAL_LABEL, CollateralCache, collateral_for_verifier, fmspc_of, serve_until
-from .collect import collect_quote
-from .verify import TdxTrust, shipped_root, verify_tdx
+from .collect import TSM_PROVIDER, collect_quote
+from .section import TDX_POLICY
+from .verify import TdxTrust, VerifiedTdx, shipped_root, verify_tdx
 
 MEDIA_TYPE = "application/vnd.intel.tdx.quote"
+TDX_GUEST_DEVICE = Path("/dev/tdx_guest")
 
 
+def collateral_cache(source: CollateralSource | None) -> CollateralCache | None:
+    """The Intel collateral a TDX gateway embeds next to its quote, when the settings ask for it."""
+    if source is None:
+        return None
+    return CollateralCache(cache_dir=source.cache_dir, pccs_url=source.pccs_url, offline=source.offline)
 
-class TdxPlatform:
+
+def describe_quote(raw: bytes) -> dict[str, Any]:
+    quote = parse_quote(raw)
+    return {"measurements": quote.measurements(), **quote.summary()}
+
+
+def appraise_verified_tdx(verified: VerifiedEvidence[VerifiedTdx], policy: Policy) -> list[Check]:
+    return appraise_tdx(verified.parsed, TDX_POLICY.of(policy))
+
+
+class TdxPlatform(PlatformBase):
     name = "tdx"
     media_type = MEDIA_TYPE
-    simulated = False
+    policy_sections = (TDX_POLICY,)
+    # TDX quotes come only through configfs-tsm; /dev/tdx_guest itself is never opened.
+    needs = CollectionNeeds(tsm_provider=TSM_PROVIDER)
+
+    @classmethod
+    def from_settings(cls, settings: PlatformSettings) -> TdxPlatform:
+        return cls(tsm_root=settings.tsm_root, collateral=collateral_cache(settings.collateral))
+
+    @classmethod
+    def detect(cls, host: HostProbe) -> bool:
+        return host.tsm_provider() == TSM_PROVIDER
+
+    @classmethod
+    def near_miss(cls, host: HostProbe) -> ConfigError | None:
+        if host.tsm_provider() is None and host.has_device(TDX_GUEST_DEVICE):
+            return ConfigError("this is an Intel TDX guest but configfs-tsm is not available, and TDX quotes are "
+                               "only collected through configfs-tsm",
+                               hint="use a guest kernel >= 6.7 and mount configfs at /sys/kernel/config")
+        return None
+
+    @classmethod
+    def describe(cls, evidence: Evidence) -> dict[str, Any]:
+        return describe_quote(evidence.raw)
 
     def __init__(self, *, tsm_root: Path = DEFAULT_ROOT, fs: TsmFilesystem | None = None,
                  collateral: CollateralCache | None = None) -> None:
@@ -41,6 +84,6 @@ class TdxPlatform:
         collateral = collateral_for_verifier(evidence.raw, evidence.endorsements, trust, now)
         return verify_tdx(quote, collateral, TdxTrust(root=shipped_root()), now, platform=self.name)
 
-    def appraise(self, verified: VerifiedEvidence, policy: Policy) -> list[Check]:
-        return appraise_tdx(verified.parsed, verified.tcb, policy.tdx)
+    def appraise(self, verified: VerifiedEvidence[VerifiedTdx], policy: Policy) -> list[Check]:
+        return appraise_verified_tdx(verified, policy)
 

@@ -195,10 +195,19 @@ def verify_collateral(quote: TdxQuote, collateral_json: bytes, root: x509.Certif
                                     f"advisories: {advisories})"), result
 
 
+@dataclass(frozen=True)
+class VerifiedTdx:
+    """What TDX appraisal reads: the quote, and Intel's TCB verdict when collateral verified."""
+
+    quote: TdxQuote
+    collateral: CollateralResult | None = None
+
+
 def verify_tdx(quote: TdxQuote, collateral: bytes | None, trust: TdxTrust, now: datetime,
-               *, platform: str = "tdx") -> VerifiedEvidence:
+               *, platform: str = "tdx") -> VerifiedEvidence[VerifiedTdx]:
     checks: list[Check] = []
-    result = VerifiedEvidence(platform=platform, report_data=quote.body.report_data, checks=checks, parsed=quote,
+    result = VerifiedEvidence(platform=platform, report_data=quote.body.report_data, checks=checks,
+                              parsed=VerifiedTdx(quote),
                               simulated=trust.simulated, measurements=quote.measurements(),
                               tcb={"tee_tcb_svn": quote.body.tee_tcb_svn.hex()}, summary=quote.summary())
     checks.append(passed("tdx.quote.parse", f"quote v{quote.header.version}, {quote.body_name} body, "
@@ -221,6 +230,7 @@ def verify_tdx(quote: TdxQuote, collateral: bytes | None, trust: TdxTrust, now: 
     check, coll = verify_collateral(quote, collateral, trust.root, now)
     checks.append(check)
     if coll is not None:
+        result.parsed = VerifiedTdx(quote, coll)
         result.tcb.update({"status": coll.status, "advisory_ids": coll.advisory_ids, "qe_status": coll.qe_status,
                            "platform_status": coll.platform_status,
                            "tcb_eval_data_number": coll.tcb_eval_data_number,

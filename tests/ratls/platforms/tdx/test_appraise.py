@@ -10,11 +10,12 @@ from ratls.pipeline import verify_evidence
 from ratls.platforms.tdx.abi import parse_quote
 from ratls.platforms.tdx.appraise import appraise_tdx
 from ratls.platforms.tdx.platform import COLLATERAL_LABEL, MEDIA_TYPE
+from ratls.platforms.tdx.verify import CollateralResult, VerifiedTdx
 from ratls.policy import parse_policy
 
 from .conftest import DCAP_V4_NOW
 
-UP_TO_DATE = {"status": "UpToDate", "advisory_ids": ["INTEL-SA-00837"], "tcb_eval_data_number": 17}
+UP_TO_DATE = CollateralResult(status="UpToDate", advisory_ids=["INTEL-SA-00837"], tcb_eval_data_number=17)
 
 
 def _policy(**tdx: object) -> object:
@@ -42,7 +43,7 @@ def test_strict_policy_accepts_the_vector_end_to_end(tdx_vectors: Path, quote) -
 
 
 def test_no_mrtd_listed_fails_closed(quote) -> None:  # type: ignore[no-untyped-def]
-    assert "policy.tdx.mrtd" in _failed(appraise_tdx(quote, UP_TO_DATE, _policy().tdx))  # type: ignore[attr-defined]
+    assert "policy.tdx.mrtd" in _failed(appraise_tdx(VerifiedTdx(quote, UP_TO_DATE), _policy().tdx))  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("key", "value", "check"), [
@@ -60,20 +61,20 @@ def test_no_mrtd_listed_fails_closed(quote) -> None:  # type: ignore[no-untyped-
 ])
 def test_each_rule_rejects(quote, key: str, value: object, check: str) -> None:  # type: ignore[no-untyped-def]
     rules = {"mrtd": [quote.body.mr_td.hex()], key: value}
-    checks = appraise_tdx(quote, UP_TO_DATE, _policy(**rules).tdx)  # type: ignore[attr-defined]
+    checks = appraise_tdx(VerifiedTdx(quote, UP_TO_DATE), _policy(**rules).tdx)  # type: ignore[attr-defined]
     assert check in _failed(checks)
 
 
 def test_debug_td_rejected_by_strict_policy_and_allowed_when_asked(tdx_vectors: Path) -> None:
     debug = parse_quote((tdx_vectors / "v4_trustee/quote.bin").read_bytes())
     strict = _policy(mrtd=[debug.body.mr_td.hex()])
-    assert "policy.tdx.debug" in _failed(appraise_tdx(debug, UP_TO_DATE, strict.tdx))  # type: ignore[attr-defined]
+    assert "policy.tdx.debug" in _failed(appraise_tdx(VerifiedTdx(debug, UP_TO_DATE), strict.tdx))  # type: ignore[attr-defined]
     lax = _policy(mrtd=[debug.body.mr_td.hex()], debug=True)
-    assert "policy.tdx.debug" not in _failed(appraise_tdx(debug, UP_TO_DATE, lax.tdx))  # type: ignore[attr-defined]
+    assert "policy.tdx.debug" not in _failed(appraise_tdx(VerifiedTdx(debug, UP_TO_DATE), lax.tdx))  # type: ignore[attr-defined]
 
 
 def test_missing_tcb_status_is_a_policy_failure(quote) -> None:  # type: ignore[no-untyped-def]
-    checks = appraise_tdx(quote, {}, _policy(mrtd=[quote.body.mr_td.hex()]).tdx)  # type: ignore[attr-defined]
+    checks = appraise_tdx(VerifiedTdx(quote, None), _policy(mrtd=[quote.body.mr_td.hex()]).tdx)  # type: ignore[attr-defined]
     assert "policy.tdx.tcb-status" in _failed(checks)
 
 
