@@ -458,7 +458,8 @@ def _common_verify(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ratls", description="RA-TLS certificates with hardware attestation evidence")
+    parser = _Parser(prog="ratls", description="RA-TLS certificates with hardware attestation evidence",
+                     epilog=f"platforms: {registry.choices_text()}")
     parser.add_argument("--version", action="version", version=f"ratls {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

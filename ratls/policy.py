@@ -57,6 +57,7 @@ class PolicySection(Generic[T]):
     default: T
     explain: Callable[[T], list[Any]] | None = None  # -> policy_rules.Rule, for `ratls policy explain`
     check_spec: Callable[[str], Any] | None = None  # check name -> policy_rules.CheckSpec, for `policy diff`
+    observe: Callable[[Any], dict[str, Any]] | None = None  # Appraisal -> a starting section (`policy init`)
 
     def of(self, policy: Policy) -> T:
         return policy.section(self)

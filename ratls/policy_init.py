@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from . import registry
 from .appraisal import Appraisal
 from .cert import RatlsCertificate
 from .errors import PolicyViolation
@@ -41,7 +42,6 @@ def check_simulated_root(server_root: str, local_root: str | None, state_dir: Pa
 
 def policy_from_observation(appraisal: Appraisal, rc: RatlsCertificate, now: datetime,
                             sim_root: str | None = None, sim_root_note: str | None = None) -> str:
-    ev: dict[str, Any] = appraisal.evidence
     doc: dict[str, Any] = {"version": 1, "trust_on_first_use": True}
     if appraisal.simulated:
         doc["platforms"] = []
@@ -49,10 +49,9 @@ def policy_from_observation(appraisal: Appraisal, rc: RatlsCertificate, now: dat
         doc["simulated"] = {"root_sha256": sim_root}
     else:
         doc["platforms"] = [rc.claims.platform]
-    if "mrtd" in appraisal.measurements:
-        doc["tdx"] = _tdx_section(appraisal)
-    else:
-        doc["sev-snp"] = _snp_section(ev, appraisal)
+    for section in registry.lookup(rc.claims.platform).policy_sections:
+        if section.observe is not None:
+            doc[section.key] = section.observe(appraisal)
     claims: dict[str, Any] = {"max_age": "24h"}
     models = rc.claims.models or {}
     if models.get("models"):
@@ -66,23 +65,3 @@ def policy_from_observation(appraisal: Appraisal, rc: RatlsCertificate, now: dat
     return header + yaml.safe_dump(doc, sort_keys=False)
 
 
-def _snp_section(ev: dict[str, Any], appraisal: Appraisal) -> dict[str, Any]:
-    return {
-        "measurements": [appraisal.measurements["measurement"]],
-        "min_tcb": dict(ev.get("reported_tcb", {})),
-        "guest_policy": {"debug": bool(ev["policy"]["debug"]), "migrate_ma": bool(ev["policy"]["migrate_ma"])},
-        "vmpl": ev.get("vmpl", 0),
-        "signing_keys": [ev.get("signing_key", "vcek")],
-    }
-
-
-def _tdx_section(appraisal: Appraisal) -> dict[str, Any]:
-    m = appraisal.measurements
-    # RTMR3 is extended at runtime by the guest (e.g. per container); it is left out on purpose.
-    return {
-        "mrtd": [m["mrtd"]],
-        "rtmr": {i: m[f"rtmr{i}"] for i in range(3)},
-        "mrconfigid": [m["mrconfigid"]],
-        "debug": bool(appraisal.evidence.get("debug", False)),
-        "accept_tcb_status": [appraisal.tcb.get("status", "UpToDate")],
-    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ...appraisal import Appraisal
 from ...policy import ALL, Policy
 from ...policy_rules import (
     CheckSpec,
@@ -138,3 +139,15 @@ def snp_check_spec(check: str) -> CheckSpec | None:
                          lambda p: getattr(_section().of(p).guest_policy, tail, None),
                          lambda a: (a.evidence.get("policy") or {}).get(tail))
     return None
+
+
+def observed_snp(appraisal: Appraisal) -> dict[str, Any]:
+    """A starting ``sev-snp`` section from what a server presented (``ratls policy init``)."""
+    ev = appraisal.evidence
+    return {
+        "measurements": [appraisal.measurements["measurement"]],
+        "min_tcb": dict(ev.get("reported_tcb", {})),
+        "guest_policy": {"debug": bool(ev["policy"]["debug"]), "migrate_ma": bool(ev["policy"]["migrate_ma"])},
+        "vmpl": ev.get("vmpl", 0),
+        "signing_keys": [ev.get("signing_key", "vcek")],
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ...appraisal import Appraisal
 from ...policy import Policy
 from ...policy_rules import CheckSpec, Rule, allow_list, evidence_field, hex_or_none, hexes, measurement, one_of
 from .policy import TdxPolicy
@@ -95,3 +96,16 @@ def tdx_check_spec(check: str) -> CheckSpec | None:
         return CheckSpec(f"RTMR{i}", ("tdx", "rtmr", i), lambda p: hexes(_section().of(p).rtmr.get(i)),
                          measurement(f"rtmr{i}"), suggest=True)
     return None
+
+
+def observed_tdx(appraisal: Appraisal) -> dict[str, Any]:
+    """A starting ``tdx`` section from what a server presented (``ratls policy init``)."""
+    m = appraisal.measurements
+    # RTMR3 is extended at runtime by the guest (e.g. per container); it is left out on purpose.
+    return {
+        "mrtd": [m["mrtd"]],
+        "rtmr": {i: m[f"rtmr{i}"] for i in range(3)},
+        "mrconfigid": [m["mrconfigid"]],
+        "debug": bool(appraisal.evidence.get("debug", False)),
+        "accept_tcb_status": [appraisal.tcb.get("status", "UpToDate")],
+    }
