@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ratls import registry
 from ratls.client.verify import verify_server
 from ratls.errors import PolicyViolation
-from ratls.platforms.sim.chain import load_or_create
+from ratls.registry import PlatformSettings
 from triton_backend.demo import demo_repository
 from triton_backend.manifest import build_manifest
 
@@ -50,10 +51,11 @@ class Demo:
         self.sim_dir = Path(os.environ.get("RATLS_SIM_DIR", Path(".demo") / "sim")).resolve()
         self.proc: subprocess.Popen[bytes] | None = None
         self.failures = 0
-        # sim (SNP-format reports, the default) or sim-tdx (TDX quotes + Intel-format collateral)
-        self.platform = os.environ.get("RATLS_DEMO_PLATFORM", "sim")
-        if self.platform not in ("sim", "sim-tdx"):
-            raise SystemExit(f"RATLS_DEMO_PLATFORM must be sim or sim-tdx, not {self.platform!r}")
+        # a simulated platform: the first registered (SNP-format reports) unless RATLS_DEMO_PLATFORM says
+        simulators = [t.name for t in registry.types() if t.simulated]
+        self.platform = os.environ.get("RATLS_DEMO_PLATFORM", simulators[0])
+        if self.platform not in simulators:
+            raise SystemExit(f"RATLS_DEMO_PLATFORM must be one of {', '.join(simulators)}, not {self.platform!r}")
 
     def check(self, ok: bool, what: str) -> None:
         print(("  ok   " if ok else "  FAIL ") + what, flush=True)
@@ -94,17 +96,8 @@ class Demo:
 
     def write_policy(self, models: dict[str, str], config_digest: str) -> Path:
         doc: dict[str, object] = {"version": 1, "platforms": [], "allow_simulated": True}
-        if self.platform == "sim-tdx":
-            from ratls.platforms.sim.tdx_chain import load_tdx_chain
-            tdx = load_tdx_chain(self.sim_dir / "tdx")
-            doc["simulated"] = {"root_sha256": tdx.root_sha256}
-            doc["tdx"] = {"mrtd": [tdx.mrtd.hex()], "debug": False, "sept_ve_disable": True,
-                          "accept_tcb_status": ["UpToDate"]}
-        else:
-            chain = load_or_create(self.sim_dir)
-            doc["simulated"] = {"root_sha256": chain.root_sha256}
-            doc["sev-snp"] = {"measurements": [chain.measurement.hex()],
-                              "guest_policy": {"debug": False, "migrate_ma": False}, "vmpl": 0}
+        reference = registry.lookup(self.platform).reference_policy(PlatformSettings(sim_state_dir=self.sim_dir))
+        doc.update(reference or {})
         doc["claims"] = {"models": models, "config": config_digest, "max_age": "1h"}
         path = self.work / "policy.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -126,6 +126,12 @@ class PlatformBase:
     def local_endorsements(cls, settings: PlatformSettings) -> dict[str, bytes]:
         return {}
 
+    @classmethod
+    def reference_policy(cls, settings: PlatformSettings) -> dict[str, Any] | None:
+        """A simulator's policy lines that accept exactly its own evidence (root pin and section);
+        None for hardware, whose reference values come from its vendor and image build."""
+        return None
+
 
 _TYPES: dict[str, PlatformType] = {}
 _loaded = False

@@ -39,6 +39,13 @@ class SimPlatform(PlatformBase):
         return describe_report(evidence.raw)
 
     @classmethod
+    def reference_policy(cls, settings: PlatformSettings) -> dict[str, Any]:
+        chain = load_or_create(settings.sim_state_dir)
+        return {"simulated": {"root_sha256": chain.root_sha256},
+                SNP_POLICY.key: {"measurements": [chain.measurement.hex()],
+                                 "guest_policy": {"debug": False, "migrate_ma": False}, "vmpl": 0}}
+
+    @classmethod
     def local_endorsements(cls, settings: PlatformSettings) -> dict[str, bytes]:
         return {} if settings.sim_state_dir is None else load_chain(settings.sim_state_dir).endorsements()
 

@@ -42,6 +42,13 @@ class SimTdxPlatform(PlatformBase):
     def describe(cls, evidence: Evidence) -> dict[str, Any]:
         return describe_quote(evidence.raw)
 
+    @classmethod
+    def reference_policy(cls, settings: PlatformSettings) -> dict[str, Any]:
+        chain = load_or_create_tdx(tdx_state_dir(settings.sim_state_dir or default_state_dir()))
+        return {"simulated": {"root_sha256": chain.root_sha256},
+                TDX_POLICY.key: {"mrtd": [chain.mrtd.hex()], "debug": False, "sept_ve_disable": True,
+                                 "accept_tcb_status": ["UpToDate"]}}
+
     def __init__(self, *, state_dir: Path | None = None, chain: SimTdxChain | None = None) -> None:
         self._state_dir = tdx_state_dir(state_dir or default_state_dir())
         self._chain = chain
