@@ -129,9 +129,10 @@ def parse_auth(data: Any, path: str = "filters.auth") -> AuthPolicy:
         raw = _read_file(jd.get("jwks_file"), f"{p}.jwks_file")
         try:
             jwks = json.loads(raw)
-            assert isinstance(jwks.get("keys"), list)
-        except (ValueError, AssertionError, AttributeError):
-            raise ConfigError(f"{p}.jwks_file: not a JWKS document ({{\"keys\": [...]}})") from None
+        except ValueError:
+            jwks = None
+        if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+            raise ConfigError(f"{p}.jwks_file: not a JWKS document ({{\"keys\": [...]}})")
         if not isinstance(jd.get("issuer"), str):
             raise ConfigError(f"{p}.issuer: required")
         audiences = jd.get("audiences") or []

@@ -70,7 +70,8 @@ def test_config_errors(tmp_path: Path) -> None:
         parse_auth({"apikeys": {}})
     with pytest.raises(ConfigError, match="cannot read"):
         parse_auth({"jwt": {"issuer": "i", "jwks_file": str(tmp_path / "none.json")}})
-    (tmp_path / "bad.json").write_text("[]")
-    with pytest.raises(ConfigError, match="not a JWKS"):
-        parse_auth({"jwt": {"issuer": "i", "jwks_file": str(tmp_path / "bad.json")}})
+    for i, text in enumerate(("[]", '{"keys": 1}', "not json", '"keys"')):  # checked without assert (python -O)
+        (tmp_path / f"bad{i}.json").write_text(text)
+        with pytest.raises(ConfigError, match="not a JWKS"):
+            parse_auth({"jwt": {"issuer": "i", "jwks_file": str(tmp_path / f"bad{i}.json")}})
     assert not parse_auth(None).enabled
