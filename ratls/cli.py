@@ -463,6 +463,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ratls {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    _add_evidence_commands(sub)
+    _add_verify_commands(sub)
+    _add_cert_commands(sub)
+    _add_policy_commands(sub)
+    _add_server_commands(sub)
+    registry.add_commands(sub)
+    return parser
+
+
+def _add_evidence_commands(sub: Any) -> None:
     ev = sub.add_parser("evidence", help="raw hardware evidence").add_subparsers(dest="sub", required=True,
                                                                                  parser_class=_Parser)
     evv = ev.add_parser("verify", help="verify a raw attestation report (no certificate)")
@@ -480,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common_verify(evv)
     evv.set_defaults(func=cmd_evidence_verify)
 
+
+def _add_verify_commands(sub: Any) -> None:
     v = sub.add_parser("verify", help="full RA-TLS verification of a certificate file or a live server")
     v.add_argument("target", metavar="FILE|https://HOST:PORT")
     v.add_argument("--policy", required=True, metavar="P")
@@ -511,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common_verify(px)
     px.set_defaults(func=cmd_proxy)
 
+
+def _add_cert_commands(sub: Any) -> None:
     cert = sub.add_parser("cert", help="issue or inspect RA-TLS certificates").add_subparsers(
         dest="sub", required=True, parser_class=_Parser)
     ci = cert.add_parser("issue", help="issue a certificate bound to fresh evidence")
@@ -533,6 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--json", action="store_true")
     cs.set_defaults(func=cmd_cert_show)
 
+
+def _add_policy_commands(sub: Any) -> None:
     pol = sub.add_parser("policy", help="policy tooling").add_subparsers(dest="sub", required=True,
                                                                          parser_class=_Parser)
     from .policy_cli import add_policy_commands  # here, not at the top: policy_cli imports this module
@@ -545,10 +561,6 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--sim-dir", metavar="DIR",
                     help="local simulator state to compare a simulated root with (default: as 'ratls sim root')")
     pi.set_defaults(func=cmd_policy_init)
-
-    _add_server_commands(sub)
-    registry.add_commands(sub)
-    return parser
 
 
 class _PipeSafeStdout:

@@ -277,8 +277,9 @@ class SnpReport:
         }
 
 
-def parse_report(data: bytes) -> SnpReport:
-    """Parse an ATTESTATION_REPORT. Refuses truncated, oversized or unknown-version reports."""
+def _checked_header(data: bytes) -> tuple[int, int, int, int, int, int, int, int]:
+    """version, guest_svn, policy, vmpl, sig_algo, current_tcb, platform_info, signer_info -
+    refusing what this parser cannot read."""
     if len(data) != REPORT_SIZE:
         raise EvidenceError(
             f"SEV-SNP report is {len(data)} bytes, expected exactly {REPORT_SIZE} (0x4A0)",
@@ -292,6 +293,12 @@ def parse_report(data: bytes) -> SnpReport:
         raise EvidenceError(f"SEV-SNP report signature algorithm {sig_algo} is not ECDSA P-384/SHA-384 (1)")
     if vmpl > 3:
         raise EvidenceError(f"SEV-SNP report VMPL {vmpl} is out of range 0-3")
+    return version, guest_svn, policy, vmpl, sig_algo, current_tcb_raw, platform_info, signer_info
+
+
+def parse_report(data: bytes) -> SnpReport:
+    """Parse an ATTESTATION_REPORT. Refuses truncated, oversized or unknown-version reports."""
+    version, guest_svn, policy, vmpl, sig_algo, current_tcb_raw, platform_info, signer_info = _checked_header(data)
     if version >= 3:
         fam, model, step = data[0x188], data[0x189], data[0x18A]
     else:

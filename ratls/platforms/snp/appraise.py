@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ...appraisal import Check, allow_listed, failed, passed
+from .abi import SnpReport
 from .policy import GUEST_POLICY_BITS, PERMISSIONS, SnpPolicy
 from .verify import VerifiedSnp
 
 
-def appraise_snp(verified: VerifiedSnp, policy: SnpPolicy) -> list[Check]:
-    """The product line is the one verification established (from the VCEK for v2 reports)."""
+def _launch_checks(verified: VerifiedSnp, policy: SnpPolicy) -> list[Check]:
+    """Measurement, product line and TCB minimum: what was launched, on which firmware."""
     report, product = verified.report, verified.product
     checks: list[Check] = []
     if policy.measurements is None:
@@ -32,7 +33,11 @@ def appraise_snp(verified: VerifiedSnp, policy: SnpPolicy) -> list[Check]:
             checks.append(failed("policy.snp.min-tcb", "REPORTED_TCB below the minimum: " + ", ".join(low)))
         else:
             checks.append(passed("policy.snp.min-tcb", f"REPORTED_TCB {report.reported_tcb} meets the minimum"))
+    return checks
 
+
+def _guest_policy_checks(report: SnpReport, policy: SnpPolicy) -> list[Check]:
+    checks: list[Check] = []
     rules = policy.guest_policy
     gp = report.policy
     for attr in GUEST_POLICY_BITS:
@@ -50,6 +55,12 @@ def appraise_snp(verified: VerifiedSnp, policy: SnpPolicy) -> list[Check]:
             checks.append(failed(name, f"guest policy {verb} {label} (policy 0x{gp.raw:x}); the policy requires "
                                        f"{label}={'1' if want else '0'}"))
 
+    return checks
+
+
+def _identity_checks(report: SnpReport, policy: SnpPolicy) -> list[Check]:
+    """VMPL, signing key, host data, ID/author keys, chip, SVN, firmware and report data pins."""
+    checks: list[Check] = []
     if policy.vmpl is not None:
         if report.vmpl in policy.vmpl:
             checks.append(passed("policy.snp.vmpl", f"VMPL {report.vmpl} accepted"))
@@ -91,3 +102,9 @@ def appraise_snp(verified: VerifiedSnp, policy: SnpPolicy) -> list[Check]:
                                                  "REPORT_DATA " + ("matches" if ok else "differs from")
                                                  + " the expected value"))
     return checks
+
+
+def appraise_snp(verified: VerifiedSnp, policy: SnpPolicy) -> list[Check]:
+    """The product line is the one verification established (from the VCEK for v2 reports)."""
+    return [*_launch_checks(verified, policy), *_guest_policy_checks(verified.report, policy),
+            *_identity_checks(verified.report, policy)]
