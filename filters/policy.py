@@ -200,11 +200,8 @@ def _choice(value: Any, path: str, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
-def parse_filter_policy(data: Any, path: str = "filters") -> FilterPolicy:
-    r = _Reader(data, path)
-    enabled = r.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"{path}.enabled: expected true or false")
+def _exposure(r: KeyedReader, path: str) -> tuple[dict[Category, Exposure], list[str]]:
+    """Which API categories are exposed, and the dangerous ones among them (acknowledged)."""
     exposure = dict(DEFAULT_EXPOSURE)
     dangerous: list[str] = []
     expose = _Reader(r.get("expose"), f"{path}.expose")
@@ -230,6 +227,10 @@ def parse_filter_policy(data: Any, path: str = "filters") -> FilterPolicy:
     if dangerous and sorted(dangerous) != sorted(acknowledged or []):
         raise ConfigError(f"{path}.expose: {', '.join(sorted(dangerous))} can execute code or read memory inside "
                           "the TEE", hint=f"to expose it anyway list it in {path}.i_understand_the_risk")
+    return exposure, dangerous
+
+
+def _models(r: KeyedReader, path: str) -> dict[str, tuple[str, ...]] | None:
     models_raw = r.get("models")
     models: dict[str, tuple[str, ...]] | None = None
     if models_raw is not None and models_raw != ALL_MODELS:
@@ -247,9 +248,10 @@ def parse_filter_policy(data: Any, path: str = "filters") -> FilterPolicy:
                 models[name] = tuple(str(v) for v in sorted(versions))
             else:
                 raise ConfigError(f"{path}.models.{name}: expected a list of positive version numbers or '*'")
-    strip = r.get("strip_headers", [])
-    if not isinstance(strip, list) or not all(isinstance(h, str) for h in strip):
-        raise ConfigError(f"{path}.strip_headers: expected a list of header names")
+    return models
+
+
+def _limits(r: KeyedReader, path: str) -> Limits:
     lim = _Reader(r.get("limits"), f"{path}.limits")
     d = Limits()
     by_cat = dict(d.max_request_bytes_by_category)
@@ -301,6 +303,20 @@ def parse_filter_policy(data: Any, path: str = "filters") -> FilterPolicy:
                                     f"{path}.limits.per_client_rate_limit"),
     )
     lim.finish()
+    return limits
+
+
+def parse_filter_policy(data: Any, path: str = "filters") -> FilterPolicy:
+    r = _Reader(data, path)
+    enabled = r.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{path}.enabled: expected true or false")
+    exposure, dangerous = _exposure(r, path)
+    models = _models(r, path)
+    strip = r.get("strip_headers", [])
+    if not isinstance(strip, list) or not all(isinstance(h, str) for h in strip):
+        raise ConfigError(f"{path}.strip_headers: expected a list of header names")
+    limits = _limits(r, path)
     from .auth import parse_auth
 
     auth = parse_auth(r.get("auth"), f"{path}.auth")
