@@ -172,9 +172,8 @@ def _verified_or_exit(fn):  # type: ignore[no-untyped-def]
     try:
         return fn()
     except PolicyViolation as exc:
-        appraisal = getattr(exc, "appraisal", None)
-        if appraisal is not None:
-            print(appraisal.summary(), file=sys.stderr)
+        if exc.appraisal is not None:
+            print(exc.appraisal.summary(), file=sys.stderr)
         print(f"ratls: refusing: {exc}", file=sys.stderr)
         return None
 

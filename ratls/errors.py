@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .appraisal import Appraisal
+
 
 class RatlsError(Exception):
     """Base class for every error raised by this project."""
@@ -22,7 +27,12 @@ class EvidenceError(RatlsError):
 
 
 class PolicyViolation(RatlsError):
-    """Authentic evidence that the policy does not accept."""
+    """Authentic evidence that the policy does not accept. ``appraisal``, when there is one, is
+    the full result with every check, for callers that show why (``ratls pin``, ``ratls curl``)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, appraisal: Appraisal | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.appraisal = appraisal
 
 
 class PolicyError(RatlsError):
