@@ -4,6 +4,7 @@ failure_mode_allow: false, so an unreachable service denies)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import urllib.parse
@@ -14,12 +15,19 @@ from cryptography import x509
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2, status_pb2
 
-from filters.auth import AuthPolicy, decide
+from filters.auth import AuthPolicy, Decision, decide
 from filters.compile import FIELD_NS
 from ratls.timeutil import utcnow
 from triton_backend.catalog import classify_http
 
 log = logging.getLogger("ratls.gateway.authz")
+
+
+def denied_body(decision: Decision) -> str:
+    """The JSON a refused client reads. The reason may quote what the client sent (a model name),
+    so it is encoded by json.dumps, never pasted into a JSON text."""
+    kind = "unauthenticated" if decision.status == 401 else "forbidden"
+    return json.dumps({"error": f"{kind}: {decision.reason}"}, separators=(",", ":")) + "\n"
 
 
 def _model_from(request: external_auth_pb2.CheckRequest) -> str | None:
@@ -74,8 +82,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             status=status_pb2.Status(code=code),
             denied_response=external_auth_pb2.DeniedHttpResponse(
                 status=http_status_pb2.HttpStatus(code=decision.status),
-                body=f'{{"error":"{"unauthenticated" if decision.status == 401 else "forbidden"}: '
-                     f'{decision.reason}"}}\n'))
+                body=denied_body(decision)))
 
 
 async def start_authz_server(socket_path: Path, policy: AuthPolicy) -> tuple[grpc.aio.Server, AuthorizationService]:

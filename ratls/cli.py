@@ -21,7 +21,7 @@ from . import __version__, registry
 from .appraisal import Appraisal
 from .cert import FILE_HINT, UnreadableCertificate, generate_key, parse_ratls, read_certificate
 from .claims import Claims
-from .errors import EvidenceError, RatlsError, UsageError
+from .errors import EvidenceError, RatlsError, UnreadableEvidence, UsageError
 from .evidence import Evidence
 from .pipeline import verify_certificate, verify_evidence
 from .policy import Policy, load_policy
@@ -174,9 +174,8 @@ def _verified_or_exit(fn):  # type: ignore[no-untyped-def]
     try:
         return fn()
     except PolicyViolation as exc:
-        appraisal = getattr(exc, "appraisal", None)
-        if appraisal is not None:
-            print(appraisal.summary(), file=sys.stderr)
+        if exc.appraisal is not None:
+            print(exc.appraisal.summary(), file=sys.stderr)
         print(f"ratls: refusing: {exc}", file=sys.stderr)
         return None
 
@@ -610,7 +609,7 @@ def _run(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (UsageError, UnreadableCertificate) as exc:
+    except (UsageError, UnreadableCertificate, UnreadableEvidence) as exc:
         print(f"ratls: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except RatlsError as exc:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from .appraisal import Check
+from .errors import RatlsError
 
 P = TypeVar("P")
 
@@ -45,3 +46,20 @@ class VerifiedEvidence(Generic[P]):
     @property
     def authentic(self) -> bool:
         return bool(self.checks) and all(c.ok for c in self.checks)
+
+
+@dataclass(frozen=True)
+class FetchFailed:
+    """An endorsement the verifier went to fetch and did not get (a VCEK from AMD KDS, TDX
+    collateral from a PCCS): the reason and what to do. Handed to the verify step in place of
+    the endorsement, so its failed check says why, not only that none was given."""
+
+    message: str
+    hint: str | None = None
+
+    @classmethod
+    def from_error(cls, exc: RatlsError) -> FetchFailed:
+        return cls(exc.message, exc.hint)
+
+    def explain(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message

@@ -22,6 +22,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ratls.errors import ConfigError
+
 from .locate import TritonInstall, TritonNotFound, locate, prepare_wheel_backends
 from .manifest import ManifestError, snapshot_repository
 from .procutil import with_parent_death_signal
@@ -29,8 +31,10 @@ from .procutil import with_parent_death_signal
 LOOPBACK = "127.0.0.1"
 
 
-class TritonError(Exception):
-    """Base class: Triton could not be started, became unready, or crashed."""
+class TritonError(ConfigError):
+    """Base class: Triton could not be started, became unready, or crashed. A problem on the
+    operator's side (ports, repository, binary, a model that does not load): a ConfigError, so
+    whoever catches the project's errors gets the message and the hint, never a traceback."""
 
 
 class TritonLaunchError(TritonError):
@@ -210,15 +214,15 @@ class TritonProcess:
         repo = Path(c.model_repository)
         if not repo.is_dir():
             raise TritonLaunchError(f"model repository {repo} is not a directory",
-                                    )
+                                    hint="check triton.model_repository in the gateway config")
         self.install = self.install or locate(c.binary)
         for attr in ("http_port", "grpc_port", "metrics_port"):
             port = getattr(c, attr)
             if port == 0:
                 setattr(c, attr, free_port())
             elif bind_error(c.address, port) is not None:
-                raise TritonLaunchError(f"{attr.replace('_', ' ')} {port} on {c.address} is already in use; "
-                                        "choose another port or stop what holds it")
+                raise TritonLaunchError(f"{attr.replace('_', ' ')} {port} on {c.address} is already in use",
+                                        hint="choose another port or stop what holds it")
         if c.work_dir is None:
             self._own_work_dir = tempfile.TemporaryDirectory(prefix="ratls-triton-")
             self.work_dir = Path(self._own_work_dir.name)
@@ -233,7 +237,8 @@ class TritonProcess:
             try:
                 self.served_repository = snapshot_repository(repo, served)
             except ManifestError as exc:
-                raise TritonLaunchError(f"cannot prepare the model repository: {exc}") from None
+                raise TritonLaunchError(f"cannot prepare the model repository: {exc}",
+                                        hint="fix the repository as the message says, then start again") from None
         backend_dir = self.install.backend_dir
         if self.install.wheel_root is not None:
             backend_dir = prepare_wheel_backends(self.install, self.work_dir)
@@ -258,7 +263,9 @@ class TritonProcess:
                                          umask=0o077)
         except OSError as exc:
             log.close()
-            raise TritonLaunchError(f"cannot execute {self.install.binary}: {exc.strerror}") from None
+            raise TritonLaunchError(f"cannot execute {self.install.binary}: {exc.strerror}",
+                                    hint="check triton.binary, or install tritonserver (the server extra ships "
+                                         "one in the nvidia-pytriton wheel)") from None
         self._log = log
 
     def log_tail(self, lines: int = 20) -> str:
@@ -283,14 +290,16 @@ class TritonProcess:
             if not self.running:
                 code = self.proc.returncode if self.proc else None
                 raise TritonCrashed(f"tritonserver exited with code {code} before becoming ready; last log "
-                                    f"lines:\n{self.log_tail()}")
+                                    f"lines:\n{self.log_tail()}", hint="Triton's log lines above say why; often a "
+                                                                       "model that does not load")
             if self.is_ready():
                 self.make_shm_private()  # before the first request can put a tensor there
                 return
             time.sleep(0.2)
         tail = self.log_tail()
         self.stop()
-        raise TritonLaunchError(f"tritonserver was not ready within the deadline; last log lines:\n{tail}")
+        raise TritonLaunchError(f"tritonserver was not ready within the deadline; last log lines:\n{tail}",
+                                hint="raise triton.ready_timeout if the models are large, or read the log lines")
 
     # The python backend's region names (boost shared_memory_object under /dev/shm).
     SHM_PREFIX = "/dev/shm/triton_python_backend_shm_region_"  # noqa: S108 - reading Triton's, not creating

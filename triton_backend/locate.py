@@ -10,11 +10,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ratls.errors import ConfigError
+
 NGC_ROOT = Path("/opt/tritonserver")
 
 
-class TritonNotFound(Exception):
-    """No usable tritonserver binary."""
+class TritonNotFound(ConfigError):
+    """No usable tritonserver binary (a ConfigError: the operator installs one or names it)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ def locate(explicit: str | Path | None = None) -> TritonInstall:
     if explicit:
         path = Path(explicit)
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise TritonNotFound(f"configured tritonserver {path} does not exist or is not executable")
+            raise TritonNotFound(f"configured tritonserver {path} does not exist or is not executable",
+                                 hint="check triton.binary in the gateway config")
         wheel = _wheel_root()
         if wheel is not None and path.resolve() == (wheel / "bin" / "tritonserver").resolve():
             return _wheel_install(wheel, source="config")
@@ -62,7 +65,7 @@ def locate(explicit: str | Path | None = None) -> TritonInstall:
         return _wheel_install(wheel, source="pytriton-wheel")
     raise TritonNotFound(
         "no tritonserver found (checked the configured path, PATH, /opt/tritonserver and the nvidia-pytriton wheel)",
-    )
+        hint="install the server extra (it brings the nvidia-pytriton wheel) or set triton.binary")
 
 
 def _wheel_install(root: Path, *, source: str) -> TritonInstall:
@@ -83,7 +86,9 @@ def prepare_wheel_backends(install: TritonInstall, work_dir: Path) -> Path:
     if not stub.is_file():
         available = sorted(p.name for p in (install.wheel_root / "python_backend_stubs").iterdir())
         raise TritonNotFound(f"the nvidia-pytriton wheel has no python backend stub for Python {version} "
-                             f"(it has {', '.join(available)})")
+                             f"(it has {', '.join(available)})",
+                             hint="run the gateway with one of those Python versions, or use a tritonserver "
+                                  "install (set triton.binary)")
     target = work_dir / "backends" / "python"
     target.mkdir(parents=True, exist_ok=True)
     source = install.wheel_root / "backends" / "python"

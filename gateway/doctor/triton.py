@@ -20,7 +20,7 @@ def check_triton_binary(binary: str | None, locate_fn: Callable[[str | None], Tr
     try:
         install = locate_fn(binary)
     except TritonNotFound as exc:
-        return fail("triton.binary", str(exc), hint="set triton.binary to the tritonserver path, run in the NGC "
+        return fail("triton.binary", exc.message, hint="set triton.binary to the tritonserver path, run in the NGC "
                     "Triton image, or pip install nvidia-pytriton")
     return ok("triton.binary", f"tritonserver {install.binary} (from {install.source})")
 

@@ -117,11 +117,10 @@ def _certificate_refused(server: VerifiedServer, target: str, detail: str) -> Po
     check = failed("grpcurl.pinned-certificate",
                    f"grpcurl's own connection to {target} did not get the verified certificate "
                    f"{server.cert_sha256[:16]}: {detail}")
-    error = PolicyViolation(f"{target} presented another certificate to grpcurl than the one ratls verified",
-                            hint="a rotation or several gateways behind one address can cause this: run the command "
-                                 "again; if it persists, treat it as interception")
-    error.appraisal = replace(server.appraisal, checks=[*server.appraisal.checks, check])  # type: ignore[attr-defined]
-    return error
+    return PolicyViolation(f"{target} presented another certificate to grpcurl than the one ratls verified",
+                           hint="a rotation or several gateways behind one address can cause this: run the command "
+                                "again; if it persists, treat it as interception",
+                           appraisal=replace(server.appraisal, checks=[*server.appraisal.checks, check]))
 
 
 def _schema_for(probe: Probe, detail: str, server: VerifiedServer, args: list[str], index: int,

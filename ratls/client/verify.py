@@ -67,7 +67,6 @@ def verify_presented(target: Target, der: bytes, policy: Policy | str | Path, *,
     appraisal, rc = verify_certificate(der, policy=as_policy(policy), now=now or utcnow(), trust=trust)
     if not appraisal.ok or rc is None:
         failures = "; ".join(f"{c.name}: {c.detail}" for c in appraisal.failures)
-        error = PolicyViolation(f"{target.host}:{target.port} failed RA-TLS verification: {failures}")
-        error.appraisal = appraisal  # type: ignore[attr-defined]
-        raise error
+        raise PolicyViolation(f"{target.host}:{target.port} failed RA-TLS verification: {failures}",
+                              appraisal=appraisal)
     return VerifiedServer(target, der, appraisal, rc)

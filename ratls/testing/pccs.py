@@ -9,6 +9,12 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def _signed_body(key: str, document_json: str, signature_hex: str) -> bytes:
+    """A PCS answer: the signed document (as the collateral holds it, compact JSON) under *key*,
+    beside its signature, encoded by json.dumps (never pasted into a JSON text)."""
+    return json.dumps({key: json.loads(document_json), "signature": signature_hex}, separators=(",", ":")).encode()
+
+
 class LoopbackPccs:
     def __init__(self, collateral_json: bytes) -> None:
         self.collateral = json.loads(collateral_json)
@@ -37,10 +43,10 @@ class LoopbackPccs:
             "/sgx/certification/v4/pckcrl": (bytes.fromhex(c["pck_crl"]),
                                              {"SGX-PCK-CRL-Issuer-Chain": quote(c["pck_crl_issuer_chain"])}),
             "/tdx/certification/v4/tcb": (
-                f'{{"tcbInfo":{c["tcb_info"]},"signature":"{c["tcb_info_signature"]}"}}'.encode(),
+                _signed_body("tcbInfo", c["tcb_info"], c["tcb_info_signature"]),
                 {"TCB-Info-Issuer-Chain": quote(c["tcb_info_issuer_chain"])}),
             "/tdx/certification/v4/qe/identity": (
-                f'{{"enclaveIdentity":{c["qe_identity"]},"signature":"{c["qe_identity_signature"]}"}}'.encode(),
+                _signed_body("enclaveIdentity", c["qe_identity"], c["qe_identity_signature"]),
                 {"SGX-Enclave-Identity-Issuer-Chain": quote(c["qe_identity_issuer_chain"])}),
             "/sgx/certification/v4/rootcacrl": (c["root_ca_crl"].encode(), {}),
         }

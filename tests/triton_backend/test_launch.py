@@ -13,8 +13,16 @@ import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 
+from ratls.errors import ConfigError, RatlsError
 from triton_backend.demo import add_sub_inputs, demo_repository, repeat_inputs
-from triton_backend.launch import TritonConfig, TritonCrashed, TritonLaunchError, TritonProcess, free_port
+from triton_backend.launch import (
+    TritonConfig,
+    TritonCrashed,
+    TritonError,
+    TritonLaunchError,
+    TritonProcess,
+    free_port,
+)
 from triton_backend.locate import TritonNotFound, locate
 
 pytestmark = pytest.mark.slow
@@ -94,6 +102,18 @@ def test_broken_model_reports_log_tail(tmp_path: Path) -> None:
 def test_missing_repository(tmp_path: Path) -> None:
     with pytest.raises(TritonLaunchError, match="not a directory"):
         TritonProcess(TritonConfig(tmp_path / "nope")).start()
+
+
+def test_triton_errors_are_config_errors_with_a_hint(tmp_path: Path) -> None:
+    # Inside the project's error tree: `ratls serve` and the admin API report them (exit 2, 409)
+    # with the message and what to do, as they do every other operator-side problem.
+    with pytest.raises(ConfigError) as info:
+        TritonProcess(TritonConfig(tmp_path / "nope")).start()
+    assert isinstance(info.value, TritonError) and isinstance(info.value, RatlsError)
+    assert "triton.model_repository" in (info.value.hint or "")
+    with pytest.raises(ConfigError) as missing:
+        locate(tmp_path / "tritonserver")
+    assert isinstance(missing.value, TritonNotFound) and "triton.binary" in (missing.value.hint or "")
 
 
 def test_crash_is_reported_with_log_tail() -> None:

@@ -10,7 +10,7 @@ from cryptography import x509
 
 from ...appraisal import Check
 from ...errors import EvidenceError
-from ...evidence import Evidence, VerifiedEvidence
+from ...evidence import Evidence, FetchFailed, VerifiedEvidence
 from ...host_probe import HostProbe
 from ...policy import Policy
 from ...registry import CollectionNeeds, PlatformBase, PlatformSettings
@@ -114,14 +114,14 @@ class SnpPlatform(PlatformBase):
             keys = self._fetch(report, trust)
         return verify_snp(report, keys, self._trust(trust), now, platform=self.name)
 
-    def _fetch(self, report, trust: Trust) -> KeyMaterial | None:  # type: ignore[no-untyped-def]
+    def _fetch(self, report, trust: Trust) -> KeyMaterial | FetchFailed | None:  # type: ignore[no-untyped-def]
         if report.signer_info.signing_key.value != "vcek" or report.product is None:
             return None
         kds = KdsClient(cache_dir=trust.kds_cache_dir, offline=trust.kds_offline)
         try:
             der_bytes = kds.fetch_vcek(report.product, report)
-        except EvidenceError:
-            return None
+        except EvidenceError as exc:
+            return FetchFailed.from_error(exc)
         return KeyMaterial(load_certificates(der_bytes, "VCEK from AMD KDS")[0])
 
     def appraise(self, verified: VerifiedEvidence[VerifiedSnp], policy: Policy) -> list[Check]:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ...appraisal import Check, failed, passed
 from ...errors import EvidenceError
-from ...evidence import VerifiedEvidence
+from ...evidence import FetchFailed, VerifiedEvidence
 from .abi import Product, SigningKey, SnpReport
 from .certs import (
     EndorsementKeyInfo,
@@ -237,9 +237,10 @@ class VerifiedSnp:
     product: Product | None = None
 
 
-def verify_snp(report: SnpReport, keys: KeyMaterial | None, trust: SnpTrust, now: datetime,
+def verify_snp(report: SnpReport, keys: KeyMaterial | FetchFailed | None, trust: SnpTrust, now: datetime,
                *, platform: str = "sev-snp") -> VerifiedEvidence[VerifiedSnp]:
-    """Run every SNP authenticity check and return what was established."""
+    """Run every SNP authenticity check and return what was established. *keys* is the
+    endorsement key, or why fetching it failed, or None (none given and none fetched)."""
     checks: list[Check] = []
     measurements = {"measurement": report.measurement.hex()}
     tcb = {"reported": report.reported_tcb.components(), "committed": report.committed_tcb.components(),
@@ -252,9 +253,13 @@ def verify_snp(report: SnpReport, keys: KeyMaterial | None, trust: SnpTrust, now
     if report.signer_info.signing_key == SigningKey.NONE:
         checks.append(failed("snp.signing-key", "report is unsigned (SIGNING_KEY = none)"))
         return result
+    kind = report.signer_info.signing_key.value.upper()
+    if isinstance(keys, FetchFailed):
+        checks.append(failed("snp.endorsement-key", f"no {kind} certificate was supplied, and fetching it failed: "
+                                                   f"{keys.explain()}"))
+        return result
     if keys is None:
-        checks.append(failed("snp.endorsement-key", f"no {report.signer_info.signing_key.value.upper()} certificate "
-                                                   "was supplied or fetched",))
+        checks.append(failed("snp.endorsement-key", f"no {kind} certificate was supplied or fetched"))
         return result
     try:
         info = endorsement_key_info(keys.key_cert)

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ...errors import CollectionError
+from ...evidence import FetchFailed
 from ...fileutil import write_atomic
 from ...trust import Trust
 
@@ -98,17 +99,25 @@ class CollateralCache:
 
 
 def collateral_for_verifier(quote: bytes, endorsements: dict[str, bytes], trust: Trust,
-                            now: datetime) -> bytes | None:
+                            now: datetime) -> bytes | FetchFailed | None:
     """The collateral a verifier uses: what it brought, else what the evidence carries, else
-    (only when the caller allowed network access) fetched from the PCCS and cached."""
+    (only when the caller allowed network access) fetched from the PCCS and cached. None when
+    there is none and fetching is off; FetchFailed (why, and what to do) when fetching failed."""
     if trust.tdx_collateral is not None:
         return trust.tdx_collateral
     carried = endorsements.get(COLLATERAL_LABEL)
     if carried is not None or trust.kds_offline:
         return carried
     try:
+        fmspc = fmspc_of(quote)
+    except ImportError:
+        return FetchFailed("dcap-qvl is not installed, so collateral cannot be fetched",
+                           hint="install the 'tdx' extra (pip install 'ratls-gateway[tdx]')")
+    except ValueError as exc:
+        return FetchFailed(f"the quote's PCK certificate names no FMSPC to fetch collateral for: {exc}")
+    try:
         cache = CollateralCache(cache_dir=trust.kds_cache_dir, pccs_url=trust.pccs_url, offline=False)
-        return cache.get(quote, fmspc_of(quote), now)
-    except (CollectionError, ValueError, ImportError) as exc:
+        return cache.get(quote, fmspc, now)
+    except CollectionError as exc:
         log.warning("could not fetch TDX collateral: %s", exc)
-        return None
+        return FetchFailed.from_error(exc)

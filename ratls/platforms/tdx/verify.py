@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ...appraisal import Check, failed, passed
 from ...errors import EvidenceError
-from ...evidence import VerifiedEvidence
+from ...evidence import FetchFailed, VerifiedEvidence
 from ...x509util import X509_ERRORS, fingerprint, force_parse
 from .abi import INTEL_QE_VENDOR_ID, TdxQuote
 
@@ -203,8 +203,10 @@ class VerifiedTdx:
     collateral: CollateralResult | None = None
 
 
-def verify_tdx(quote: TdxQuote, collateral: bytes | None, trust: TdxTrust, now: datetime,
+def verify_tdx(quote: TdxQuote, collateral: bytes | FetchFailed | None, trust: TdxTrust, now: datetime,
                *, platform: str = "tdx") -> VerifiedEvidence[VerifiedTdx]:
+    """Every TDX authenticity check. *collateral* is the QuoteCollateralV3 JSON, or why fetching
+    it failed, or None (none carried or supplied, and fetching is off)."""
     checks: list[Check] = []
     result = VerifiedEvidence(platform=platform, report_data=quote.body.report_data, checks=checks,
                               parsed=VerifiedTdx(quote),
@@ -222,6 +224,10 @@ def verify_tdx(quote: TdxQuote, collateral: bytes | None, trust: TdxTrust, now: 
     checks.extend(verify_pck_chain(chain, trust.root, now))
     if chain:
         checks.extend(verify_quote_signatures(quote, chain[0]))
+    if isinstance(collateral, FetchFailed):
+        checks.append(failed("tdx.collateral", "no collateral (TCB info, QE identity, CRLs) was carried or "
+                                               f"supplied, and fetching it failed: {collateral.explain()}"))
+        return result
     if collateral is None:
         checks.append(failed("tdx.collateral", "no collateral (TCB info, QE identity, CRLs) was carried or "
                                                "supplied, so the TCB cannot be evaluated; pass --collateral, "

@@ -95,3 +95,24 @@ def test_verify_without_vcek_uses_kds_cache(vectors: Path, kds_server: tuple[str
     ok = verify_evidence(ev, policy=None, now=datetime(2026, 11, 1, tzinfo=UTC),
                          trust=Trust(kds_cache_dir=tmp_path))
     assert ok.ok, ok.summary()
+
+
+def test_failed_fetch_is_the_reason_the_check_gives(vectors: Path, tmp_path: Path) -> None:
+    # No VCEK with the report and none in the cache: the failed check says why none was fetched
+    # (offline, and what to do), not only that none was there.
+    report = (vectors / "snp/turin_v5_openanolis-trustee/report.bin").read_bytes()
+    got = verify_evidence(Evidence("sev-snp", MEDIA_TYPE, report, {}), policy=None,
+                          now=datetime(2026, 11, 1, tzinfo=UTC), trust=Trust(kds_cache_dir=tmp_path))
+    detail = {c.name: c.detail for c in got.failures}["snp.endorsement-key"]
+    assert detail.startswith("no VCEK certificate was supplied, and fetching it failed: offline mode: ")
+    assert "/vcek/v1/Turin/0910b4f884ff4ba9?" in detail and "is not in the KDS cache" in detail
+    assert "(pass the certificate with --vcek/--chain, or allow fetching with --online)" in detail
+
+
+def test_report_that_cannot_be_looked_up_says_so(vectors: Path) -> None:
+    raw = bytearray((vectors / "snp/turin_v5_openanolis-trustee/report.bin").read_bytes())
+    raw[0x1A0:0x1E0] = bytes(64)  # CHIP_ID hidden: no KDS URL can name this chip
+    got = verify_evidence(Evidence("sev-snp", MEDIA_TYPE, bytes(raw), {}), policy=None,
+                          now=datetime(2026, 11, 1, tzinfo=UTC), trust=Trust(kds_offline=False))
+    detail = {c.name: c.detail for c in got.failures}["snp.endorsement-key"]
+    assert "hides CHIP_ID" in detail and "supply the VCEK/VLEK with --vcek" in detail

@@ -258,3 +258,16 @@ def test_trustee_tcb_info_signature_verifies_but_the_crls_are_stale(tdx_vectors:
     assert "CrlExpired" in _failed(a)["tdx.collateral"] and "\n" not in _failed(a)["tdx.collateral"]
     a = _verify(quote, _trustee_collateral(tdx_vectors, tamper=True), when)
     assert "Signature is invalid for tcb_info" in _failed(a)["tdx.collateral"]
+
+
+def test_failed_collateral_fetch_is_the_reason_the_check_gives(v4: tuple[bytes, bytes], tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    online = Trust(kds_offline=False, pccs_url=f"http://127.0.0.1:{port}", kds_cache_dir=tmp_path)
+    detail = _failed(_verify(v4[0], None, DCAP_V4_NOW, online))["tdx.collateral"]
+    assert detail.startswith("no collateral (TCB info, QE identity, CRLs) was carried or supplied, and fetching "
+                             f"it failed: fetching TDX collateral from http://127.0.0.1:{port} failed: ")
+    assert detail.endswith("(check the PCCS URL and network, or run offline with a cached file)")
