@@ -20,7 +20,7 @@ from . import __version__, registry
 from .appraisal import Appraisal
 from .cert import FILE_HINT, UnreadableCertificate, generate_key, parse_ratls, read_certificate
 from .claims import Claims
-from .errors import EvidenceError, RatlsError, UsageError
+from .errors import EvidenceError, RatlsError, UnreadableEvidence, UsageError
 from .evidence import Evidence
 from .pipeline import verify_certificate, verify_evidence
 from .policy import Policy, load_policy
@@ -669,7 +669,7 @@ def _run(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (UsageError, UnreadableCertificate) as exc:
+    except (UsageError, UnreadableCertificate, UnreadableEvidence) as exc:
         print(f"ratls: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except RatlsError as exc:

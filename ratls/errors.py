@@ -26,6 +26,13 @@ class EvidenceError(RatlsError):
     """Evidence (a report, a certificate, a CMW) is malformed or cannot be authenticated."""
 
 
+class UnreadableEvidence(EvidenceError):
+    """Evidence that cannot be read at all: not the format it is given as, or a layout or version
+    this verifier does not read. That is no answer from the hardware: for evidence the user gave
+    (``ratls evidence verify``) it is bad input (exit 2); inside a certificate or fresh evidence a
+    server presents, the pipeline still records it as a failed ``evidence.parse`` check."""
+
+
 class PolicyViolation(RatlsError):
     """Authentic evidence that the policy does not accept. ``appraisal``, when there is one, is
     the full result with every check, for callers that show why (``ratls pin``, ``ratls curl``)."""

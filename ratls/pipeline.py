@@ -18,7 +18,7 @@ from . import registry
 from .appraisal import Appraisal, Check, failed, passed
 from .cert import RatlsCertificate, load_x509, parse_ratls, spki_der
 from .claims import Claims, report_data_for, spki_sha256
-from .errors import EvidenceError, UsageError
+from .errors import EvidenceError, UnreadableEvidence, UsageError
 from .evidence import Evidence, VerifiedEvidence
 from .policy import Policy
 from .trust import Trust
@@ -43,8 +43,10 @@ def _platform_accepted(platform: registry.Platform, policy: Policy) -> Check:
     return failed("policy.platform", f"{platform.name} is not in the policy's platforms {policy.platforms}")
 
 
-def _verify_platform(evidence: Evidence, trust: Trust, now: datetime,
-                     appraisal: Appraisal) -> tuple[registry.Platform, VerifiedEvidence] | None:
+def _verify_platform(evidence: Evidence, trust: Trust, now: datetime, appraisal: Appraisal, *,
+                     caller_input: bool = False) -> tuple[registry.Platform, VerifiedEvidence] | None:
+    """*caller_input*: the caller gave these bytes itself (a file), so evidence that cannot be
+    read at all is its bad input (UnreadableEvidence is raised), not a failed check."""
     try:
         platform = registry.get(evidence.platform)
     except UsageError as exc:  # unknown platform name is a verdict, not a crash
@@ -58,6 +60,8 @@ def _verify_platform(evidence: Evidence, trust: Trust, now: datetime,
     try:
         verified = platform.verify(evidence, trust, now)
     except EvidenceError as exc:
+        if caller_input and isinstance(exc, UnreadableEvidence):
+            raise
         appraisal.add(failed("evidence.parse", str(exc)))
         return None
     appraisal.add(verified.checks)
@@ -69,10 +73,12 @@ def _verify_platform(evidence: Evidence, trust: Trust, now: datetime,
 
 def verify_evidence(evidence: Evidence, *, policy: Policy | None, now: datetime, trust: Trust | None = None,
                     expected_report_data: bytes | None = None) -> Appraisal:
-    """Verify raw hardware evidence (no certificate). Without a policy: authenticity only."""
+    """Verify raw hardware evidence (no certificate). Without a policy: authenticity only.
+    Evidence that cannot be read at all (not its format, or a layout this verifier does not read)
+    raises UnreadableEvidence: these are the caller's own bytes, and no verdict was reached."""
     appraisal = Appraisal(platform=evidence.platform, policy_applied=policy is not None)
     trust = trust_for(policy, trust)
-    got = _verify_platform(evidence, trust, now, appraisal)
+    got = _verify_platform(evidence, trust, now, appraisal, caller_input=True)
     if got is None:
         return appraisal
     platform, verified = got

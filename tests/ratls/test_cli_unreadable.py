@@ -95,3 +95,36 @@ def test_read_certificate_is_typed() -> None:
     with pytest.raises(UnreadableCertificate, match=r"^'x\.pem' is not a PEM or DER X\.509 certificate") as info:
         read_certificate(b"-----BEGIN CERTIFICATE-----\nMIIB", source="'x.pem'")
     assert "cut off" in str(info.value)
+
+
+@pytest.mark.parametrize("platform", ["azure-snp-vtpm", "azure-tdx-vtpm"])
+@pytest.mark.parametrize(("content", "says"), [
+    (b"not json at all", "Azure evidence is not JSON"),
+    (b'{"version": 3, "tpm_quote": {}, "hcl_report": ""}', "Azure evidence version 3 is not one this verifier reads"),
+    (b'{"version": 1, "tpm_quote": {"message": "00"}}', "the TPM quote lacks pcrs, signature"),
+    (b'{"version": 1, "tpm_quote": {"message": "zz", "signature": "00", "pcrs": []}}', "24 PCR values"),
+    (b'["a", "list"]', "must be a JSON object"),
+])
+def test_unreadable_azure_evidence_exits_2(platform: str, content: bytes, says: str, tmp_path: Path,
+                                           capsys) -> None:
+    # exit 1 is only ever a security verdict: evidence in no layout ratls reads is bad input
+    report = tmp_path / "evidence.json"
+    report.write_bytes(content)
+    code, out, err = run(capsys, "evidence", "verify", "--platform", platform, "--report", str(report))
+    assert code == 2, (out, err)
+    assert out == "" and err.startswith("ratls: ") and says in err
+    assert "give the evidence JSON as recorded" in err or "upgrade ratls-gateway" in err
+
+
+def test_trustee_v2_azure_evidence_verifies_from_the_cli(vectors: Path, capsys) -> None:
+    path = vectors / "azure/snp_milan_v2_trustee/evidence-v2.json"
+    if not path.is_file():
+        pytest.skip(f"trustee's version 2 Azure vector not found at {path}")
+    bound = "982f5c6e45df0ed3f10b6f60b02f0c8390e281300f3805e2279c16168cd6ae9aa398f647caa2338748cd0fd9f5f819ef"
+    code, out, err = run(capsys, "evidence", "verify", "--platform", "azure-snp-vtpm", "--report", str(path),
+                         "--report-data", bound)
+    assert code == 0, out + err
+    assert "[ok  ] azure.user-data" in out
+    code, out, _ = run(capsys, "evidence", "verify", "--platform", "azure-snp-vtpm", "--report", str(path),
+                       "--report-data", "00" * 48)
+    assert code == 1 and "[FAIL] binding.report-data" in out  # readable, authentic, bound elsewhere: a verdict

@@ -7,6 +7,8 @@
    and the attestation key in it, come from this confidential VM's paravisor.
 3. The TPM quote is signed by that attestation key; its extraData is what the caller binds
    (the RA-TLS claims digest); its PCR digest equals SHA-256 over the reported PCR values.
+4. Version 2 evidence only: the runtime data's user-data begins with that same extraData, so
+   the binding is also covered by the hardware report itself.
 """
 
 from __future__ import annotations
@@ -40,6 +42,23 @@ def check_runtime_binding(hcl: HclReport, hw_report_data: bytes) -> Check:
         return passed("azure.hcl-binding", "hardware REPORT_DATA = SHA-256(HCL runtime data) || zeros")
     return failed("azure.hcl-binding", "hardware REPORT_DATA does not commit to the HCL runtime data: the "
                                        "attestation key does not belong to this VM's hardware report")
+
+
+def check_user_data(hcl: HclReport, bound: bytes) -> Check:
+    """Version 2: the HCL runtime data's user-data (hex) begins with *bound*, the TPM quote's
+    extraData (trustee's verifier checks the same: user-data[0:len] == report data)."""
+    text = hcl.runtime.get("user-data")
+    try:
+        user = bytes.fromhex(text) if isinstance(text, str) else None
+    except ValueError:
+        user = None
+    if user is None:
+        return failed("azure.user-data", "version 2 evidence, but the HCL runtime data carries no hex user-data")
+    if bound and hmac.compare_digest(user[:len(bound)], bound):
+        return passed("azure.user-data", "the HCL runtime data's user-data begins with the bound report data")
+    return failed("azure.user-data", "version 2 evidence, but the HCL runtime data's user-data does not begin with "
+                                     "the report data the TPM quote binds: the hardware report was made for "
+                                     "another binding")
 
 
 def verify_vtpm(ev: AzureEvidence, hcl: HclReport, hw: VerifiedEvidence) -> VerifiedEvidence:
@@ -76,9 +95,12 @@ def verify_vtpm(ev: AzureEvidence, hcl: HclReport, hw: VerifiedEvidence) -> Veri
         else:
             checks.append(failed("azure.pcr-digest", "the reported PCR values do not hash to the quoted PCR "
                                                      "digest: a PCR value was altered"))
+    if ev.version >= 2:
+        checks.append(check_user_data(hcl, quote.extra_data if quote is not None else b""))
     measurements = dict(hw.measurements)
     measurements.update({f"pcr{i}": v.hex() for i, v in sorted(covered.items())})
-    summary = {**hw.summary, "hcl_version": hcl.version, "vm_configuration": hcl.vm_configuration()}
+    summary = {**hw.summary, "evidence_version": ev.version, "hcl_version": hcl.version,
+               "vm_configuration": hcl.vm_configuration()}
     if quote is not None:
         summary["tpm"] = {"extra_data": quote.extra_data.hex(), "reset_count": quote.reset_count,
                           "restart_count": quote.restart_count, "firmware_version": f"{quote.firmware_version:#x}"}

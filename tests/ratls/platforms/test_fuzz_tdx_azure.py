@@ -9,7 +9,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ratls.errors import EvidenceError
+from ratls.errors import EvidenceError, UnreadableEvidence
 from ratls.platforms.azure.evidence import parse_azure_evidence
 from ratls.platforms.azure.hcl import parse_hcl_report
 from ratls.platforms.azure.tpm import parse_tpm_quote
@@ -117,5 +117,10 @@ def test_pipeline_never_crashes_and_never_accepts_garbage(platform: str, raw: by
     from ratls.pipeline import verify_evidence
 
     media = registry.get(platform).media_type
-    appraisal = verify_evidence(Evidence(platform, media, raw, ends), policy=_policy(), now=NOW)
+    try:
+        appraisal = verify_evidence(Evidence(platform, media, raw, ends), policy=_policy(), now=NOW)
+    except UnreadableEvidence:
+        # raw evidence given by the caller in no layout the verifier reads: bad input, no verdict
+        assert platform.startswith("azure-")
+        return
     assert not appraisal.ok

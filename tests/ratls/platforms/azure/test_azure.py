@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ratls.appraisal import Appraisal
-from ratls.errors import EvidenceError
+from ratls.errors import EvidenceError, UnreadableEvidence
 from ratls.evidence import Evidence
 from ratls.pipeline import verify_evidence
 from ratls.platforms.azure.evidence import parse_azure_evidence
@@ -164,13 +165,91 @@ def test_pcr_policy(azure: Path) -> None:
 @pytest.mark.parametrize(("raw", "message"), [
     (b"not json", "not JSON"),
     (b"[]", "JSON object"),
-    (b'{"version": 2, "tpm_quote": {}}', "version 2"),
-    (b'{"version": 1, "tpm_quote": {"message": "00"}}', "lacks pcrs, signature"),
+    (b'{"version": 3, "tpm_quote": {}}', r"version 3 is not one this verifier reads \(1, 2\)"),
+    (b'{"version": true, "tpm_quote": {}}', "version True"),
+    (b'{"tpm_quote": {}}', "version None"),
+    (b'{"version": 2, "tpm_quote": {"message": "00"}}', "lacks pcrs, signature"),
     (b'{"something": 1}', "neither"),
 ])
 def test_malformed_evidence_is_named(raw: bytes, message: str) -> None:
-    with pytest.raises(EvidenceError, match=message):
+    with pytest.raises(UnreadableEvidence, match=message) as info:
         parse_azure_evidence(raw)
+    assert isinstance(info.value, EvidenceError) and info.value.hint
+
+
+@pytest.fixture
+def trustee_v2(azure: Path) -> Path:
+    path = azure / "snp_milan_v2_trustee/evidence-v2.json"
+    if not path.is_file():
+        pytest.skip(f"trustee's version 2 Azure vector not found at {path} (it is trustee's "
+                    "deps/verifier/test_data/az-snp-vtpm/evidence-v2.json at the commit azure/README.txt names)")
+    return path
+
+
+V2_REPORT_DATA = bytes.fromhex("982f5c6e45df0ed3f10b6f60b02f0c8390e281300f3805e2279c16168cd6ae9a"
+                               "a398f647caa2338748cd0fd9f5f819ef")  # what trustee's test binds
+
+
+def test_trustee_v2_evidence_verifies(trustee_v2: Path) -> None:
+    a = _verify("azure-snp-vtpm", trustee_v2.read_bytes(), expected=V2_REPORT_DATA)
+    assert a.ok, _failed(a)
+    assert {"azure.user-data", "snp.report.signature", "snp.chain", "azure.tpm-quote-signature"} <= {
+        c.name for c in a.checks if c.ok}
+    assert a.evidence["evidence_version"] == 2 and a.evidence["product"] == "milan"
+    assert a.measurements["pcr0"] == "84275b2f4312cd4fc6cbe6b152ad3c3683e513d9f1e23c34fca160c8cca7a6a7"
+
+
+def test_trustee_v2_user_data_is_checked(trustee_v2: Path) -> None:
+    doc = json.loads(trustee_v2.read_bytes())
+    hcl = bytearray(base64.urlsafe_b64decode(doc["hcl_report"]))
+    at = hcl.index(b'"user-data":"') + len(b'"user-data":"')
+    hcl[at] = ord("0")  # user-data now differs from the TPM quote's extraData (and breaks the binding)
+    doc["hcl_report"] = base64.urlsafe_b64encode(bytes(hcl)).decode()
+    failed = _failed(_verify("azure-snp-vtpm", doc, expected=V2_REPORT_DATA))
+    assert {"azure.user-data", "azure.hcl-binding"} <= set(failed)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_versioned_layout_reads_the_embedded_vcek(azure: Path) -> None:
+    doc, ends = _milan(azure)
+    vcek = ssl.PEM_cert_to_DER_cert(ends["vcek"].decode())
+    a = _verify("azure-snp-vtpm", {**doc, "vcek": _b64url(vcek)})  # no endorsements beside it
+    assert a.ok, _failed(a)
+    assert a.evidence["evidence_version"] == 1
+
+
+def test_version_2_layout_of_real_evidence_needs_its_user_data(azure: Path) -> None:
+    # The recorded Milan pieces in trustee's version 2 layout: read and verified like version 1,
+    # and refused only by the check version 2 adds (their user-data is zeros, not the binding).
+    doc, ends = _milan(azure)
+    vcek = ssl.PEM_cert_to_DER_cert(ends["vcek"].decode())
+    a = _verify("azure-snp-vtpm", {**doc, "version": 2, "vcek": _b64url(vcek)})
+    assert set(_failed(a)) == {"azure.user-data"}, _failed(a)
+    assert a.evidence["evidence_version"] == 2
+    tdx = json.loads((azure / "tdx_trustee/evidence-v1.json").read_bytes())
+    assert {"azure.user-data", "tdx.collateral"} == set(_failed(_verify("azure-tdx-vtpm", {**tdx, "version": 2})))
+
+
+def test_unreadable_evidence_raises_for_the_caller_and_is_a_verdict_when_presented(azure: Path) -> None:
+    from ratls.cert import generate_key
+    from ratls.issue import issue_certificate
+    from ratls.pipeline import verify_certificate
+
+    with pytest.raises(UnreadableEvidence, match="version 3"):
+        _verify("azure-snp-vtpm", {"version": 3, "tpm_quote": {}})
+
+    class Presents:  # a server whose certificate carries evidence in a layout nobody reads
+        name, media_type, simulated = "azure-snp-vtpm", MEDIA_TYPE, False
+
+        def collect(self, report_data: bytes) -> Evidence:
+            return Evidence(self.name, self.media_type, b'{"version": 3, "tpm_quote": {}}')
+
+    issued = issue_certificate(Presents(), generate_key("p256"), now=NOW)  # type: ignore[arg-type]
+    appraisal, _ = verify_certificate(issued.cert, policy=None, now=NOW)
+    assert [c.name for c in appraisal.failures] == ["evidence.parse"]
 
 
 def test_truncated_hcl_report(azure: Path) -> None:
