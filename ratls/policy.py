@@ -142,7 +142,7 @@ class TdxPolicy:
     mrownerconfig: list[bytes] | None = None
     mrseam: list[bytes] | None = None
     debug: bool = False
-    sept_ve_disable: bool | None = None
+    sept_ve_disable: bool = True  # True: SEPT_VE_DISABLE must be set; False: either value is accepted
     accept_tcb_status: list[str] = field(default_factory=lambda: ["UpToDate"])
     reject_advisories: list[str] = field(default_factory=list)
     min_tcb_eval_data_number: int | None = None
@@ -280,7 +280,7 @@ def _parse_tdx(m: _Map) -> TdxPolicy:
         mrownerconfig=m.hex_list("mrownerconfig", 48),
         mrseam=m.hex_list("mrseam", 48),
         debug=bool(m.boolean("debug", False)),
-        sept_ve_disable=m.boolean("sept_ve_disable", None),
+        sept_ve_disable=bool(m.boolean("sept_ve_disable", True)),
         accept_tcb_status=status or ["UpToDate"],
         reject_advisories=advisories,
         min_tcb_eval_data_number=m.integer("min_tcb_eval_data_number", lo=0, hi=2**32 - 1),

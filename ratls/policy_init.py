@@ -84,5 +84,6 @@ def _tdx_section(appraisal: Appraisal) -> dict[str, Any]:
         "rtmr": {i: m[f"rtmr{i}"] for i in range(3)},
         "mrconfigid": [m["mrconfigid"]],
         "debug": bool(appraisal.evidence.get("debug", False)),
+        "sept_ve_disable": bool(appraisal.evidence.get("sept_ve_disable", True)),
         "accept_tcb_status": [appraisal.tcb.get("status", "UpToDate")],
     }

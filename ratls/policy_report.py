@@ -185,10 +185,10 @@ def _tdx_rules(tdx: TdxPolicy) -> list[Rule]:
     rules.append(Rule("tdx.debug", "debuggable TDs are ACCEPTED: the host can read TD memory", pinned=True,
                       value=True, warning=True) if tdx.debug else
                  Rule("tdx.debug", "debuggable TDs are refused", pinned=True, value=False))
-    rules.append(Rule("tdx.sept_ve_disable", "SEPT_VE_DISABLE is not checked", pinned=False)
-                 if tdx.sept_ve_disable is None else
-                 Rule("tdx.sept_ve_disable", f"SEPT_VE_DISABLE must be {int(tdx.sept_ve_disable)}", pinned=True,
-                      value=tdx.sept_ve_disable))
+    rules.append(Rule("tdx.sept_ve_disable", "SEPT_VE_DISABLE must be set (the default)", pinned=True, value=True)
+                 if tdx.sept_ve_disable else
+                 Rule("tdx.sept_ve_disable", "SEPT_VE_DISABLE is not required: TDs the host can make take #VE on "
+                      "their private pages are accepted", pinned=False, value=False, warning=True))
     stale = [s for s in tdx.accept_tcb_status if s.startswith("OutOfDate")]
     rules.append(Rule("tdx.accept_tcb_status", f"TCB status must be {_one_of(tdx.accept_tcb_status)}"
                       + (": OUT-OF-DATE platforms (known vulnerabilities) are accepted" if stale else ""),
@@ -517,7 +517,7 @@ _SPECS: dict[str, _Spec] = {
                                _meas("mrseam"), suggest=True),
     "policy.tdx.debug": _Spec("TD debug attribute", ("tdx", "debug"), lambda p: p.tdx.debug, _ev("debug")),
     "policy.tdx.sept-ve-disable": _Spec("SEPT_VE_DISABLE", ("tdx", "sept_ve_disable"),
-                                        lambda p: p.tdx.sept_ve_disable, lambda a: None),
+                                        lambda p: p.tdx.sept_ve_disable, _ev("sept_ve_disable")),
     "policy.tdx.report-data": _Spec("REPORTDATA", ("tdx", "report_data"), lambda p: _hex_or_none(p.tdx.report_data),
                                     _ev("report_data")),
     "policy.tdx.tcb-status": _Spec("TDX TCB status", ("tdx", "accept_tcb_status"),
