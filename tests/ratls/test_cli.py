@@ -154,9 +154,10 @@ def test_evidence_verify_azure_vtpm(vectors: Path, capsys) -> None:
     doc = json.loads(out)
     assert doc["measurements"]["pcr0"] and doc["evidence"]["product"] == "genoa"
     d = vectors / "azure/snp_milan_trustee"
-    code, out, _ = run(capsys, "evidence", "verify", "--platform", "azure-snp-vtpm", "--report",
-                       str(d / "hcl_report.bin"), "--vcek", str(d / "vcek_ask_ark.pem"), "--at", "2025-06-01")
-    assert code == 1 and "Azure evidence is not JSON" in out  # a bare HCL report is not the evidence
+    code, out, err = run(capsys, "evidence", "verify", "--platform", "azure-snp-vtpm", "--report",
+                         str(d / "hcl_report.bin"), "--vcek", str(d / "vcek_ask_ark.pem"), "--at", "2025-06-01")
+    # a bare HCL report is not the evidence: bad input (exit 2), not a verdict
+    assert code == 2 and out == "" and "Azure evidence is not JSON" in err
 
 
 def test_sim_tdx_issue_init_verify(capsys, tmp_path: Path) -> None:

@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from ... import der
 from ...errors import ConfigError
 from ...fileutil import write_atomic
 from ..tdx import abi
+from ..tdx.tcb_verdict import CollateralSigners, assemble_quote, ec_point, issue_cert, raw_signature
 from ..tdx.verify import SGX_EXTENSION_OID, fingerprint
 
 DEFAULT_MRTD = hashlib.sha384(b"ratls-gateway simulated TDX MRTD v1").digest()
@@ -89,22 +89,12 @@ def sgx_extension(*, ppid: bytes, cpusvn: bytes, pcesvn: int, pce_id: bytes, fms
     )
 
 
-def _raw_signature(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-def _point(key: ec.EllipticCurvePrivateKey) -> bytes:
-    numbers = key.public_key().public_numbers()
-    return numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big")
-
-
 def _stamp(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _qe_report(attest_key: ec.EllipticCurvePrivateKey, auth_data: bytes) -> bytes:
-    report_data = hashlib.sha256(_point(attest_key) + auth_data).digest() + bytes(32)
+    report_data = hashlib.sha256(ec_point(attest_key) + auth_data).digest() + bytes(32)
     return b"".join([
         SIM_CPUSVN, struct.pack("<I", 0), bytes(28), SIM_QE_ATTRIBUTES,
         hashlib.sha256(b"ratls-gateway simulated TD QE").digest(), bytes(32), SIM_QE_MRSIGNER, bytes(96),
@@ -143,35 +133,16 @@ class SimTdxChain:
         """A v4 quote, laid out and signed the way the TDX quoting enclave does."""
         header = struct.pack("<HHIHH", 4, abi.ATT_KEY_ECDSA_P256, abi.TEE_TYPE_TDX, 0, 0)
         header += abi.INTEL_QE_VENDOR_ID + bytes(20)
-        signed = header + abi.td_report_body_bytes(body)
-        pck = self.pck_chain_pem + b"\0"
-        inner = (self.qe_report + self.qe_report_signature + struct.pack("<H", len(self.qe_auth_data))
-                 + self.qe_auth_data + struct.pack("<HI", abi.CERT_TYPE_PCK_CHAIN, len(pck)) + pck)
-        sig_data = (_raw_signature(self.attest_key, signed) + _point(self.attest_key)
-                    + struct.pack("<HI", abi.CERT_TYPE_QE_REPORT, len(inner)) + inner)
-        return signed + struct.pack("<I", len(sig_data)) + sig_data
+        return assemble_quote(header + abi.td_report_body_bytes(body), self.attest_key, self.qe_report,
+                              self.qe_report_signature, self.qe_auth_data, self.pck_chain_pem)
 
 
 def _ca(subject: str, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, signer: ec.EllipticCurvePrivateKey,
-        now: dt.datetime, *, ca: bool, extra: list[x509.ExtensionType] = ()) -> x509.Certificate:  # type: ignore[assignment]
-    builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365 * 10))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
-                              critical=False))
-    for ext in extra:
-        builder = builder.add_extension(ext, critical=False)
-    return builder.sign(signer, hashes.SHA256())
+        now: dt.datetime, *, ca: bool, extra: tuple[x509.ExtensionType, ...] = ()) -> x509.Certificate:
+    return issue_cert(_name(subject), issuer, key, signer, now - dt.timedelta(days=1),
+                      now + dt.timedelta(days=365 * 10), ca=ca, extra=extra)
 
 
-def _crl(issuer: x509.Certificate, key: ec.EllipticCurvePrivateKey, now: dt.datetime, until: dt.datetime) -> bytes:
-    crl = (x509.CertificateRevocationListBuilder().issuer_name(issuer.subject)
-           .last_update(now - dt.timedelta(days=1)).next_update(until)
-           .add_extension(x509.CRLNumber(1), critical=False)
-           .sign(key, hashes.SHA256()))
-    return crl.public_bytes(serialization.Encoding.DER)
 
 
 def _tcb_info(now: dt.datetime, until: dt.datetime) -> dict[str, object]:
@@ -213,26 +184,16 @@ def generate_tdx_chain(now: dt.datetime | None = None, *, mrtd: bytes = DEFAULT_
     ext = x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_EXTENSION_OID), sgx_extension(
         ppid=secrets.token_bytes(16), cpusvn=SIM_CPUSVN, pcesvn=SIM_PCESVN, pce_id=SIM_PCE_ID, fmspc=SIM_FMSPC))
     leaf = _ca("Intel SGX PCK Certificate (SIMULATED)", pck_ca.subject, leaf_key, ca_key, now, ca=False,
-               extra=[ext])
+               extra=(ext,))
     pem = serialization.Encoding.PEM
     auth_data = bytes(range(32))
     qe_report = _qe_report(attest_key, auth_data)
     tcb_info, qe_identity = _compact(_tcb_info(now, until)), _compact(_qe_identity(now, until))
-    tcb_chain = (tcb_signer.public_bytes(pem) + root.public_bytes(pem)).decode()
-    collateral = {
-        "pck_crl_issuer_chain": (pck_ca.public_bytes(pem) + root.public_bytes(pem)).decode(),
-        "root_ca_crl": _crl(root, root_key, now, until).hex(),
-        "pck_crl": _crl(pck_ca, ca_key, now, until).hex(),
-        "tcb_info_issuer_chain": tcb_chain,
-        "tcb_info": tcb_info,
-        "tcb_info_signature": _raw_signature(tcb_key, tcb_info.encode()).hex(),
-        "qe_identity_issuer_chain": tcb_chain,
-        "qe_identity": qe_identity,
-        "qe_identity_signature": _raw_signature(tcb_key, qe_identity.encode()).hex(),
-    }
+    signers = CollateralSigners(root, root_key, pck_ca, ca_key, tcb_signer, tcb_key)
+    collateral = signers.collateral(tcb_info, qe_identity, now - dt.timedelta(days=1), until)
     return SimTdxChain(
         root=root, pck_chain_pem=b"".join(c.public_bytes(pem) for c in (leaf, pck_ca, root)),
-        qe_report=qe_report, qe_report_signature=_raw_signature(leaf_key, qe_report), qe_auth_data=auth_data,
+        qe_report=qe_report, qe_report_signature=raw_signature(leaf_key, qe_report), qe_auth_data=auth_data,
         attest_key=attest_key, collateral=json.dumps(collateral).encode(), mrtd=mrtd)
 
 

@@ -153,7 +153,8 @@ class TdxQuote:
         b = self.body
         return {"quote_version": self.header.version, "body": self.body_name, "tee_type": self.header.tee_type,
                 "qe_svn": self.header.qe_svn, "pce_svn": self.header.pce_svn,
-                "td_attributes": b.td_attributes.hex(), "debug": b.debug, "xfam": b.xfam.hex(),
+                "td_attributes": b.td_attributes.hex(), "debug": b.debug, "sept_ve_disable": b.sept_ve_disable,
+                "xfam": b.xfam.hex(),
                 "tee_tcb_svn": b.tee_tcb_svn.hex(), "report_data": b.report_data.hex(),
                 "trailing_bytes": self.trailing}
 

@@ -53,11 +53,14 @@ def appraise_tdx(verified: VerifiedTdx, policy: TdxPolicy) -> list[Check]:
                                                  "host can read its memory; the policy forbids debug TDs"))
     else:
         checks.append(passed("policy.tdx.debug", "TD debug bit is " + ("set (allowed)" if body.debug else "clear")))
-    if policy.sept_ve_disable is not None:
-        ok = body.sept_ve_disable == policy.sept_ve_disable
-        checks.append((passed if ok else failed)(
-            "policy.tdx.sept-ve-disable", f"SEPT_VE_DISABLE is {int(body.sept_ve_disable)} (policy requires "
-                                          f"{int(policy.sept_ve_disable)})"))
+    if policy.sept_ve_disable and not body.sept_ve_disable:
+        checks.append(failed("policy.tdx.sept-ve-disable", f"SEPT_VE_DISABLE is 0 (TDATTRIBUTES "
+                                                           f"{body.td_attributes.hex()}): the host can make the TD "
+                                                           "take #VE on its private pages; the policy requires it set "
+                                                           "(the default; tdx.sept_ve_disable: false accepts 0)"))
+    else:
+        checks.append(passed("policy.tdx.sept-ve-disable", f"SEPT_VE_DISABLE is {int(body.sept_ve_disable)}" + (
+            " (required)" if policy.sept_ve_disable else " (the policy accepts either value)")))
     if policy.report_data is not None:
         ok = body.report_data == policy.report_data
         checks.append((passed if ok else failed)("policy.tdx.report-data", "REPORTDATA " + (

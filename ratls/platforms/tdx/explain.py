@@ -24,10 +24,10 @@ def explain_tdx(tdx: TdxPolicy) -> list[Rule]:
     rules.append(Rule("tdx.debug", "debuggable TDs are ACCEPTED: the host can read TD memory", pinned=True,
                       value=True, warning=True) if tdx.debug else
                  Rule("tdx.debug", "debuggable TDs are refused", pinned=True, value=False))
-    rules.append(Rule("tdx.sept_ve_disable", "SEPT_VE_DISABLE is not checked", pinned=False)
-                 if tdx.sept_ve_disable is None else
-                 Rule("tdx.sept_ve_disable", f"SEPT_VE_DISABLE must be {int(tdx.sept_ve_disable)}", pinned=True,
-                      value=tdx.sept_ve_disable))
+    rules.append(Rule("tdx.sept_ve_disable", "SEPT_VE_DISABLE must be set (the default)", pinned=True, value=True)
+                 if tdx.sept_ve_disable else
+                 Rule("tdx.sept_ve_disable", "SEPT_VE_DISABLE is not required: TDs the host can make take #VE on "
+                      "their private pages are accepted", pinned=False, value=False, warning=True))
     stale = [s for s in tdx.accept_tcb_status if s.startswith("OutOfDate")]
     rules.append(Rule("tdx.accept_tcb_status", f"TCB status must be {one_of(tdx.accept_tcb_status)}"
                       + (": OUT-OF-DATE platforms (known vulnerabilities) are accepted" if stale else ""),
@@ -73,7 +73,7 @@ _SPECS: dict[str, CheckSpec] = {
     "policy.tdx.debug": CheckSpec("TD debug attribute", ("tdx", "debug"), own(lambda s: s.debug),
                                   evidence_field("debug")),
     "policy.tdx.sept-ve-disable": CheckSpec("SEPT_VE_DISABLE", ("tdx", "sept_ve_disable"),
-                                    own(lambda s: s.sept_ve_disable), lambda a: None),
+                                    own(lambda s: s.sept_ve_disable), evidence_field("sept_ve_disable")),
     "policy.tdx.report-data": CheckSpec("REPORTDATA", ("tdx", "report_data"), own(lambda s: hex_or_none(s.report_data)),
                                 evidence_field("report_data")),
     "policy.tdx.tcb-status": CheckSpec("TDX TCB status", ("tdx", "accept_tcb_status"),
@@ -107,5 +107,6 @@ def observed_tdx(appraisal: Appraisal) -> dict[str, Any]:
         "rtmr": {i: m[f"rtmr{i}"] for i in range(3)},
         "mrconfigid": [m["mrconfigid"]],
         "debug": bool(appraisal.evidence.get("debug", False)),
+        "sept_ve_disable": bool(appraisal.evidence.get("sept_ve_disable", True)),
         "accept_tcb_status": [appraisal.tcb.get("status", "UpToDate")],
     }

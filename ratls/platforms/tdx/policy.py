@@ -34,7 +34,7 @@ class TdxPolicy:
     mrownerconfig: list[bytes] | None = None
     mrseam: list[bytes] | None = None
     debug: bool = False
-    sept_ve_disable: bool | None = None
+    sept_ve_disable: bool = True  # True: SEPT_VE_DISABLE must be set; False: either value is accepted
     accept_tcb_status: list[TcbStatus] = field(default_factory=lambda: [TcbStatus.UP_TO_DATE])
     reject_advisories: list[str] = field(default_factory=list)
     min_tcb_eval_data_number: int | None = None
@@ -61,7 +61,7 @@ def parse_tdx_policy(m: KeyedReader) -> TdxPolicy:
         mrownerconfig=m.hex_list("mrownerconfig", 48),
         mrseam=m.hex_list("mrseam", 48),
         debug=bool(m.boolean("debug", False)),
-        sept_ve_disable=m.boolean("sept_ve_disable", None),
+        sept_ve_disable=bool(m.boolean("sept_ve_disable", True)),
         accept_tcb_status=[TcbStatus(s) for s in status] if status else [TcbStatus.UP_TO_DATE],
         reject_advisories=_advisories(m),
         min_tcb_eval_data_number=m.integer("min_tcb_eval_data_number", lo=0, hi=2**32 - 1),

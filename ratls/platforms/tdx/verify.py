@@ -28,6 +28,7 @@ from ...errors import EvidenceError
 from ...evidence import FetchFailed, VerifiedEvidence
 from ...x509util import X509_ERRORS, fingerprint, force_parse
 from .abi import INTEL_QE_VENDOR_ID, TdxQuote
+from .tcb_verdict import LEFT_TO_POLICY, verdict_without_attribute_rule
 
 INTEL_ROOT_SHA256 = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
 SGX_EXTENSION_OID = "1.2.840.113741.1.13.1"
@@ -163,8 +164,16 @@ def _dcap_qvl() -> Any:
     return dcap_qvl
 
 
-def verify_collateral(quote: TdxQuote, collateral_json: bytes, root: x509.Certificate,
-                      now: datetime) -> tuple[Check, CollateralResult | None]:
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).removeprefix("Verification failed: ").split())  # one line for logs
+
+
+def verify_collateral(quote: TdxQuote, collateral_json: bytes, root: x509.Certificate, now: datetime,
+                      chain: list[x509.Certificate] | None = None) -> tuple[Check, CollateralResult | None]:
+    """Intel's TCB verdict through dcap-qvl: TCB info, QE identity, CRLs and their chains at
+    *now*. dcap-qvl's own rule on the TD's DEBUG and SEPT_VE_DISABLE bits is not applied: those
+    are policy (tcb_verdict.py says how the verdict is had without it). *chain* is the quote's
+    PCK chain, already parsed by the caller."""
     dcap_qvl = _dcap_qvl()
     if dcap_qvl is None:
         return failed("tdx.collateral", "dcap-qvl is not installed, so the TCB cannot be evaluated; install "
@@ -175,12 +184,21 @@ def verify_collateral(quote: TdxQuote, collateral_json: bytes, root: x509.Certif
         collateral = dcap_qvl.QuoteCollateralV3.from_json(text)
     except (UnicodeDecodeError, ValueError) as exc:
         return failed("tdx.collateral", f"collateral is not valid QuoteCollateralV3 JSON: {exc}"), None
+    left_to_policy = None
     try:
         report = dcap_qvl.verify_with_root_ca(quote.raw, collateral, root.public_bytes(Encoding.DER),
                                               int(now.timestamp()))
     except ValueError as exc:
-        reason = " ".join(str(exc).removeprefix("Verification failed: ").split())  # one line for logs
-        return failed("tdx.collateral", f"dcap-qvl rejected the quote with this collateral: {reason}"), None
+        reason = _one_line(exc)
+        if reason not in LEFT_TO_POLICY or not isinstance(doc, dict):
+            return failed("tdx.collateral", f"dcap-qvl rejected the quote with this collateral: {reason}"), None
+        try:
+            report = verdict_without_attribute_rule(dcap_qvl, quote, chain or load_pck_chain(quote.pck_chain_pem),
+                                                    doc, now)
+        except (ValueError, KeyError, TypeError, EvidenceError, x509.ExtensionNotFound) as again:
+            return failed("tdx.collateral", f"dcap-qvl rejected the quote with this collateral: {reason}; "
+                                            f"without that TD-attribute rule: {_one_line(again)}"), None
+        left_to_policy = reason
     detail = json.loads(report.to_json())
     tcb_info = json.loads(doc.get("tcb_info", "{}"))
     result = CollateralResult(
@@ -191,8 +209,10 @@ def verify_collateral(quote: TdxQuote, collateral_json: bytes, root: x509.Certif
         tcb_info_next_update=tcb_info.get("nextUpdate"),
         details={"fmspc": tcb_info.get("fmspc"), "ppid": detail.get("ppid")})
     advisories = ", ".join(result.advisory_ids) or "none"
+    note = "" if left_to_policy is None else (f"; the TD's DEBUG and SEPT_VE_DISABLE bits are left to the policy "
+                                              f"(dcap-qvl's own rule said: {left_to_policy})")
     return passed("tdx.collateral", f"TCB info, QE identity and CRLs verify (TCB status {result.status}, "
-                                    f"advisories: {advisories})"), result
+                                    f"advisories: {advisories}){note}"), result
 
 
 @dataclass(frozen=True)
@@ -233,7 +253,7 @@ def verify_tdx(quote: TdxQuote, collateral: bytes | FetchFailed | None, trust: T
                                                "supplied, so the TCB cannot be evaluated; pass --collateral, "
                                                "let the gateway embed it, or allow fetching (--online)"))
         return result
-    check, coll = verify_collateral(quote, collateral, trust.root, now)
+    check, coll = verify_collateral(quote, collateral, trust.root, now, chain)
     checks.append(check)
     if coll is not None:
         result.parsed = VerifiedTdx(quote, coll)

@@ -53,7 +53,6 @@ def test_no_mrtd_listed_fails_closed(quote) -> None:  # type: ignore[no-untyped-
     ("mrowner", ["33" * 48], "policy.tdx.mrowner"),
     ("mrownerconfig", ["44" * 48], "policy.tdx.mrownerconfig"),
     ("mrseam", ["55" * 48], "policy.tdx.mrseam"),
-    ("sept_ve_disable", False, "policy.tdx.sept-ve-disable"),
     ("accept_tcb_status", ["OutOfDate"], "policy.tdx.tcb-status"),
     ("reject_advisories", ["INTEL-SA-00837"], "policy.tdx.advisories"),
     ("min_tcb_eval_data_number", 18, "policy.tdx.tcb-eval-number"),
@@ -71,6 +70,17 @@ def test_debug_td_rejected_by_strict_policy_and_allowed_when_asked(tdx_vectors: 
     assert "policy.tdx.debug" in _failed(appraise_tdx(VerifiedTdx(debug, UP_TO_DATE), strict.tdx))  # type: ignore[attr-defined]
     lax = _policy(mrtd=[debug.body.mr_td.hex()], debug=True)
     assert "policy.tdx.debug" not in _failed(appraise_tdx(VerifiedTdx(debug, UP_TO_DATE), lax.tdx))  # type: ignore[attr-defined]
+
+
+def test_sept_ve_disable_is_required_by_default_and_false_accepts_both(tdx_vectors: Path, quote) -> None:  # type: ignore[no-untyped-def]
+    clear = parse_quote((tdx_vectors / "v4_azure_trustee/quote.bin").read_bytes())  # Azure TDs report 0
+    assert not clear.body.sept_ve_disable and quote.body.sept_ve_disable
+    for td in (clear, quote):
+        default = _policy(mrtd=[td.body.mr_td.hex()]).tdx  # type: ignore[attr-defined]
+        assert default.sept_ve_disable is True
+        assert ("policy.tdx.sept-ve-disable" in _failed(appraise_tdx(VerifiedTdx(td, UP_TO_DATE), default))) == (td is clear)
+        lax = _policy(mrtd=[td.body.mr_td.hex()], sept_ve_disable=False).tdx  # type: ignore[attr-defined]
+        assert "policy.tdx.sept-ve-disable" not in _failed(appraise_tdx(VerifiedTdx(td, UP_TO_DATE), lax))
 
 
 def test_missing_tcb_status_is_a_policy_failure(quote) -> None:  # type: ignore[no-untyped-def]
