@@ -78,7 +78,8 @@ def test_sept_ve_disable_is_required_by_default_and_false_accepts_both(tdx_vecto
     for td in (clear, quote):
         default = _policy(mrtd=[td.body.mr_td.hex()]).tdx  # type: ignore[attr-defined]
         assert default.sept_ve_disable is True
-        assert ("policy.tdx.sept-ve-disable" in _failed(appraise_tdx(VerifiedTdx(td, UP_TO_DATE), default))) == (td is clear)
+        refused = "policy.tdx.sept-ve-disable" in _failed(appraise_tdx(VerifiedTdx(td, UP_TO_DATE), default))
+        assert refused == (td is clear)
         lax = _policy(mrtd=[td.body.mr_td.hex()], sept_ve_disable=False).tdx  # type: ignore[attr-defined]
         assert "policy.tdx.sept-ve-disable" not in _failed(appraise_tdx(VerifiedTdx(td, UP_TO_DATE), lax))
 
