@@ -33,7 +33,8 @@ HARDENING_ROUTES = ("deny:compressed", "deny:grpc-compressed", "deny:shadowed")
 
 def unharden(plan: Any) -> None:
     """The compiled plan as it was before the hardening (bench only: never served)."""
-    from filters.compile import CLUSTER_GRPC, _no_buffer
+    from filters.compile import _no_buffer
+    from filters.envoy_names import CLUSTER_TRITON_GRPC
 
     plan.overload_manager = {}
     plan.filter_chain_extras, plan.listener_extras = {}, {}
@@ -52,7 +53,7 @@ def unharden(plan: Any) -> None:
         if route["match"].get("path", "").startswith("/inference.") or declared:
             route["typed_per_filter_config"].update(_no_buffer())  # forwarded as it came
         if action.get("cluster") == "triton_grpc_stream":
-            action["cluster"] = CLUSTER_GRPC
+            action["cluster"] = CLUSTER_TRITON_GRPC
     plan.cluster_extras.pop("per_connection_buffer_limit_bytes", None)
 
 

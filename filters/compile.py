@@ -11,13 +11,21 @@ from typing import Any
 
 from triton_backend.catalog import GRPC_METHODS, HTTP_ROUTES, Category, GrpcMethod, HttpRoute
 
+from .envoy_names import (
+    CLUSTER_AUTHZ,
+    CLUSTER_TRITON_GRPC,
+    CLUSTER_TRITON_GRPC_STREAM,
+    CLUSTER_TRITON_HTTP,
+    CLUSTER_TRITON_HTTP_STREAM,
+    CONTROL_ROUTES,
+    PREFIX_DENY,
+    PREFIX_HYGIENE,
+    SUFFIX_GRPC,
+    SUFFIX_TOO_LARGE,
+    route_name,
+)
 from .policy import FilterPolicy
 
-CLUSTER_HTTP = "triton_http"
-CLUSTER_GRPC = "triton_grpc"
-CLUSTER_GRPC_STREAM = "triton_grpc_stream"  # same Triton port, its own upstream budget
-CLUSTER_HTTP_STREAM = "triton_http_stream"  # generate_stream, likewise
-CLUSTER_AUTHZ = "ratls_authz"
 FIELD_NS = "envoy.filters.http.grpc_field_extraction"
 _GRPC_CT = {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
 JSON_CT = [{"header": {"key": "content-type", "value": "application/json"},
@@ -38,6 +46,14 @@ class FilterPlan:
     listener_extras: dict[str, Any] = field(default_factory=dict)
     overload_manager: dict[str, Any] = field(default_factory=dict)  # bootstrap section
     auth: Any = None  # the AuthPolicy when client authentication is on
+
+
+def _deny(*parts: str) -> str:
+    return route_name(PREFIX_DENY, *parts)
+
+
+def _hygiene(name: str) -> str:
+    return route_name(PREFIX_HYGIENE, name)
 
 
 def duration(seconds: float) -> str:
@@ -66,7 +82,7 @@ def refusal_routes(name: str, status: int, message: str) -> list[dict[str, Any]]
     # HTTP is answered after the (bounded) body is read: a reply while an HTTP/2 client still
     # uploads ends in a stream reset, which curl reports as a framing error instead of the status.
     # gRPC clients take an early trailers-only reply, and a stream has no end to wait for.
-    grpc = _grpc_refusal(f"{name}:grpc", status, message, {"prefix": "/", "headers": [_GRPC_CT]})
+    grpc = _grpc_refusal(route_name(name, SUFFIX_GRPC), status, message, {"prefix": "/", "headers": [_GRPC_CT]})
     return [grpc, _local_reply(name, status, message, {"prefix": "/"}, buffered=True)]
 
 
@@ -77,10 +93,10 @@ def _path_contains(text: str) -> dict[str, Any]:
 def hygiene_routes() -> list[dict[str, Any]]:
     """Raw-path tricks are refused before any routing decision (Envoy does not normalise)."""
     return [
-        _local_reply("hygiene:percent", 400, "percent-encoded paths are refused", _path_contains("%")),
-        _local_reply("hygiene:dotdot", 400, "'..' in paths is refused", _path_contains("..")),
-        _local_reply("hygiene:double-slash", 400, "'//' in paths is refused", _path_contains("//")),
-        _local_reply("hygiene:backslash", 400, "'\\\\' in paths is refused", _path_contains("\\")),
+        _local_reply(_hygiene("percent"), 400, "percent-encoded paths are refused", _path_contains("%")),
+        _local_reply(_hygiene("dotdot"), 400, "'..' in paths is refused", _path_contains("..")),
+        _local_reply(_hygiene("double-slash"), 400, "'//' in paths is refused", _path_contains("//")),
+        _local_reply(_hygiene("backslash"), 400, "'\\\\' in paths is refused", _path_contains("\\")),
     ]
 
 
@@ -170,9 +186,9 @@ def allowed_http_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
         regex = http_route_regex(route, policy)
         if regex is None:
             continue
-        name = f"{route.category.value}:{route.name}"
+        name = route_name(route.category.value, route.name)
         limit = _request_limit(policy, route.category)
-        action = {"cluster": CLUSTER_HTTP_STREAM if route.streaming else CLUSTER_HTTP,
+        action = {"cluster": CLUSTER_TRITON_HTTP_STREAM if route.streaming else CLUSTER_TRITON_HTTP,
                   "timeout": "0s" if route.streaming else duration(policy.limits.request_timeout_s),
                   "idle_timeout": duration(policy.limits.stream_idle_timeout_s),
                   **(_no_stream_cap() if route.streaming else {})}
@@ -185,7 +201,7 @@ def allowed_http_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
             "name": "content-length", "range_match": {"start": 0, "end": limit + 1}}]}, "route": dict(action),
             "typed_per_filter_config": _buffer(limit)})
         # A declared Content-Length over the limit is refused before any body byte is read.
-        routes.append(_local_reply(f"{name}:too-large", 413, f"request body larger than {limit} bytes",
+        routes.append(_local_reply(route_name(name, SUFFIX_TOO_LARGE), 413, f"request body larger than {limit} bytes",
                                    {**_path_match(route, regex), "headers": [method, {
                                        "name": "content-length", "present_match": True}]}))
         # No Content-Length (chunked, or HTTP/2 without it): buffered up to the smaller chunked
@@ -252,15 +268,16 @@ def grpc_routes(policy: FilterPolicy, per_model: bool = True) -> list[dict[str, 
         match = {"path": method.path, "headers": [_GRPC_CT]}
         if not policy.allowed(method.category):
             # Catalogued but not exposed: refused here (PERMISSION_DENIED), Triton never sees it.
-            routes.append(_grpc_refusal(f"deny:{method.method}", 403,
+            routes.append(_grpc_refusal(_deny(method.method), 403,
                                         f"{method.method} is not exposed by the gateway policy", match))
             continue
         streaming = method.client_streaming or method.server_streaming
-        action: dict[str, Any] = {"cluster": CLUSTER_GRPC_STREAM if method.client_streaming else CLUSTER_GRPC,
+        action: dict[str, Any] = {"cluster": CLUSTER_TRITON_GRPC_STREAM if method.client_streaming
+                                  else CLUSTER_TRITON_GRPC,
                                   "timeout": "0s" if streaming else duration(lim.request_timeout_s),
                                   "idle_timeout": duration(lim.stream_idle_timeout_s),
                                   **(_no_stream_cap() if streaming else {})}
-        entry: dict[str, Any] = {"name": f"{method.category.value}:{method.method}", "match": match,
+        entry: dict[str, Any] = {"name": route_name(method.category.value, method.method), "match": match,
                                  "route": action}
         # A unary call carries one message: buffering it enforces grpc_max_message_bytes and, as
         # for HTTP, opens the upstream stream only once the request is complete. A client stream
@@ -279,10 +296,10 @@ def compression_routes() -> list[dict[str, Any]]:
         return [{"name": header, "present_match": True},
                 {"name": header, "string_match": {"exact": "identity"}, "invert_match": True}]
 
-    grpc = _grpc_refusal("deny:grpc-compressed", 404, "compressed gRPC messages are refused; send them "
+    grpc = _grpc_refusal(_deny("grpc-compressed"), 404, "compressed gRPC messages are refused; send them "
                          "uncompressed (grpc-encoding: identity)",
                          {"prefix": "/", "headers": [_GRPC_CT, *not_identity("grpc-encoding")]})
-    http = _local_reply("deny:compressed", 415, "compressed request bodies are refused; send the body uncompressed",
+    http = _local_reply(_deny("compressed"), 415, "compressed request bodies are refused; send the body uncompressed",
                         {"prefix": "/", "headers": not_identity("content-encoding")})
     return [grpc, http]
 
@@ -310,7 +327,7 @@ def shadow_deny_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
                 if (method, path) in seen:
                     continue
                 seen.add((method, path))
-                out.append(_local_reply(f"deny:shadowed:{reading[0].name}", 403,
+                out.append(_local_reply(_deny("shadowed", reading[0].name), 403,
                                         f"the Triton {reading[0].category.value} API is not exposed by the gateway "
                                         f"policy (model {model!r}: use /v2/models/{model}/versions/<n>)",
                                         {"path": path, "headers": [_method_match((method,))]}))
@@ -318,7 +335,7 @@ def shadow_deny_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
 
 
 def deny_query_route() -> dict[str, Any]:
-    return _local_reply("deny:query", 400, "query strings are not accepted on Triton routes", _path_contains("?"))
+    return _local_reply(_deny("query"), 400, "query strings are not accepted on Triton routes", _path_contains("?"))
 
 
 def deny_routes() -> list[dict[str, Any]]:
@@ -328,13 +345,13 @@ def deny_routes() -> list[dict[str, Any]]:
                                                         r"[^/]+(?:/versions/[^/]+)?")
         regex = regex.replace(re.escape("{model}"), "[^/]+").replace(re.escape("{region}"), "[^/]+") + "$"
         denied.append((route, regex))
-    out = [_grpc_refusal("deny:grpc-unknown", 404, "unknown gRPC method", {"prefix": "/", "headers": [_GRPC_CT]})]
+    out = [_grpc_refusal(_deny("grpc-unknown"), 404, "unknown gRPC method", {"prefix": "/", "headers": [_GRPC_CT]})]
     for route, regex in denied:
         if route.category in (Category.HEALTH, Category.METADATA, Category.INFERENCE):
             continue  # unknown model on an allowed route: plain 404 below, revealing nothing
-        out.append(_local_reply(f"deny:{route.name}", 403, f"the Triton {route.category.value} API is not exposed "
+        out.append(_local_reply(_deny(route.name), 403, f"the Triton {route.category.value} API is not exposed "
                                 "by the gateway policy", {"safe_regex": {"regex": regex}}))
-    out.append(_local_reply("deny:not-found", 404, "not found", {"prefix": "/"}))
+    out.append(_local_reply(_deny("not-found"), 404, "not found", {"prefix": "/"}))
     return out
 
 
@@ -451,7 +468,7 @@ def server_metadata_route(policy: FilterPolicy, metadata: dict[str, Any]) -> dic
     body = json.dumps({"name": metadata.get("name", "triton"), "version": metadata.get("version", ""),
                        "extensions": shown}, separators=(",", ":"))
     route = next(r for r in HTTP_ROUTES if r.name == "server-metadata")
-    return {"name": f"{route.category.value}:{route.name}",
+    return {"name": route_name(route.category.value, route.name),
             "match": {"path": route.template, "headers": [_method_match(route.methods)]},
             "direct_response": {"status": 200, "body": {"inline_string": body}},
             "response_headers_to_add": JSON_CT, "typed_per_filter_config": _no_buffer()}
@@ -553,10 +570,7 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
     # The evidence API, health and reflection stay open: verifying the gateway needs no account.
     # The control plane's routes take no bodies worth buffering (the buffer would hold up to
     # max_request_bytes per stream for nothing).
-    plan.route_extras = {"grpc-reflection-v1": {"typed_per_filter_config": {**_no_buffer(), **no_authz}},
-                         "grpc-reflection-v1alpha": {"typed_per_filter_config": {**_no_buffer(), **no_authz}},
-                         "ratls-evidence": {"typed_per_filter_config": {**_no_buffer(), **no_authz}},
-                         "ratls-health": {"typed_per_filter_config": {**_no_buffer(), **no_authz}}}
+    plan.route_extras = {name: {"typed_per_filter_config": {**_no_buffer(), **no_authz}} for name in CONTROL_ROUTES}
     plan.auth = auth
     plan.pre_routes = hygiene_routes()
     # Query strings are refused before the Triton routes (their regexes see the path only).

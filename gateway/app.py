@@ -18,6 +18,7 @@ import grpc
 from aiohttp import web
 
 from filters.compile import compile_policy, refusal_routes
+from filters.envoy_names import ROUTE_UPSTREAM_REFUSED
 from ratls import registry
 from ratls.canonical import config_digest
 from ratls.errors import ConfigError, RatlsError, UpstreamUnavailable
@@ -545,7 +546,7 @@ class Gateway:
             refusal = "Triton failed the hardening check"  # what answers on its port is not what was checked
         if refusal is not None:
             # Fail closed: nothing reaches Triton until the cause is gone.
-            routes = refusal_routes("upstream-refused", 503, refusal)
+            routes = refusal_routes(ROUTE_UPSTREAM_REFUSED, 503, refusal)
         return Snapshot(version, {
             ec.TYPE_CLUSTER: {c.name: c for c in ec.clusters(
                 self._upstreams, self.filter_plan.cluster_extras if self.filter_plan else None,
