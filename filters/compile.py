@@ -25,6 +25,7 @@ from .envoy_names import (
     route_name,
 )
 from .policy import FilterPolicy
+from .route_facts import RouteKind, category_of, kind_of, tagged
 
 FIELD_NS = "envoy.filters.http.grpc_field_extraction"
 _GRPC_CT = {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
@@ -62,18 +63,22 @@ def duration(seconds: float) -> str:
 
 
 def _local_reply(name: str, status: int, message: str, match: dict[str, Any], *,
-                 buffered: bool = False) -> dict[str, Any]:
+                 buffered: bool = False, category: Category | None = None) -> dict[str, Any]:
     body = '{"error":"' + message.replace('"', "'") + '"}\n'
     route = {"name": name, "match": match, "direct_response": {"status": status, "body": {"inline_string": body}},
              "response_headers_to_add": JSON_CT}
-    return route if buffered else {**route, "typed_per_filter_config": _no_buffer()}
+    if not buffered:
+        route["typed_per_filter_config"] = _no_buffer()
+    return tagged(route, RouteKind.REFUSAL, category)
 
 
-def _grpc_refusal(name: str, status: int, message: str, match: dict[str, Any]) -> dict[str, Any]:
+def _grpc_refusal(name: str, status: int, message: str, match: dict[str, Any], *,
+                  category: Category | None = None) -> dict[str, Any]:
     """A gRPC request refused by Envoy: the HTTP status becomes the grpc-status (403 ->
     PERMISSION_DENIED, 404 -> UNIMPLEMENTED), the body its grpc-message."""
-    return {"name": name, "match": match, "direct_response": {"status": status, "body": {
-        "inline_string": f"ratls-gateway: {message}"}}, "typed_per_filter_config": _no_buffer()}
+    return tagged({"name": name, "match": match, "direct_response": {"status": status, "body": {
+        "inline_string": f"ratls-gateway: {message}"}}, "typed_per_filter_config": _no_buffer()},
+        RouteKind.REFUSAL, category)
 
 
 def refusal_routes(name: str, status: int, message: str) -> list[dict[str, Any]]:
@@ -197,18 +202,19 @@ def allowed_http_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
         # never chunks (pre-2.62 Triton overflowed its stack on many chunks), and a client that
         # trickles its body holds no upstream connection (the circuit breaker stays free for
         # everyone else). The first route is the common case (one regex run).
-        routes.append({"name": name, "match": {**_path_match(route, regex), "headers": [method, {
+        routes.append(tagged({"name": name, "match": {**_path_match(route, regex), "headers": [method, {
             "name": "content-length", "range_match": {"start": 0, "end": limit + 1}}]}, "route": dict(action),
-            "typed_per_filter_config": _buffer(limit)})
+            "typed_per_filter_config": _buffer(limit)}, RouteKind.TRITON, route.category))
         # A declared Content-Length over the limit is refused before any body byte is read.
         routes.append(_local_reply(route_name(name, SUFFIX_TOO_LARGE), 413, f"request body larger than {limit} bytes",
                                    {**_path_match(route, regex), "headers": [method, {
-                                       "name": "content-length", "present_match": True}]}))
+                                       "name": "content-length", "present_match": True}]}, category=route.category))
         # No Content-Length (chunked, or HTTP/2 without it): buffered up to the smaller chunked
         # limit (413 above it), then forwarded with Content-Length.
-        routes.append({"name": name, "match": {**_path_match(route, regex), "headers": [method]},
-                       "route": dict(action), "typed_per_filter_config": _buffer(
-                           min(limit, policy.limits.max_chunked_request_bytes))})
+        routes.append(tagged({"name": name, "match": {**_path_match(route, regex), "headers": [method]},
+                              "route": dict(action), "typed_per_filter_config": _buffer(
+                                  min(limit, policy.limits.max_chunked_request_bytes))},
+                             RouteKind.TRITON, route.category))
     return routes
 
 
@@ -269,7 +275,8 @@ def grpc_routes(policy: FilterPolicy, per_model: bool = True) -> list[dict[str, 
         if not policy.allowed(method.category):
             # Catalogued but not exposed: refused here (PERMISSION_DENIED), Triton never sees it.
             routes.append(_grpc_refusal(_deny(method.method), 403,
-                                        f"{method.method} is not exposed by the gateway policy", match))
+                                        f"{method.method} is not exposed by the gateway policy", match,
+                                        category=method.category))
             continue
         streaming = method.client_streaming or method.server_streaming
         action: dict[str, Any] = {"cluster": CLUSTER_TRITON_GRPC_STREAM if method.client_streaming
@@ -277,8 +284,8 @@ def grpc_routes(policy: FilterPolicy, per_model: bool = True) -> list[dict[str, 
                                   "timeout": "0s" if streaming else duration(lim.request_timeout_s),
                                   "idle_timeout": duration(lim.stream_idle_timeout_s),
                                   **(_no_stream_cap() if streaming else {})}
-        entry: dict[str, Any] = {"name": route_name(method.category.value, method.method), "match": match,
-                                 "route": action}
+        entry = tagged({"name": route_name(method.category.value, method.method), "match": match, "route": action},
+                       RouteKind.TRITON, method.category)
         # A unary call carries one message: buffering it enforces grpc_max_message_bytes and, as
         # for HTTP, opens the upstream stream only once the request is complete. A client stream
         # (ModelStreamInfer) cannot be buffered; it goes to its own upstream budget instead.
@@ -330,7 +337,8 @@ def shadow_deny_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
                 out.append(_local_reply(_deny("shadowed", reading[0].name), 403,
                                         f"the Triton {reading[0].category.value} API is not exposed by the gateway "
                                         f"policy (model {model!r}: use /v2/models/{model}/versions/<n>)",
-                                        {"path": path, "headers": [_method_match((method,))]}))
+                                        {"path": path, "headers": [_method_match((method,))]},
+                                        category=reading[0].category))
     return out
 
 
@@ -350,7 +358,7 @@ def deny_routes() -> list[dict[str, Any]]:
         if route.category in (Category.HEALTH, Category.METADATA, Category.INFERENCE):
             continue  # unknown model on an allowed route: plain 404 below, revealing nothing
         out.append(_local_reply(_deny(route.name), 403, f"the Triton {route.category.value} API is not exposed "
-                                "by the gateway policy", {"safe_regex": {"regex": regex}}))
+                                "by the gateway policy", {"safe_regex": {"regex": regex}}, category=route.category))
     out.append(_local_reply(_deny("not-found"), 404, "not found", {"prefix": "/"}))
     return out
 
@@ -468,10 +476,11 @@ def server_metadata_route(policy: FilterPolicy, metadata: dict[str, Any]) -> dic
     body = json.dumps({"name": metadata.get("name", "triton"), "version": metadata.get("version", ""),
                        "extensions": shown}, separators=(",", ":"))
     route = next(r for r in HTTP_ROUTES if r.name == "server-metadata")
-    return {"name": route_name(route.category.value, route.name),
-            "match": {"path": route.template, "headers": [_method_match(route.methods)]},
-            "direct_response": {"status": 200, "body": {"inline_string": body}},
-            "response_headers_to_add": JSON_CT, "typed_per_filter_config": _no_buffer()}
+    return tagged({"name": route_name(route.category.value, route.name),
+                   "match": {"path": route.template, "headers": [_method_match(route.methods)]},
+                   "direct_response": {"status": 200, "body": {"inline_string": body}},
+                   "response_headers_to_add": JSON_CT, "typed_per_filter_config": _no_buffer()},
+                  RouteKind.ANSWER, route.category)
 
 
 def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
@@ -585,10 +594,8 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
         for route in plan.pre_routes:
             route.setdefault("typed_per_filter_config", {}).update(no_authz)
         for route in plan.routes:
-            category = route["name"].split(":", 1)[0]
             # Refusals need no account; GET /v2 (answered by Envoy) is metadata like any other.
-            refusal = "route" not in route and route["name"] != "metadata:server-metadata"
-            if category in auth.exempt_categories or refusal:
+            if kind_of(route) is RouteKind.REFUSAL or category_of(route) in auth.exempt_categories:
                 route.setdefault("typed_per_filter_config", {}).update(no_authz)
     return plan
 

@@ -54,6 +54,7 @@ from filters.envoy_names import (
     SECRET_NAME,
     VIRTUAL_HOST_NAME,
 )
+from filters.route_facts import RouteKind, tagged
 
 TYPE_CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 TYPE_LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -164,11 +165,11 @@ def default_routes() -> list[dict[str, Any]]:
     for name, prefix in zip((ROUTE_REFLECTION_V1, ROUTE_REFLECTION_V1ALPHA), REFLECTION_PREFIXES, strict=True):
         routes.append({"name": name, "match": _grpc_match(prefix),
                        "route": {"cluster": CLUSTER_REFLECTION, "timeout": "0s"}})
-    return routes
+    return [tagged(route, RouteKind.CONTROL) for route in routes]
 
 
 def catch_all_routes() -> list[dict[str, Any]]:
-    return [
+    routes = [
         # Streams (ModelStreamInfer) must not be cut by a route timeout; idle streams are
         # bounded by the connection manager's stream_idle_timeout instead.
         {"name": ROUTE_TRITON_GRPC, "match": _grpc_match(),
@@ -177,6 +178,7 @@ def catch_all_routes() -> list[dict[str, Any]]:
         {"name": ROUTE_TRITON_HTTP, "match": {"prefix": "/"},
          "route": {"cluster": CLUSTER_TRITON_HTTP, "timeout": "300s"}},
     ]
+    return [tagged(route, RouteKind.TRITON) for route in routes]
 
 
 def route_configuration(options: ListenerOptions,
