@@ -9,7 +9,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from triton_backend.catalog import GRPC_METHODS, HTTP_ROUTES, Category, GrpcMethod, HttpRoute
+from triton_backend.catalog import (
+    GRPC_METHODS,
+    HTTP_ROUTES,
+    REGION,
+    Category,
+    GrpcMethod,
+    HttpRoute,
+    expand_template,
+)
 
 from .envoy_names import (
     CLUSTER_AUTHZ,
@@ -124,18 +132,13 @@ def _model_alternation(policy: FilterPolicy, with_versions: bool) -> str | None:
 
 def http_route_regex(route: HttpRoute, policy: FilterPolicy) -> str | None:
     """The route's raw-path regex, restricted to the allowed models (None: no model allowed)."""
-    template = route.template
-    if "{model}" not in template:
-        return "^" + re.escape(template) + "$"
-    with_versions = "[/versions/{version}]" in template
-    alternation = _model_alternation(policy, with_versions)
+    if not route.per_model:
+        return "^" + re.escape(route.template) + "$"
+    alternation = _model_alternation(policy, route.versioned)
     if alternation is None:
         return None
-    escaped = re.escape(template)
-    escaped = escaped.replace(re.escape("{model}") + re.escape("[/versions/{version}]"), alternation)
-    escaped = escaped.replace(re.escape("{model}"), alternation)
-    escaped = escaped.replace(re.escape("{region}"), r"[A-Za-z0-9_.\-]{1,128}")
-    return "^" + escaped + "$"
+    # the alternation names each model with the versions it may be called by
+    return "^" + expand_template(route.template, model=alternation, versioned_model=alternation, region=REGION) + "$"
 
 
 def _method_match(methods: tuple[str, ...]) -> dict[str, Any]:
@@ -326,7 +329,7 @@ def shadow_deny_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
         if not policy.allowed(route.category) or not route.per_model:
             continue
         for model in sorted(policy.models or {}):
-            path = route.template.replace("[/versions/{version}]", "").replace("{model}", model)
+            path = expand_template(route.template, model=model, version="", literal=str)
             for method in route.methods:
                 reading = classify_http(method, path)
                 if reading is None or reading[0] == route or policy.allowed(reading[0].category):
@@ -347,12 +350,9 @@ def deny_query_route() -> dict[str, Any]:
 
 
 def deny_routes() -> list[dict[str, Any]]:
-    denied = []
-    for route in HTTP_ROUTES:
-        regex = "^" + re.escape(route.template).replace(re.escape("{model}") + re.escape("[/versions/{version}]"),
-                                                        r"[^/]+(?:/versions/[^/]+)?")
-        regex = regex.replace(re.escape("{model}"), "[^/]+").replace(re.escape("{region}"), "[^/]+") + "$"
-        denied.append((route, regex))
+    # any name in place of a placeholder: the API is refused whatever it is asked about
+    denied = [(route, "^" + expand_template(route.template, model="[^/]+", version="(?:/versions/[^/]+)?",
+                                            region="[^/]+") + "$") for route in HTTP_ROUTES]
     out = [_grpc_refusal(_deny("grpc-unknown"), 404, "unknown gRPC method", {"prefix": "/", "headers": [_GRPC_CT]})]
     for route, regex in denied:
         if route.category in (Category.HEALTH, Category.METADATA, Category.INFERENCE):
