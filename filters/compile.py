@@ -32,7 +32,7 @@ from .envoy_names import (
     SUFFIX_TOO_LARGE,
     route_name,
 )
-from .policy import FilterPolicy
+from .policy import FilterPolicy, Limits
 from .route_facts import RouteKind, category_of, kind_of, tagged
 
 FIELD_NS = "envoy.filters.http.grpc_field_extraction"
@@ -487,8 +487,57 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
                    served_models: list[str] | None = None,
                    server_metadata: dict[str, Any] | None = None) -> FilterPlan:
     plan = FilterPlan()
+    _connection_limits(plan, policy, access_log_path)
+    if not policy.enabled:
+        plan.pre_routes = compression_routes()  # Triton's unbounded inflation is never acceptable
+        return plan  # filters off: Triton catch-alls, only the connection-level limits above
+    grpc_check = needs_grpc_model_check(policy, served_models)
+    auth = policy.auth if policy.auth is not None and policy.auth.enabled else None
+    plan.http_filters = _http_filters(policy, grpc_check, auth is not None)
+    no_authz = {"envoy.filters.http.ext_authz": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+        "disabled": True}} if auth is not None else {}
+    # The evidence API, health and reflection stay open: verifying the gateway needs no account.
+    # The control plane's routes take no bodies worth buffering (the buffer would hold up to
+    # max_request_bytes per stream for nothing).
+    plan.route_extras = {name: {"typed_per_filter_config": {**_no_buffer(), **no_authz}} for name in CONTROL_ROUTES}
+    plan.auth = auth
+    plan.pre_routes = hygiene_routes()
+    plan.routes = _policy_routes(policy, grpc_check, server_metadata)
+    if auth is not None:
+        for route in plan.pre_routes:
+            route.setdefault("typed_per_filter_config", {}).update(no_authz)
+        for route in plan.routes:
+            # Refusals need no account; GET /v2 (answered by Envoy) is metadata like any other.
+            if kind_of(route) is RouteKind.REFUSAL or category_of(route) in auth.exempt_categories:
+                route.setdefault("typed_per_filter_config", {}).update(no_authz)
+    return plan
+
+
+def _connection_limits(plan: FilterPlan, policy: FilterPolicy, access_log_path: str | None) -> None:
+    """What applies with filters on or off: the connection manager's limits and timeouts, the
+    connection cap, the heap cap and the upstream budgets."""
     lim = policy.limits
-    plan.hcm_extras = {
+    plan.hcm_extras = _hcm_extras(policy)
+    if access_log_path:
+        plan.hcm_extras["access_log"] = [access_log(access_log_path)]
+    plan.network_filters = [{"name": "envoy.filters.network.connection_limit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+        "stat_prefix": "ratls", "max_connections": lim.max_connections}}]
+    # A connection that never completes its handshake is closed (the header timeout only
+    # starts at the first request byte).
+    plan.filter_chain_extras = {"transport_socket_connect_timeout": duration(lim.tls_handshake_timeout_s)}
+    # Envoy's default, stated: the gRPC field extraction needs a stream's whole first message
+    # within it (unary calls are buffered whole before it, below).
+    plan.listener_extras = {"per_connection_buffer_limit_bytes": 2**20}
+    plan.overload_manager = overload_manager(lim)
+    plan.cluster_extras = _circuit_breaker(lim.upstream_max_requests)
+    plan.stream_cluster_extras = _circuit_breaker(lim.upstream_max_streams)
+
+
+def _hcm_extras(policy: FilterPolicy) -> dict[str, Any]:
+    lim = policy.limits
+    return {
         "normalize_path": False,
         "merge_slashes": False,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
@@ -507,23 +556,9 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
                                    "initial_connection_window_size": 1048576},
         "local_reply_config": local_reply_config(),
     }
-    if access_log_path:
-        plan.hcm_extras["access_log"] = [access_log(access_log_path)]
-    plan.network_filters = [{"name": "envoy.filters.network.connection_limit", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
-        "stat_prefix": "ratls", "max_connections": lim.max_connections}}]
-    # A connection that never completes its handshake is closed (the header timeout only
-    # starts at the first request byte).
-    plan.filter_chain_extras = {"transport_socket_connect_timeout": duration(lim.tls_handshake_timeout_s)}
-    # Envoy's default, stated: the gRPC field extraction needs a stream's whole first message
-    # within it (unary calls are buffered whole before it, below).
-    plan.listener_extras = {"per_connection_buffer_limit_bytes": 2**20}
-    plan.overload_manager = overload_manager(lim)
-    plan.cluster_extras = _circuit_breaker(lim.upstream_max_requests)
-    plan.stream_cluster_extras = _circuit_breaker(lim.upstream_max_streams)
-    if not policy.enabled:
-        plan.pre_routes = compression_routes()  # Triton's unbounded inflation is never acceptable
-        return plan  # filters off: Triton catch-alls, only the connection-level limits above
+
+
+def _http_filters(policy: FilterPolicy, grpc_check: bool, authenticate: bool) -> list[dict[str, Any]]:
     filters: list[dict[str, Any]] = [{"name": "envoy.filters.http.header_mutation", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
         "mutations": {"request_mutations":
@@ -531,39 +566,21 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
                       [{"remove_on_match": {"key_matcher": {"prefix": p}}}
                        for p in sorted(policy.strip_header_prefixes)]},
     }}]
-    if lim.rate_limit or lim.per_client_rate_limit:
-        rl: dict[str, Any] = {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
-            "stat_prefix": "ratls_rate_limit",
-            "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
-            "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
-            "rate_limited_as_resource_exhausted": True,
-            # Both buckets apply: the per-client one does not exempt a request from the listener's.
-            "always_consume_default_token_bucket": True,
-        }
-        if lim.rate_limit:
-            rl["token_bucket"] = _token_bucket(lim.rate_limit.requests_per_second, lim.rate_limit.burst)
-        if lim.per_client_rate_limit:
-            rl["descriptors"] = [{"entries": [{"key": "remote_address", "value": ""}],
-                                  "token_bucket": _token_bucket(lim.per_client_rate_limit.requests_per_second,
-                                                                lim.per_client_rate_limit.burst)}]
-            rl["max_dynamic_descriptors"] = 10000
-            rl["rate_limits"] = [{"actions": [{"remote_address": {}}]}]
-        filters.append({"name": "envoy.filters.http.local_ratelimit", "typed_config": rl})
-    grpc_check = needs_grpc_model_check(policy, served_models)
-    auth = policy.auth if policy.auth is not None and policy.auth.enabled else None
+    rate_limit = _rate_limit_filter(policy.limits)
+    if rate_limit is not None:
+        filters.append(rate_limit)
     # The buffer comes before the field extraction: that then reads a unary call's message from
     # the whole buffered body, not from the 1 MiB connection buffer. (An unauthenticated client
     # can so make Envoy buffer a body before ext_authz refuses it: bounded by the heap cap.)
     filters.append({"name": "envoy.filters.http.buffer", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-        "max_request_bytes": lim.max_request_bytes}})
-    if grpc_check or auth is not None:
+        "max_request_bytes": policy.limits.max_request_bytes}})
+    if grpc_check or authenticate:
         filters.append(_field_extraction(policy))  # the model a gRPC request names, for RBAC and authz
     if grpc_check:
         filters.append({"name": "envoy.filters.http.rbac", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}})
-    if auth is not None:
+    if authenticate:
         filters.append({"name": "envoy.filters.http.ext_authz", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
             "transport_api_version": "V3",
@@ -572,32 +589,42 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
             "include_peer_certificate": True,
             "metadata_context_namespaces": [FIELD_NS],
         }})
-    plan.http_filters = filters
-    no_authz = {"envoy.filters.http.ext_authz": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-        "disabled": True}} if auth is not None else {}
-    # The evidence API, health and reflection stay open: verifying the gateway needs no account.
-    # The control plane's routes take no bodies worth buffering (the buffer would hold up to
-    # max_request_bytes per stream for nothing).
-    plan.route_extras = {name: {"typed_per_filter_config": {**_no_buffer(), **no_authz}} for name in CONTROL_ROUTES}
-    plan.auth = auth
-    plan.pre_routes = hygiene_routes()
+    return filters
+
+
+def _rate_limit_filter(lim: Limits) -> dict[str, Any] | None:
+    if not (lim.rate_limit or lim.per_client_rate_limit):
+        return None
+    rl: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "ratls_rate_limit",
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "rate_limited_as_resource_exhausted": True,
+        # Both buckets apply: the per-client one does not exempt a request from the listener's.
+        "always_consume_default_token_bucket": True,
+    }
+    if lim.rate_limit:
+        rl["token_bucket"] = _token_bucket(lim.rate_limit.requests_per_second, lim.rate_limit.burst)
+    if lim.per_client_rate_limit:
+        rl["descriptors"] = [{"entries": [{"key": "remote_address", "value": ""}],
+                              "token_bucket": _token_bucket(lim.per_client_rate_limit.requests_per_second,
+                                                            lim.per_client_rate_limit.burst)}]
+        rl["max_dynamic_descriptors"] = 10000
+        rl["rate_limits"] = [{"actions": [{"remote_address": {}}]}]
+    return {"name": "envoy.filters.http.local_ratelimit", "typed_config": rl}
+
+
+def _policy_routes(policy: FilterPolicy, grpc_check: bool,
+                   server_metadata: dict[str, Any] | None) -> list[dict[str, Any]]:
     # Query strings are refused before the Triton routes (their regexes see the path only).
     # Envoy tries routes in order: the gRPC routes (exact path + content-type, cheap) go before
     # the HTTP routes (one RE2 match each), so a gRPC call does not pay for ~20 regexes that can
     # never match it. The two sets are disjoint (/inference.* vs /v2/*), so order is not policy.
     metadata = ([server_metadata_route(policy, server_metadata)]
                 if server_metadata is not None and policy.allowed(Category.METADATA) else [])
-    plan.routes = ([deny_query_route()] + compression_routes() + grpc_routes(policy, grpc_check) +
-                   shadow_deny_routes(policy) + metadata + allowed_http_routes(policy) + deny_routes())
-    if auth is not None:
-        for route in plan.pre_routes:
-            route.setdefault("typed_per_filter_config", {}).update(no_authz)
-        for route in plan.routes:
-            # Refusals need no account; GET /v2 (answered by Envoy) is metadata like any other.
-            if kind_of(route) is RouteKind.REFUSAL or category_of(route) in auth.exempt_categories:
-                route.setdefault("typed_per_filter_config", {}).update(no_authz)
-    return plan
+    return ([deny_query_route()] + compression_routes() + grpc_routes(policy, grpc_check) +
+            shadow_deny_routes(policy) + metadata + allowed_http_routes(policy) + deny_routes())
 
 
 def access_log(path: str) -> dict[str, Any]:
