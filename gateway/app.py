@@ -19,7 +19,6 @@ from aiohttp import web
 
 from filters.compile import compile_policy, refusal_routes
 from filters.envoy_names import ROUTE_UPSTREAM_REFUSED
-from ratls import registry
 from ratls.canonical import config_digest
 from ratls.errors import ConfigError, RatlsError, UpstreamUnavailable
 from ratls.registry import Platform
@@ -36,10 +35,10 @@ from .evidence_limiter import FairEvidenceLimiter
 from .http_server import QuietAppRunner
 from .identity import IdentityManager
 from .metrics import MetricFamily, render
-from .platform_detect import detect
 from .ports import ports_free
 from .reflection import ReflectionIndex, handlers
 from .supervisor import Backoff, EnvoySupervisor, locate_envoy
+from .tee_platform import build_platform
 from .xds.server import AdsServicer, XdsServer
 from .xds.snapshot import Snapshot
 
@@ -133,21 +132,7 @@ class Gateway:
     @property
     def platform(self) -> Platform:
         if self._platform is None:
-            name = self.config.identity.platform
-            tsm_root = Path(self.config.identity.tsm_root)
-            if name == "auto":
-                name = detect(tsm_root=tsm_root)
-            options: dict[str, Any] = {}
-            if name in ("sev-snp", "tdx"):
-                options["tsm_root"] = tsm_root
-            if name in ("sim", "sim-tdx") and self.config.identity.sim_state_dir:
-                options["state_dir"] = Path(self.config.identity.sim_state_dir)
-            if name in ("tdx", "azure-tdx-vtpm") and self.config.identity.tdx.embed:
-                from ratls.platforms.tdx.collateral import CollateralCache
-                tdx = self.config.identity.tdx
-                options["collateral"] = CollateralCache(cache_dir=Path(tdx.cache_dir), pccs_url=tdx.pccs_url,
-                                                        offline=tdx.offline)
-            self._platform = registry.get(name, **options)
+            self._platform = build_platform(self.config.identity)
         return self._platform
 
     def security_config(self) -> dict[str, Any]:

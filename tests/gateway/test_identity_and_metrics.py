@@ -119,7 +119,7 @@ def _gateway(env: dict[str, str]) -> Gateway:
 def test_tsm_root_reaches_detection_and_the_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A container mounts the host's configfs outside its read-only /sys: detection and
     collection both use the configured directory, not the default path."""
-    import gateway.app as app_module
+    import gateway.tee_platform as app_module
 
     seen: dict[str, Path] = {}
 
