@@ -24,8 +24,11 @@ from typing import Any
 
 from bench.gateway_bench import SMALL, GatewayThread, _cpu_seconds, large_body
 from gateway.app import Gateway
+from gateway.attested_config import AttestedConfig
+from gateway.config import GatewayConfig
 from triton_backend.demo import demo_repository
 from triton_backend.launch import TritonConfig, TritonProcess, free_port
+from triton_backend.manifest import Manifest
 
 CONNECTIONS = 16
 HARDENING_ROUTES = ("deny:compressed", "deny:grpc-compressed", "deny:shadowed")
@@ -33,7 +36,8 @@ HARDENING_ROUTES = ("deny:compressed", "deny:grpc-compressed", "deny:shadowed")
 
 def unharden(plan: Any) -> None:
     """The compiled plan as it was before the hardening (bench only: never served)."""
-    from filters.compile import CLUSTER_GRPC, _no_buffer
+    from filters.compile import _no_buffer
+    from filters.envoy_names import CLUSTER_TRITON_GRPC
 
     plan.overload_manager = {}
     plan.filter_chain_extras, plan.listener_extras = {}, {}
@@ -52,17 +56,23 @@ def unharden(plan: Any) -> None:
         if route["match"].get("path", "").startswith("/inference.") or declared:
             route["typed_per_filter_config"].update(_no_buffer())  # forwarded as it came
         if action.get("cluster") == "triton_grpc_stream":
-            action["cluster"] = CLUSTER_GRPC
+            action["cluster"] = CLUSTER_TRITON_GRPC
     plan.cluster_extras.pop("per_connection_buffer_limit_bytes", None)
 
 
-class UnhardenedGateway(Gateway):
-    def _compile_filters(self, server_metadata: dict[str, Any] | None = None) -> None:
-        super()._compile_filters(None)  # GET /v2 forwarded to Triton, as before
-        unharden(self.filter_plan)
-        opts, plan = self.listener_options, self.filter_plan
+class UnhardenedConfig(AttestedConfig):
+    def compile(self, manifest: Manifest | None, server_metadata: dict[str, Any] | None, run_dir: Path) -> None:
+        super().compile(manifest, None, run_dir)  # GET /v2 forwarded to Triton, as before
+        assert self.plan is not None
+        unharden(self.plan)
+        opts, plan = self.listener_options, self.plan
         opts.http_filters, opts.routes, opts.hcm_extras = plan.http_filters, plan.routes, plan.hcm_extras
         opts.filter_chain_extras, opts.listener_extras = plan.filter_chain_extras, plan.listener_extras
+
+
+class UnhardenedGateway(Gateway):
+    def __init__(self, config: GatewayConfig, **kwargs: Any) -> None:
+        super().__init__(config, attested=UnhardenedConfig(config), **kwargs)
 
 
 def _wrk(port: int, body: Path, seconds: float, header_length: int | None = None) -> dict[str, float]:

@@ -9,15 +9,32 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from triton_backend.catalog import GRPC_METHODS, HTTP_ROUTES, Category, GrpcMethod, HttpRoute
+from triton_backend.catalog import (
+    GRPC_METHODS,
+    HTTP_ROUTES,
+    REGION,
+    Category,
+    GrpcMethod,
+    HttpRoute,
+    expand_template,
+)
 
-from .policy import FilterPolicy
+from .envoy_names import (
+    CLUSTER_AUTHZ,
+    CLUSTER_TRITON_GRPC,
+    CLUSTER_TRITON_GRPC_STREAM,
+    CLUSTER_TRITON_HTTP,
+    CLUSTER_TRITON_HTTP_STREAM,
+    CONTROL_ROUTES,
+    PREFIX_DENY,
+    PREFIX_HYGIENE,
+    SUFFIX_GRPC,
+    SUFFIX_TOO_LARGE,
+    route_name,
+)
+from .policy import FilterPolicy, Limits
+from .route_facts import RouteKind, category_of, kind_of, tagged
 
-CLUSTER_HTTP = "triton_http"
-CLUSTER_GRPC = "triton_grpc"
-CLUSTER_GRPC_STREAM = "triton_grpc_stream"  # same Triton port, its own upstream budget
-CLUSTER_HTTP_STREAM = "triton_http_stream"  # generate_stream, likewise
-CLUSTER_AUTHZ = "ratls_authz"
 FIELD_NS = "envoy.filters.http.grpc_field_extraction"
 _GRPC_CT = {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
 JSON_CT = [{"header": {"key": "content-type", "value": "application/json"},
@@ -40,24 +57,36 @@ class FilterPlan:
     auth: Any = None  # the AuthPolicy when client authentication is on
 
 
+def _deny(*parts: str) -> str:
+    return route_name(PREFIX_DENY, *parts)
+
+
+def _hygiene(name: str) -> str:
+    return route_name(PREFIX_HYGIENE, name)
+
+
 def duration(seconds: float) -> str:
     """Envoy's duration syntax, never in exponent form (1e+06s is not a duration)."""
     return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 def _local_reply(name: str, status: int, message: str, match: dict[str, Any], *,
-                 buffered: bool = False) -> dict[str, Any]:
+                 buffered: bool = False, category: Category | None = None) -> dict[str, Any]:
     body = '{"error":"' + message.replace('"', "'") + '"}\n'
     route = {"name": name, "match": match, "direct_response": {"status": status, "body": {"inline_string": body}},
              "response_headers_to_add": JSON_CT}
-    return route if buffered else {**route, "typed_per_filter_config": _no_buffer()}
+    if not buffered:
+        route["typed_per_filter_config"] = _no_buffer()
+    return tagged(route, RouteKind.REFUSAL, category)
 
 
-def _grpc_refusal(name: str, status: int, message: str, match: dict[str, Any]) -> dict[str, Any]:
+def _grpc_refusal(name: str, status: int, message: str, match: dict[str, Any], *,
+                  category: Category | None = None) -> dict[str, Any]:
     """A gRPC request refused by Envoy: the HTTP status becomes the grpc-status (403 ->
     PERMISSION_DENIED, 404 -> UNIMPLEMENTED), the body its grpc-message."""
-    return {"name": name, "match": match, "direct_response": {"status": status, "body": {
-        "inline_string": f"ratls-gateway: {message}"}}, "typed_per_filter_config": _no_buffer()}
+    return tagged({"name": name, "match": match, "direct_response": {"status": status, "body": {
+        "inline_string": f"ratls-gateway: {message}"}}, "typed_per_filter_config": _no_buffer()},
+        RouteKind.REFUSAL, category)
 
 
 def refusal_routes(name: str, status: int, message: str) -> list[dict[str, Any]]:
@@ -66,7 +95,7 @@ def refusal_routes(name: str, status: int, message: str) -> list[dict[str, Any]]
     # HTTP is answered after the (bounded) body is read: a reply while an HTTP/2 client still
     # uploads ends in a stream reset, which curl reports as a framing error instead of the status.
     # gRPC clients take an early trailers-only reply, and a stream has no end to wait for.
-    grpc = _grpc_refusal(f"{name}:grpc", status, message, {"prefix": "/", "headers": [_GRPC_CT]})
+    grpc = _grpc_refusal(route_name(name, SUFFIX_GRPC), status, message, {"prefix": "/", "headers": [_GRPC_CT]})
     return [grpc, _local_reply(name, status, message, {"prefix": "/"}, buffered=True)]
 
 
@@ -77,10 +106,10 @@ def _path_contains(text: str) -> dict[str, Any]:
 def hygiene_routes() -> list[dict[str, Any]]:
     """Raw-path tricks are refused before any routing decision (Envoy does not normalise)."""
     return [
-        _local_reply("hygiene:percent", 400, "percent-encoded paths are refused", _path_contains("%")),
-        _local_reply("hygiene:dotdot", 400, "'..' in paths is refused", _path_contains("..")),
-        _local_reply("hygiene:double-slash", 400, "'//' in paths is refused", _path_contains("//")),
-        _local_reply("hygiene:backslash", 400, "'\\\\' in paths is refused", _path_contains("\\")),
+        _local_reply(_hygiene("percent"), 400, "percent-encoded paths are refused", _path_contains("%")),
+        _local_reply(_hygiene("dotdot"), 400, "'..' in paths is refused", _path_contains("..")),
+        _local_reply(_hygiene("double-slash"), 400, "'//' in paths is refused", _path_contains("//")),
+        _local_reply(_hygiene("backslash"), 400, "'\\\\' in paths is refused", _path_contains("\\")),
     ]
 
 
@@ -103,18 +132,13 @@ def _model_alternation(policy: FilterPolicy, with_versions: bool) -> str | None:
 
 def http_route_regex(route: HttpRoute, policy: FilterPolicy) -> str | None:
     """The route's raw-path regex, restricted to the allowed models (None: no model allowed)."""
-    template = route.template
-    if "{model}" not in template:
-        return "^" + re.escape(template) + "$"
-    with_versions = "[/versions/{version}]" in template
-    alternation = _model_alternation(policy, with_versions)
+    if not route.per_model:
+        return "^" + re.escape(route.template) + "$"
+    alternation = _model_alternation(policy, route.versioned)
     if alternation is None:
         return None
-    escaped = re.escape(template)
-    escaped = escaped.replace(re.escape("{model}") + re.escape("[/versions/{version}]"), alternation)
-    escaped = escaped.replace(re.escape("{model}"), alternation)
-    escaped = escaped.replace(re.escape("{region}"), r"[A-Za-z0-9_.\-]{1,128}")
-    return "^" + escaped + "$"
+    # the alternation names each model with the versions it may be called by
+    return "^" + expand_template(route.template, model=alternation, versioned_model=alternation, region=REGION) + "$"
 
 
 def _method_match(methods: tuple[str, ...]) -> dict[str, Any]:
@@ -170,9 +194,9 @@ def allowed_http_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
         regex = http_route_regex(route, policy)
         if regex is None:
             continue
-        name = f"{route.category.value}:{route.name}"
+        name = route_name(route.category.value, route.name)
         limit = _request_limit(policy, route.category)
-        action = {"cluster": CLUSTER_HTTP_STREAM if route.streaming else CLUSTER_HTTP,
+        action = {"cluster": CLUSTER_TRITON_HTTP_STREAM if route.streaming else CLUSTER_TRITON_HTTP,
                   "timeout": "0s" if route.streaming else duration(policy.limits.request_timeout_s),
                   "idle_timeout": duration(policy.limits.stream_idle_timeout_s),
                   **(_no_stream_cap() if route.streaming else {})}
@@ -181,18 +205,19 @@ def allowed_http_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
         # never chunks (pre-2.62 Triton overflowed its stack on many chunks), and a client that
         # trickles its body holds no upstream connection (the circuit breaker stays free for
         # everyone else). The first route is the common case (one regex run).
-        routes.append({"name": name, "match": {**_path_match(route, regex), "headers": [method, {
+        routes.append(tagged({"name": name, "match": {**_path_match(route, regex), "headers": [method, {
             "name": "content-length", "range_match": {"start": 0, "end": limit + 1}}]}, "route": dict(action),
-            "typed_per_filter_config": _buffer(limit)})
+            "typed_per_filter_config": _buffer(limit)}, RouteKind.TRITON, route.category))
         # A declared Content-Length over the limit is refused before any body byte is read.
-        routes.append(_local_reply(f"{name}:too-large", 413, f"request body larger than {limit} bytes",
+        routes.append(_local_reply(route_name(name, SUFFIX_TOO_LARGE), 413, f"request body larger than {limit} bytes",
                                    {**_path_match(route, regex), "headers": [method, {
-                                       "name": "content-length", "present_match": True}]}))
+                                       "name": "content-length", "present_match": True}]}, category=route.category))
         # No Content-Length (chunked, or HTTP/2 without it): buffered up to the smaller chunked
         # limit (413 above it), then forwarded with Content-Length.
-        routes.append({"name": name, "match": {**_path_match(route, regex), "headers": [method]},
-                       "route": dict(action), "typed_per_filter_config": _buffer(
-                           min(limit, policy.limits.max_chunked_request_bytes))})
+        routes.append(tagged({"name": name, "match": {**_path_match(route, regex), "headers": [method]},
+                              "route": dict(action), "typed_per_filter_config": _buffer(
+                                  min(limit, policy.limits.max_chunked_request_bytes))},
+                             RouteKind.TRITON, route.category))
     return routes
 
 
@@ -252,16 +277,18 @@ def grpc_routes(policy: FilterPolicy, per_model: bool = True) -> list[dict[str, 
         match = {"path": method.path, "headers": [_GRPC_CT]}
         if not policy.allowed(method.category):
             # Catalogued but not exposed: refused here (PERMISSION_DENIED), Triton never sees it.
-            routes.append(_grpc_refusal(f"deny:{method.method}", 403,
-                                        f"{method.method} is not exposed by the gateway policy", match))
+            routes.append(_grpc_refusal(_deny(method.method), 403,
+                                        f"{method.method} is not exposed by the gateway policy", match,
+                                        category=method.category))
             continue
         streaming = method.client_streaming or method.server_streaming
-        action: dict[str, Any] = {"cluster": CLUSTER_GRPC_STREAM if method.client_streaming else CLUSTER_GRPC,
+        action: dict[str, Any] = {"cluster": CLUSTER_TRITON_GRPC_STREAM if method.client_streaming
+                                  else CLUSTER_TRITON_GRPC,
                                   "timeout": "0s" if streaming else duration(lim.request_timeout_s),
                                   "idle_timeout": duration(lim.stream_idle_timeout_s),
                                   **(_no_stream_cap() if streaming else {})}
-        entry: dict[str, Any] = {"name": f"{method.category.value}:{method.method}", "match": match,
-                                 "route": action}
+        entry = tagged({"name": route_name(method.category.value, method.method), "match": match, "route": action},
+                       RouteKind.TRITON, method.category)
         # A unary call carries one message: buffering it enforces grpc_max_message_bytes and, as
         # for HTTP, opens the upstream stream only once the request is complete. A client stream
         # (ModelStreamInfer) cannot be buffered; it goes to its own upstream budget instead.
@@ -279,10 +306,10 @@ def compression_routes() -> list[dict[str, Any]]:
         return [{"name": header, "present_match": True},
                 {"name": header, "string_match": {"exact": "identity"}, "invert_match": True}]
 
-    grpc = _grpc_refusal("deny:grpc-compressed", 404, "compressed gRPC messages are refused; send them "
+    grpc = _grpc_refusal(_deny("grpc-compressed"), 404, "compressed gRPC messages are refused; send them "
                          "uncompressed (grpc-encoding: identity)",
                          {"prefix": "/", "headers": [_GRPC_CT, *not_identity("grpc-encoding")]})
-    http = _local_reply("deny:compressed", 415, "compressed request bodies are refused; send the body uncompressed",
+    http = _local_reply(_deny("compressed"), 415, "compressed request bodies are refused; send the body uncompressed",
                         {"prefix": "/", "headers": not_identity("content-encoding")})
     return [grpc, http]
 
@@ -302,7 +329,7 @@ def shadow_deny_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
         if not policy.allowed(route.category) or not route.per_model:
             continue
         for model in sorted(policy.models or {}):
-            path = route.template.replace("[/versions/{version}]", "").replace("{model}", model)
+            path = expand_template(route.template, model=model, version="", literal=str)
             for method in route.methods:
                 reading = classify_http(method, path)
                 if reading is None or reading[0] == route or policy.allowed(reading[0].category):
@@ -310,31 +337,29 @@ def shadow_deny_routes(policy: FilterPolicy) -> list[dict[str, Any]]:
                 if (method, path) in seen:
                     continue
                 seen.add((method, path))
-                out.append(_local_reply(f"deny:shadowed:{reading[0].name}", 403,
+                out.append(_local_reply(_deny("shadowed", reading[0].name), 403,
                                         f"the Triton {reading[0].category.value} API is not exposed by the gateway "
                                         f"policy (model {model!r}: use /v2/models/{model}/versions/<n>)",
-                                        {"path": path, "headers": [_method_match((method,))]}))
+                                        {"path": path, "headers": [_method_match((method,))]},
+                                        category=reading[0].category))
     return out
 
 
 def deny_query_route() -> dict[str, Any]:
-    return _local_reply("deny:query", 400, "query strings are not accepted on Triton routes", _path_contains("?"))
+    return _local_reply(_deny("query"), 400, "query strings are not accepted on Triton routes", _path_contains("?"))
 
 
 def deny_routes() -> list[dict[str, Any]]:
-    denied = []
-    for route in HTTP_ROUTES:
-        regex = "^" + re.escape(route.template).replace(re.escape("{model}") + re.escape("[/versions/{version}]"),
-                                                        r"[^/]+(?:/versions/[^/]+)?")
-        regex = regex.replace(re.escape("{model}"), "[^/]+").replace(re.escape("{region}"), "[^/]+") + "$"
-        denied.append((route, regex))
-    out = [_grpc_refusal("deny:grpc-unknown", 404, "unknown gRPC method", {"prefix": "/", "headers": [_GRPC_CT]})]
+    # any name in place of a placeholder: the API is refused whatever it is asked about
+    denied = [(route, "^" + expand_template(route.template, model="[^/]+", version="(?:/versions/[^/]+)?",
+                                            region="[^/]+") + "$") for route in HTTP_ROUTES]
+    out = [_grpc_refusal(_deny("grpc-unknown"), 404, "unknown gRPC method", {"prefix": "/", "headers": [_GRPC_CT]})]
     for route, regex in denied:
         if route.category in (Category.HEALTH, Category.METADATA, Category.INFERENCE):
             continue  # unknown model on an allowed route: plain 404 below, revealing nothing
-        out.append(_local_reply(f"deny:{route.name}", 403, f"the Triton {route.category.value} API is not exposed "
-                                "by the gateway policy", {"safe_regex": {"regex": regex}}))
-    out.append(_local_reply("deny:not-found", 404, "not found", {"prefix": "/"}))
+        out.append(_local_reply(_deny(route.name), 403, f"the Triton {route.category.value} API is not exposed "
+                                "by the gateway policy", {"safe_regex": {"regex": regex}}, category=route.category))
+    out.append(_local_reply(_deny("not-found"), 404, "not found", {"prefix": "/"}))
     return out
 
 
@@ -451,18 +476,68 @@ def server_metadata_route(policy: FilterPolicy, metadata: dict[str, Any]) -> dic
     body = json.dumps({"name": metadata.get("name", "triton"), "version": metadata.get("version", ""),
                        "extensions": shown}, separators=(",", ":"))
     route = next(r for r in HTTP_ROUTES if r.name == "server-metadata")
-    return {"name": f"{route.category.value}:{route.name}",
-            "match": {"path": route.template, "headers": [_method_match(route.methods)]},
-            "direct_response": {"status": 200, "body": {"inline_string": body}},
-            "response_headers_to_add": JSON_CT, "typed_per_filter_config": _no_buffer()}
+    return tagged({"name": route_name(route.category.value, route.name),
+                   "match": {"path": route.template, "headers": [_method_match(route.methods)]},
+                   "direct_response": {"status": 200, "body": {"inline_string": body}},
+                   "response_headers_to_add": JSON_CT, "typed_per_filter_config": _no_buffer()},
+                  RouteKind.ANSWER, route.category)
 
 
 def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
                    served_models: list[str] | None = None,
                    server_metadata: dict[str, Any] | None = None) -> FilterPlan:
     plan = FilterPlan()
+    _connection_limits(plan, policy, access_log_path)
+    if not policy.enabled:
+        plan.pre_routes = compression_routes()  # Triton's unbounded inflation is never acceptable
+        return plan  # filters off: Triton catch-alls, only the connection-level limits above
+    grpc_check = needs_grpc_model_check(policy, served_models)
+    auth = policy.auth if policy.auth is not None and policy.auth.enabled else None
+    plan.http_filters = _http_filters(policy, grpc_check, auth is not None)
+    no_authz = {"envoy.filters.http.ext_authz": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+        "disabled": True}} if auth is not None else {}
+    # The evidence API, health and reflection stay open: verifying the gateway needs no account.
+    # The control plane's routes take no bodies worth buffering (the buffer would hold up to
+    # max_request_bytes per stream for nothing).
+    plan.route_extras = {name: {"typed_per_filter_config": {**_no_buffer(), **no_authz}} for name in CONTROL_ROUTES}
+    plan.auth = auth
+    plan.pre_routes = hygiene_routes()
+    plan.routes = _policy_routes(policy, grpc_check, server_metadata)
+    if auth is not None:
+        for route in plan.pre_routes:
+            route.setdefault("typed_per_filter_config", {}).update(no_authz)
+        for route in plan.routes:
+            # Refusals need no account; GET /v2 (answered by Envoy) is metadata like any other.
+            if kind_of(route) is RouteKind.REFUSAL or category_of(route) in auth.exempt_categories:
+                route.setdefault("typed_per_filter_config", {}).update(no_authz)
+    return plan
+
+
+def _connection_limits(plan: FilterPlan, policy: FilterPolicy, access_log_path: str | None) -> None:
+    """What applies with filters on or off: the connection manager's limits and timeouts, the
+    connection cap, the heap cap and the upstream budgets."""
     lim = policy.limits
-    plan.hcm_extras = {
+    plan.hcm_extras = _hcm_extras(policy)
+    if access_log_path:
+        plan.hcm_extras["access_log"] = [access_log(access_log_path)]
+    plan.network_filters = [{"name": "envoy.filters.network.connection_limit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+        "stat_prefix": "ratls", "max_connections": lim.max_connections}}]
+    # A connection that never completes its handshake is closed (the header timeout only
+    # starts at the first request byte).
+    plan.filter_chain_extras = {"transport_socket_connect_timeout": duration(lim.tls_handshake_timeout_s)}
+    # Envoy's default, stated: the gRPC field extraction needs a stream's whole first message
+    # within it (unary calls are buffered whole before it, below).
+    plan.listener_extras = {"per_connection_buffer_limit_bytes": 2**20}
+    plan.overload_manager = overload_manager(lim)
+    plan.cluster_extras = _circuit_breaker(lim.upstream_max_requests)
+    plan.stream_cluster_extras = _circuit_breaker(lim.upstream_max_streams)
+
+
+def _hcm_extras(policy: FilterPolicy) -> dict[str, Any]:
+    lim = policy.limits
+    return {
         "normalize_path": False,
         "merge_slashes": False,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
@@ -481,23 +556,9 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
                                    "initial_connection_window_size": 1048576},
         "local_reply_config": local_reply_config(),
     }
-    if access_log_path:
-        plan.hcm_extras["access_log"] = [access_log(access_log_path)]
-    plan.network_filters = [{"name": "envoy.filters.network.connection_limit", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
-        "stat_prefix": "ratls", "max_connections": lim.max_connections}}]
-    # A connection that never completes its handshake is closed (the header timeout only
-    # starts at the first request byte).
-    plan.filter_chain_extras = {"transport_socket_connect_timeout": duration(lim.tls_handshake_timeout_s)}
-    # Envoy's default, stated: the gRPC field extraction needs a stream's whole first message
-    # within it (unary calls are buffered whole before it, below).
-    plan.listener_extras = {"per_connection_buffer_limit_bytes": 2**20}
-    plan.overload_manager = overload_manager(lim)
-    plan.cluster_extras = _circuit_breaker(lim.upstream_max_requests)
-    plan.stream_cluster_extras = _circuit_breaker(lim.upstream_max_streams)
-    if not policy.enabled:
-        plan.pre_routes = compression_routes()  # Triton's unbounded inflation is never acceptable
-        return plan  # filters off: Triton catch-alls, only the connection-level limits above
+
+
+def _http_filters(policy: FilterPolicy, grpc_check: bool, authenticate: bool) -> list[dict[str, Any]]:
     filters: list[dict[str, Any]] = [{"name": "envoy.filters.http.header_mutation", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
         "mutations": {"request_mutations":
@@ -505,39 +566,21 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
                       [{"remove_on_match": {"key_matcher": {"prefix": p}}}
                        for p in sorted(policy.strip_header_prefixes)]},
     }}]
-    if lim.rate_limit or lim.per_client_rate_limit:
-        rl: dict[str, Any] = {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
-            "stat_prefix": "ratls_rate_limit",
-            "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
-            "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
-            "rate_limited_as_resource_exhausted": True,
-            # Both buckets apply: the per-client one does not exempt a request from the listener's.
-            "always_consume_default_token_bucket": True,
-        }
-        if lim.rate_limit:
-            rl["token_bucket"] = _token_bucket(lim.rate_limit.requests_per_second, lim.rate_limit.burst)
-        if lim.per_client_rate_limit:
-            rl["descriptors"] = [{"entries": [{"key": "remote_address", "value": ""}],
-                                  "token_bucket": _token_bucket(lim.per_client_rate_limit.requests_per_second,
-                                                                lim.per_client_rate_limit.burst)}]
-            rl["max_dynamic_descriptors"] = 10000
-            rl["rate_limits"] = [{"actions": [{"remote_address": {}}]}]
-        filters.append({"name": "envoy.filters.http.local_ratelimit", "typed_config": rl})
-    grpc_check = needs_grpc_model_check(policy, served_models)
-    auth = policy.auth if policy.auth is not None and policy.auth.enabled else None
+    rate_limit = _rate_limit_filter(policy.limits)
+    if rate_limit is not None:
+        filters.append(rate_limit)
     # The buffer comes before the field extraction: that then reads a unary call's message from
     # the whole buffered body, not from the 1 MiB connection buffer. (An unauthenticated client
     # can so make Envoy buffer a body before ext_authz refuses it: bounded by the heap cap.)
     filters.append({"name": "envoy.filters.http.buffer", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-        "max_request_bytes": lim.max_request_bytes}})
-    if grpc_check or auth is not None:
+        "max_request_bytes": policy.limits.max_request_bytes}})
+    if grpc_check or authenticate:
         filters.append(_field_extraction(policy))  # the model a gRPC request names, for RBAC and authz
     if grpc_check:
         filters.append({"name": "envoy.filters.http.rbac", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}})
-    if auth is not None:
+    if authenticate:
         filters.append({"name": "envoy.filters.http.ext_authz", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
             "transport_api_version": "V3",
@@ -546,37 +589,42 @@ def compile_policy(policy: FilterPolicy, *, access_log_path: str | None,
             "include_peer_certificate": True,
             "metadata_context_namespaces": [FIELD_NS],
         }})
-    plan.http_filters = filters
-    no_authz = {"envoy.filters.http.ext_authz": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-        "disabled": True}} if auth is not None else {}
-    # The evidence API, health and reflection stay open: verifying the gateway needs no account.
-    # The control plane's routes take no bodies worth buffering (the buffer would hold up to
-    # max_request_bytes per stream for nothing).
-    plan.route_extras = {"grpc-reflection-v1": {"typed_per_filter_config": {**_no_buffer(), **no_authz}},
-                         "grpc-reflection-v1alpha": {"typed_per_filter_config": {**_no_buffer(), **no_authz}},
-                         "ratls-evidence": {"typed_per_filter_config": {**_no_buffer(), **no_authz}},
-                         "ratls-health": {"typed_per_filter_config": {**_no_buffer(), **no_authz}}}
-    plan.auth = auth
-    plan.pre_routes = hygiene_routes()
+    return filters
+
+
+def _rate_limit_filter(lim: Limits) -> dict[str, Any] | None:
+    if not (lim.rate_limit or lim.per_client_rate_limit):
+        return None
+    rl: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "ratls_rate_limit",
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "rate_limited_as_resource_exhausted": True,
+        # Both buckets apply: the per-client one does not exempt a request from the listener's.
+        "always_consume_default_token_bucket": True,
+    }
+    if lim.rate_limit:
+        rl["token_bucket"] = _token_bucket(lim.rate_limit.requests_per_second, lim.rate_limit.burst)
+    if lim.per_client_rate_limit:
+        rl["descriptors"] = [{"entries": [{"key": "remote_address", "value": ""}],
+                              "token_bucket": _token_bucket(lim.per_client_rate_limit.requests_per_second,
+                                                            lim.per_client_rate_limit.burst)}]
+        rl["max_dynamic_descriptors"] = 10000
+        rl["rate_limits"] = [{"actions": [{"remote_address": {}}]}]
+    return {"name": "envoy.filters.http.local_ratelimit", "typed_config": rl}
+
+
+def _policy_routes(policy: FilterPolicy, grpc_check: bool,
+                   server_metadata: dict[str, Any] | None) -> list[dict[str, Any]]:
     # Query strings are refused before the Triton routes (their regexes see the path only).
     # Envoy tries routes in order: the gRPC routes (exact path + content-type, cheap) go before
     # the HTTP routes (one RE2 match each), so a gRPC call does not pay for ~20 regexes that can
     # never match it. The two sets are disjoint (/inference.* vs /v2/*), so order is not policy.
     metadata = ([server_metadata_route(policy, server_metadata)]
                 if server_metadata is not None and policy.allowed(Category.METADATA) else [])
-    plan.routes = ([deny_query_route()] + compression_routes() + grpc_routes(policy, grpc_check) +
-                   shadow_deny_routes(policy) + metadata + allowed_http_routes(policy) + deny_routes())
-    if auth is not None:
-        for route in plan.pre_routes:
-            route.setdefault("typed_per_filter_config", {}).update(no_authz)
-        for route in plan.routes:
-            category = route["name"].split(":", 1)[0]
-            # Refusals need no account; GET /v2 (answered by Envoy) is metadata like any other.
-            refusal = "route" not in route and route["name"] != "metadata:server-metadata"
-            if category in auth.exempt_categories or refusal:
-                route.setdefault("typed_per_filter_config", {}).update(no_authz)
-    return plan
+    return ([deny_query_route()] + compression_routes() + grpc_routes(policy, grpc_check) +
+            shadow_deny_routes(policy) + metadata + allowed_http_routes(policy) + deny_routes())
 
 
 def access_log(path: str) -> dict[str, Any]:

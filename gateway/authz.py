@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import urllib.parse
-from pathlib import Path
 
 import grpc
 from cryptography import x509
@@ -85,14 +83,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 body=denied_body(decision)))
 
 
-async def start_authz_server(socket_path: Path, policy: AuthPolicy) -> tuple[grpc.aio.Server, AuthorizationService]:
-    service = AuthorizationService(policy)
+def authz_server(policy: AuthPolicy) -> grpc.aio.Server:
+    """The ext_authz gRPC server (not started) deciding by *policy*."""
     server = grpc.aio.server()
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
-    old = os.umask(0o177)
-    try:
-        server.add_insecure_port(f"unix:{socket_path}")
-        await server.start()
-    finally:
-        os.umask(old)
-    return server, service
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(policy), server)
+    return server

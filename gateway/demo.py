@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 from ratls import registry
-from ratls.client.verify import verify_server
+from ratls.client.verify import VerifiedServer, verify_server
 from ratls.errors import PolicyViolation
 from ratls.registry import PlatformSettings
 from triton_backend.demo import demo_repository
@@ -124,10 +124,18 @@ class Demo:
         pem = self.work / "verified.pem"
         pem.write_text(server.cert_pem)
 
+        self.http_inference(server)
+        self.grpc_inference(server, pem)
+        self.curl_inference(server, url)
+        self.wrong_models_refused(url, status["config_digest"])
+        print("\ndemo: " + ("everything worked as expected" if not self.failures else
+                            f"{self.failures} step(s) FAILED"), flush=True)
+        return 1 if self.failures else 0
+
+    def http_inference(self, server: VerifiedServer) -> None:
         _step("HTTP inference with tritonclient trusting only the verified certificate")
         import ssl
 
-        import tritonclient.grpc as tgrpc
         import tritonclient.http as thttp
 
         ctx = ssl.create_default_context(cadata=server.cert_pem)
@@ -141,7 +149,10 @@ class Demo:
         print(f"  add_sub: OUTPUT0={out.as_numpy('OUTPUT0').tolist()} OUTPUT1={out.as_numpy('OUTPUT1').tolist()}")
         self.check(out.as_numpy("OUTPUT0").tolist() == [11.0, 22.0, 33.0], "HTTP/1.1 inference")
 
+    def grpc_inference(self, server: VerifiedServer, pem: Path) -> None:
         _step("gRPC inference with tritonclient (root_certificates = the verified certificate)")
+        import tritonclient.grpc as tgrpc
+
         grpc = tgrpc.InferenceServerClient(f"127.0.0.1:{self.port}", ssl=True, root_certificates=str(pem),
                                            channel_args=[("grpc.ssl_target_name_override", server.names[0])])
         text = tgrpc.InferInput("TEXT", [2], "BYTES")
@@ -150,32 +161,30 @@ class Demo:
         print(f"  text_transform: UPPER={out.as_numpy('UPPER').tolist()}")
         self.check(out.as_numpy("UPPER").tolist() == [b"CONFIDENTIAL", b"INFERENCE"], "gRPC inference")
 
+    def curl_inference(self, server: VerifiedServer, url: str) -> None:
         _step(f"curl -k --pinnedpubkey {server.curl_pin}")
         curl = shutil.which("curl")
         if curl is None:
             self.check(False, "curl is not installed (apt-get install curl)")
-        else:
-            body = json.dumps({"inputs": [
-                {"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [5]},
-                {"name": "INPUT1", "shape": [1], "datatype": "FP32", "data": [3]}]})
-            result = subprocess.run([curl, "-sS", "-k", "--pinnedpubkey", server.curl_pin, "-H",
-                                     "Content-Type: application/json", "-d", body,
-                                     f"{url}/v2/models/add_sub/infer"], capture_output=True, text=True, timeout=30)
-            print("  " + (result.stdout or result.stderr).strip())
-            self.check(result.returncode == 0 and '"data":[8.0]' in result.stdout, "curl pinned inference")
+            return
+        body = json.dumps({"inputs": [
+            {"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [5]},
+            {"name": "INPUT1", "shape": [1], "datatype": "FP32", "data": [3]}]})
+        result = subprocess.run([curl, "-sS", "-k", "--pinnedpubkey", server.curl_pin, "-H",
+                                 "Content-Type: application/json", "-d", body,
+                                 f"{url}/v2/models/add_sub/infer"], capture_output=True, text=True, timeout=30)
+        print("  " + (result.stdout or result.stderr).strip())
+        self.check(result.returncode == 0 and '"data":[8.0]' in result.stdout, "curl pinned inference")
 
+    def wrong_models_refused(self, url: str, config_digest: str) -> None:
         _step("a policy pinning other model digests is refused before any request is sent")
-        wrong = self.write_policy({"add_sub": "sha256:" + "0" * 64}, status["config_digest"])
+        wrong = self.write_policy({"add_sub": "sha256:" + "0" * 64}, config_digest)
         try:
             verify_server(url, wrong)
             self.check(False, "wrong model digest refused")
         except PolicyViolation as exc:
             print(f"  refused: {exc}")
             self.check(True, "wrong model digest refused")
-
-        print("\ndemo: " + ("everything worked as expected" if not self.failures else
-                            f"{self.failures} step(s) FAILED"), flush=True)
-        return 1 if self.failures else 0
 
 
 def main() -> int:

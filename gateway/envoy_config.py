@@ -34,6 +34,28 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from filters.envoy_names import (
+    CLUSTER_AUTHZ,
+    CLUSTER_CONTROL,
+    CLUSTER_REFLECTION,
+    CLUSTER_TRITON_GRPC,
+    CLUSTER_TRITON_GRPC_STREAM,
+    CLUSTER_TRITON_HTTP,
+    CLUSTER_TRITON_HTTP_STREAM,
+    CLUSTER_XDS,
+    LISTENER_NAME,
+    ROUTE_CONFIG_NAME,
+    ROUTE_EVIDENCE,
+    ROUTE_HEALTH,
+    ROUTE_REFLECTION_V1,
+    ROUTE_REFLECTION_V1ALPHA,
+    ROUTE_TRITON_GRPC,
+    ROUTE_TRITON_HTTP,
+    SECRET_NAME,
+    VIRTUAL_HOST_NAME,
+)
+from filters.route_facts import RouteKind, tagged
+
 TYPE_CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 TYPE_LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 TYPE_ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -41,18 +63,8 @@ TYPE_SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Sec
 # Order in which a state-of-the-world push sends types: clusters before the listener that
 # uses them, the secret and routes before the listener warms.
 PUSH_ORDER = (TYPE_CLUSTER, TYPE_SECRET, TYPE_ROUTE, TYPE_LISTENER)
+ROUTE_NAME = ROUTE_CONFIG_NAME  # the route configuration the listener names
 
-LISTENER_NAME = "ratls_public"
-ROUTE_NAME = "ratls_routes"
-SECRET_NAME = "ratls_server_cert"  # noqa: S105 - a resource name
-CLUSTER_TRITON_HTTP = "triton_http"
-CLUSTER_TRITON_GRPC = "triton_grpc"
-CLUSTER_TRITON_GRPC_STREAM = "triton_grpc_stream"
-CLUSTER_TRITON_HTTP_STREAM = "triton_http_stream"  # generate_stream: streaming responses
-CLUSTER_CONTROL = "ratls_control"
-CLUSTER_REFLECTION = "ratls_reflection"
-CLUSTER_XDS = "ratls_xds"
-CLUSTER_AUTHZ = "ratls_authz"
 WELL_KNOWN = "/.well-known/ratls/"
 HEALTH_PATH = "/healthz"
 CLIENT_HEADER = "x-ratls-client"
@@ -142,30 +154,31 @@ def default_routes() -> list[dict[str, Any]]:
     """The routes every gateway has: evidence API, health, reflection, then Triton by protocol."""
     routes: list[dict[str, Any]] = [
         # The evidence API shares the hardware fairly per client address, which only Envoy knows.
-        {"name": "ratls-evidence", "match": {"prefix": WELL_KNOWN},
+        {"name": ROUTE_EVIDENCE, "match": {"prefix": WELL_KNOWN},
          "route": {"cluster": CLUSTER_CONTROL, "timeout": "30s"},
          "request_headers_to_add": [{"header": {"key": CLIENT_HEADER,
                                                 "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
                                      "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]},
-        {"name": "ratls-health", "match": {"path": HEALTH_PATH},
+        {"name": ROUTE_HEALTH, "match": {"path": HEALTH_PATH},
          "route": {"cluster": CLUSTER_CONTROL, "timeout": "5s"}},
     ]
-    for prefix in REFLECTION_PREFIXES:
-        routes.append({"name": "grpc-reflection" + ("-v1alpha" if "v1alpha" in prefix else "-v1"),
-                       "match": _grpc_match(prefix),
+    for name, prefix in zip((ROUTE_REFLECTION_V1, ROUTE_REFLECTION_V1ALPHA), REFLECTION_PREFIXES, strict=True):
+        routes.append({"name": name, "match": _grpc_match(prefix),
                        "route": {"cluster": CLUSTER_REFLECTION, "timeout": "0s"}})
-    return routes
+    return [tagged(route, RouteKind.CONTROL) for route in routes]
 
 
 def catch_all_routes() -> list[dict[str, Any]]:
-    return [
+    routes = [
         # Streams (ModelStreamInfer) must not be cut by a route timeout; idle streams are
         # bounded by the connection manager's stream_idle_timeout instead.
-        {"name": "triton-grpc", "match": _grpc_match(),
+        {"name": ROUTE_TRITON_GRPC, "match": _grpc_match(),
          "route": {"cluster": CLUSTER_TRITON_GRPC, "timeout": "0s",
                    "max_stream_duration": {"max_stream_duration": "0s"}}},
-        {"name": "triton-http", "match": {"prefix": "/"}, "route": {"cluster": CLUSTER_TRITON_HTTP, "timeout": "300s"}},
+        {"name": ROUTE_TRITON_HTTP, "match": {"prefix": "/"},
+         "route": {"cluster": CLUSTER_TRITON_HTTP, "timeout": "300s"}},
     ]
+    return [tagged(route, RouteKind.TRITON) for route in routes]
 
 
 def route_configuration(options: ListenerOptions,
@@ -177,8 +190,8 @@ def route_configuration(options: ListenerOptions,
         extra = options.route_extras.get(route.get("name", ""))
         if extra:
             route.update(extra)
-    spec: dict[str, Any] = {"name": ROUTE_NAME,
-                            "virtual_hosts": [{"name": "ratls", "domains": ["*"], "routes": all_routes}]}
+    spec: dict[str, Any] = {"name": ROUTE_CONFIG_NAME,
+                            "virtual_hosts": [{"name": VIRTUAL_HOST_NAME, "domains": ["*"], "routes": all_routes}]}
     return json_format.ParseDict(spec, route_pb2.RouteConfiguration())
 
 
@@ -189,7 +202,7 @@ def listener(options: ListenerOptions) -> listener_pb2.Listener:
                  "HttpConnectionManager",
         "stat_prefix": "ratls",
         "codec_type": "AUTO",
-        "rds": {"route_config_name": ROUTE_NAME, "config_source": {"ads": {}, "resource_api_version": "V3"}},
+        "rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": {"ads": {}, "resource_api_version": "V3"}},
         "http_filters": [*options.http_filters, {
             "name": "envoy.filters.http.router",
             # no x-envoy-* response headers: they name the proxy and time the upstream for outsiders

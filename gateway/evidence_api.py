@@ -22,7 +22,9 @@ from ratls.errors import RatlsError
 
 from .envoy_config import CLIENT_HEADER
 from .evidence_limiter import FairEvidenceLimiter, Refused
+from .facts import Facts
 from .identity import IdentityManager
+from .metrics import MetricFamily
 
 log = logging.getLogger("ratls.gateway.evidence")
 
@@ -45,7 +47,7 @@ def _reply(request: web.Request, doc: dict[str, Any], cbor_doc: dict[str, Any] |
                         content_type="application/json", headers=headers)
 
 
-class EvidenceApi:
+class EvidenceApi(Facts):
     def __init__(self, identity: IdentityManager, *, manifest: Callable[[], dict[str, Any] | None],
                  security_config: Callable[[], dict[str, Any]], readiness: Callable[[], list[str]],
                  limiter: FairEvidenceLimiter | None = None) -> None:
@@ -115,6 +117,12 @@ class EvidenceApi:
 
     async def config_handler(self, request: web.Request) -> web.Response:
         return _reply(request, self.security_config())
+
+    def metric_families(self) -> list[MetricFamily]:
+        return [MetricFamily("ratls_fresh_evidence_total", "counter", "fresh evidence served").add(
+                    self.evidence_served),
+                MetricFamily("ratls_fresh_evidence_rate_limited_total", "counter",
+                             "fresh evidence requests refused by the rate limit").add(self.evidence_limited)]
 
     async def healthz(self, request: web.Request) -> web.Response:
         reasons = self.readiness()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,10 @@ from ratls.errors import RatlsError
 from ratls.issue import Issued, collect_for_claims, issue_certificate, make_claims
 from ratls.registry import Platform
 from ratls.timeutil import utcnow
+
+from .config import IdentityConfig
+from .facts import Facts
+from .metrics import MetricFamily
 
 log = logging.getLogger("ratls.gateway.identity")
 
@@ -64,6 +69,12 @@ class IdentityManager:
         self.evidence_failures = 0
         self.last_error: str | None = None
         self._serial = 0
+
+    @classmethod
+    def configured(cls, platform: Platform, section: IdentityConfig, *, models: dict[str, Any] | None,
+                   config_digest: str | None) -> IdentityManager:
+        return cls(platform, lifetime=section.lifetime_td, rotate_at=section.rotate_at, curve=section.key_curve,
+                   sans=section.sans, common_name=section.common_name, models=models, config_digest=config_digest)
 
     def issue(self, now: datetime | None = None) -> Identity:
         """A new key and certificate bound to fresh evidence. On failure the current identity
@@ -120,3 +131,62 @@ class IdentityManager:
             self.last_error = str(exc)
             raise
         return build_collection(claims_cbor, evidence).encode()
+
+
+async def rotate_certificate(identity: IdentityManager, publish: Callable[[], Awaitable[str]]) -> int:
+    """A new certificate, pushed to Envoy; its serial."""
+    issued = await identity.issue_async()
+    version = await publish()
+    log.info("rotated to certificate %d (xds version %s)", issued.serial, version)
+    return issued.serial
+
+
+async def rotate_when_due(identity: IdentityManager, rotate: Callable[[], Awaitable[int]], retry_s: float) -> None:
+    """Rotate at each certificate's due time, for ever; after a failure retry every *retry_s*."""
+    while True:
+        due = identity.rotation_due(utcnow())
+        await asyncio.sleep(max(0.0, (due - utcnow()).total_seconds()))
+        try:
+            await rotate()
+        except RatlsError:
+            # Keep serving the still-valid certificate; the alarm is the metric and the log.
+            await asyncio.sleep(retry_s)
+
+
+class IdentityFacts(Facts):
+    """The served certificate's readiness, metrics and status (none is served before the
+    first issue); *platform* is asked only for metrics and status."""
+
+    def __init__(self, manager: IdentityManager | None, platform: Callable[[], Platform]) -> None:
+        self.manager = manager
+        self.platform = platform
+
+    @property
+    def _current(self) -> Identity | None:
+        return self.manager.current if self.manager else None
+
+    def readiness_reasons(self) -> list[str]:
+        ident = self._current
+        if ident is None:
+            return ["no certificate"]
+        return ["certificate expired"] if ident.not_after <= utcnow() else []
+
+    def metric_families(self) -> list[MetricFamily]:
+        ident, manager = self._current, self.manager
+        return [
+            MetricFamily("ratls_certificate_expiry_timestamp_seconds", "gauge",
+                         "notAfter of the served certificate").add(ident.not_after.timestamp() if ident else 0),
+            MetricFamily("ratls_certificate_serial", "gauge", "rotation counter of the served certificate").add(
+                ident.serial if ident else 0),
+            MetricFamily("ratls_certificate_rotations_total", "counter", "certificate rotations").add(
+                manager.rotations if manager else 0),
+            MetricFamily("ratls_evidence_failures_total", "counter", "failed evidence collections").add(
+                manager.evidence_failures if manager else 0),
+            MetricFamily("ratls_simulated", "gauge", "1 when the platform is SIMULATED").add(
+                1 if self.platform().simulated else 0),
+        ]
+
+    def status(self) -> dict[str, Any]:
+        ident, platform = self._current, self.platform()
+        return {"platform": platform.name, "simulated": platform.simulated,
+                "certificate": {"serial": ident.serial, "not_after": ident.not_after.isoformat()} if ident else None}

@@ -92,3 +92,10 @@ def handlers(index: ReflectionIndex) -> list[grpc.GenericRpcHandler]:
             response_serializer=reflection_proto.Response.SerializeToString)
         out.append(grpc.method_handlers_generic_handler(service, {"ServerReflectionInfo": handler}))
     return out
+
+
+def reflection_server() -> grpc.aio.Server:
+    """A gRPC server (not started) answering reflection for Triton's services."""
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(handlers(ReflectionIndex()))
+    return server

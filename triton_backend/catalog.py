@@ -4,12 +4,15 @@ nothing else in the project hard-codes Triton paths.
 
 HTTP patterns are anchored regular expressions over the *raw* request path (no query).
 ``{model}`` and ``{version}`` placeholders are expanded to the strict name syntax below,
-and the expansion captures them as named groups so a policy can match per model.
+and the expansion captures them as named groups so a policy can match per model. Every
+expansion of the template language (these regexes, the compiled Envoy routes, concrete
+paths) goes through ``expand_template``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -57,6 +60,41 @@ DEFAULT_EXPOSURE: dict[Category, Exposure] = {
 # Triton model names as this gateway accepts them: no leading dot, no slash, no percent.
 MODEL_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}"
 VERSION = r"[0-9]{1,19}"
+REGION = r"[A-Za-z0-9_.\-]{1,128}"  # a shared-memory region name
+
+# The template language of HttpRoute.template: ``{model}``, an optional version segment
+# ``[/versions/{version}]`` (always right after ``{model}``) and ``{region}``; all else is literal.
+MODEL = "{model}"
+VERSION_SEGMENT = "[/versions/{version}]"
+REGION_NAME = "{region}"
+_PLACEHOLDER = re.compile("|".join(re.escape(p) for p in (MODEL + VERSION_SEGMENT, MODEL, VERSION_SEGMENT,
+                                                          REGION_NAME)))
+
+
+def expand_template(template: str, *, model: str, version: str | None = None, region: str | None = None,
+                    versioned_model: str | None = None, literal: Callable[[str], str] = re.escape) -> str:
+    """*template* with ``{model}`` replaced by *model*, the optional version segment by *version*,
+    ``{model}`` followed by that segment by *versioned_model* (default: the two concatenated) and
+    ``{region}`` by *region*; the literal text between them is passed through *literal*
+    (``re.escape`` for a regular expression, ``str`` for a concrete path). A placeholder the
+    template has but the caller gave nothing for is an error, not a silent literal."""
+    def replacement(placeholder: str) -> str:
+        if placeholder == MODEL:
+            return model
+        if placeholder == REGION_NAME and region is not None:
+            return region
+        if placeholder == VERSION_SEGMENT and version is not None:
+            return version
+        if placeholder == MODEL + VERSION_SEGMENT and (versioned_model is not None or version is not None):
+            return versioned_model if versioned_model is not None else model + str(version)
+        raise ValueError(f"template {template!r}: nothing to put in place of {placeholder}")
+
+    out, pos = [], 0
+    for m in _PLACEHOLDER.finditer(template):
+        out += [literal(template[pos:m.start()]), replacement(m.group())]
+        pos = m.end()
+    out.append(literal(template[pos:]))
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -69,15 +107,16 @@ class HttpRoute:
 
     @property
     def per_model(self) -> bool:
-        return "{model}" in self.template
+        return MODEL in self.template
+
+    @property
+    def versioned(self) -> bool:
+        return VERSION_SEGMENT in self.template
 
     @property
     def regex(self) -> str:
-        pattern = re.escape(self.template)
-        pattern = pattern.replace(re.escape("{model}"), f"(?P<model>{MODEL_NAME})")
-        pattern = pattern.replace(re.escape("[/versions/{version}]"), f"(?:/versions/(?P<version>{VERSION}))?")
-        pattern = pattern.replace(re.escape("{region}"), r"[A-Za-z0-9_.\-]{1,128}")
-        return "^" + pattern + "$"
+        return "^" + expand_template(self.template, model=f"(?P<model>{MODEL_NAME})",
+                                     version=f"(?:/versions/(?P<version>{VERSION}))?", region=REGION) + "$"
 
     @property
     def default(self) -> Exposure:
@@ -105,7 +144,7 @@ class GrpcMethod:
         return DEFAULT_EXPOSURE[self.category]
 
 
-_V = "[/versions/{version}]"
+_V = VERSION_SEGMENT
 C = Category
 
 def _shared_memory_routes(kind: str) -> tuple[HttpRoute, ...]:

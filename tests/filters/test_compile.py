@@ -147,6 +147,25 @@ def test_auth_exemptions_do_not_leak_onto_other_routes(tmp_path) -> None:  # typ
     assert "inference:model-infer" not in exempt and "inference:ModelInfer" not in exempt
 
 
+def test_every_route_says_what_it_is_in_its_metadata() -> None:
+    """The kind of a route (and the catalog category it serves or refuses) travels as route
+    metadata: nothing has to parse it back out of the route's name."""
+    from filters.route_facts import RouteKind, category_of, kind_of
+
+    grpc = {f"{m.category.value}:{m.method}": m.category.value for m in GRPC_METHODS}
+    http = {f"{r.category.value}:{r.name}": r.category.value for r in HTTP_ROUTES}
+    _, plan = plan_for({"expose": {"generate": "allow"}})
+    routes = routes_of(plan)
+    assert all(kind_of(r) is not None for r in routes)
+    for route in routes:
+        if kind_of(route) in (RouteKind.TRITON, RouteKind.ANSWER):
+            assert category_of(route) == {**grpc, **http}[route["name"]], route["name"]
+        assert (kind_of(route) is RouteKind.REFUSAL) == ("direct_response" in route and route["name"] !=
+                                                         "metadata:server-metadata"), route["name"]
+    control = [r["name"] for r in routes if kind_of(r) is RouteKind.CONTROL]
+    assert control == ["ratls-evidence", "ratls-health", "grpc-reflection-v1", "grpc-reflection-v1alpha"]
+
+
 def test_hot_first_route_order_routes_every_path_like_catalog_order() -> None:
     """allowed_http_routes tries inference first (hot path). That is only correct if every concrete
     path reaches the same route as in catalog order (e.g. /v2/models/stats stays the statistics

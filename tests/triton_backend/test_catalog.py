@@ -81,3 +81,18 @@ def test_grpc_classification() -> None:
     assert catalog.classify_grpc("/inference.GRPCInferenceService/ModelInfer").category is Category.INFERENCE
     assert catalog.classify_grpc("/inference.GRPCInferenceService/RepositoryModelLoad").default is Exposure.DENY
     assert catalog.classify_grpc("/inference.GRPCInferenceService/Nope") is None
+
+
+def test_one_expander_for_the_template_language() -> None:
+    """The catalog's regexes, the compiled routes and concrete paths all expand templates through
+    catalog.expand_template: literal text escaped (or not), each placeholder replaced."""
+    template = "/v2/models/{model}[/versions/{version}]/infer"
+    assert catalog.expand_template(template, model="m", version="/versions/3", literal=str) == \
+        "/v2/models/m/versions/3/infer"
+    assert catalog.expand_template(template, model="m", version="", literal=str) == "/v2/models/m/infer"
+    assert catalog.expand_template(template, model="M", versioned_model="MV") == "/v2/models/MV/infer"
+    assert catalog.expand_template("/a.b/{region}", model="", region="R") == r"/a\.b/R"
+    with pytest.raises(ValueError, match="region"):
+        catalog.expand_template("/v2/x/{region}", model="m")
+    with pytest.raises(ValueError, match="versions"):
+        catalog.expand_template(template, model="m")
