@@ -5,6 +5,7 @@ inside Envoy (buffer, header mutation, local rate limit, gRPC field extraction, 
 from __future__ import annotations
 
 import base64
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,7 +73,7 @@ def duration(seconds: float) -> str:
 
 def _local_reply(name: str, status: int, message: str, match: dict[str, Any], *,
                  buffered: bool = False, category: Category | None = None) -> dict[str, Any]:
-    body = '{"error":"' + message.replace('"', "'") + '"}\n'
+    body = json.dumps({"error": message}, separators=(",", ":")) + "\n"
     route = {"name": name, "match": match, "direct_response": {"status": status, "body": {"inline_string": body}},
              "response_headers_to_add": JSON_CT}
     if not buffered:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from ratls.errors import ConfigError, UpstreamUnavailable
+from ratls.errors import ConfigError, RatlsError, UpstreamUnavailable
 from triton_backend.demo import demo_repository
 from triton_backend.launch import TritonConfig, TritonProcess
 from triton_backend.manifest import Manifest, ManifestError, RepositoryWatch, build_manifest
@@ -53,8 +53,10 @@ class ManagedTriton(TritonUpstream):
         try:
             await self._start_process()
             await asyncio.to_thread(self.process.wait_ready)
-        except Exception as exc:  # noqa: BLE001 - TritonError, TritonNotFound, OSError alike
-            raise ConfigError(f"Triton did not start: {exc}") from None
+        except RatlsError as exc:  # TritonError, TritonNotFound: the step that failed, with its hint
+            raise ConfigError(f"Triton did not start: {exc.message}", hint=exc.hint) from exc
+        except OSError as exc:
+            raise ConfigError(f"Triton did not start: {exc}") from exc
         self.endpoint = TritonEndpoint("127.0.0.1", self.process.config.http_port, self.process.config.grpc_port)
         self.ready = True
 
@@ -104,9 +106,10 @@ class ManagedTriton(TritonUpstream):
         try:
             await self._start_process(watch)
             await asyncio.to_thread(self.process.wait_ready)
-        except Exception as exc:  # noqa: BLE001 - TritonError, OSError alike: reported, the old claims stay
-            raise UpstreamUnavailable(f"Triton did not start on the updated repository: {exc}",
-                                      hint="fix the model (Triton's log says why) and reload again") from None
+        except (RatlsError, OSError) as exc:  # reported; the old claims stay
+            reason = exc.message if isinstance(exc, RatlsError) else str(exc)
+            raise UpstreamUnavailable(f"Triton did not start on the updated repository: {reason}",
+                                      hint="fix the model (Triton's log says why) and reload again") from exc
         finally:
             self.reloading = False
         if self.served_digest != manifest.digest:

@@ -197,3 +197,16 @@ def test_hot_first_route_order_routes_every_path_like_catalog_order() -> None:
                 in_catalog_order = next((r["name"] for r in catalog_order if matches(r, path)), None)
                 assert compiled == in_catalog_order, path
     assert names and routes[0]["name"].startswith("inference:")
+
+
+def test_refusal_bodies_are_json_whatever_the_message_says() -> None:
+    """A reason quoting a model name (or carrying a backslash) still gives a JSON body Triton's
+    clients can parse; it used to be pasted into a string literal."""
+    import json as _json
+
+    from filters.compile import refusal_routes
+
+    message = 'model "add_sub" is not served \\ see the manifest'
+    http = refusal_routes("refused", 503, message)[1]
+    body = http["direct_response"]["body"]["inline_string"]
+    assert _json.loads(body) == {"error": message}
