@@ -287,10 +287,9 @@ class GatewayThread:
                "RATLS_GATEWAY__CONTROL__RUN_DIR": str(run_dir), "RATLS_GATEWAY__ENVOY__CONCURRENCY": "1"}
         config = load_config(None, env)
         if filters is not None:
-            from filters.policy import parse_filter_policy
+            from gateway.config import with_filters
 
-            config.filters = filters
-            config.filter_policy = parse_filter_policy(filters)
+            config = with_filters(config, filters)
         self.gateway = (gateway_cls or Gateway)(config)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

@@ -133,8 +133,8 @@ def _model_alternation(policy: FilterPolicy, with_versions: bool) -> str | None:
 
 def http_route_regex(route: HttpRoute, policy: FilterPolicy) -> str | None:
     """The route's raw-path regex, restricted to the allowed models (None: no model allowed)."""
-    if not route.per_model:
-        return "^" + re.escape(route.template) + "$"
+    if not route.per_model:  # fixed paths, and the shared-memory routes named by region
+        return "^" + expand_template(route.template, model="", region=REGION) + "$"
     alternation = _model_alternation(policy, route.versioned)
     if alternation is None:
         return None

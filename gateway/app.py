@@ -12,7 +12,6 @@ from typing import Any
 
 from ratls.errors import ConfigError
 from ratls.registry import Platform
-from ratls.timeutil import parse_duration
 
 from . import envoy_config as ec
 from . import facts
@@ -41,10 +40,6 @@ from .triton_upstream import TritonUpstream
 from .xds.snapshot import Snapshot
 
 log = logging.getLogger("ratls.gateway")
-
-
-def _seconds(text: str, what: str) -> float:
-    return parse_duration(text, what=what).total_seconds()
 
 
 class Gateway:
@@ -92,7 +87,7 @@ class Gateway:
         if platform.simulated:
             log.warning("identity platform is SIMULATED: certificates carry no hardware evidence")
         await self.upstream.start(run_dir, self.attested.denied_triton_groups(),
-                                  _seconds(cfg.triton.ready_timeout, "triton.ready_timeout"))
+                                  cfg.triton.ready_timeout.total_seconds())
         self.attested.compile(self.repository.manifest, await self.upstream.server_metadata(), run_dir)
         manifest = self.repository.manifest
         self.identity = IdentityManager.configured(platform, cfg.identity, config_digest=self.attested.digest,
@@ -101,8 +96,8 @@ class Gateway:
         self._reload = ModelReload(self.repository, self.upstream, self.identity, self.attested, self.publish)
         await self._serve_control(run_dir)
         await self.data_plane.start(run_dir, self._snapshot, self.attested.overload_manager,
-                                    drain_time_s=_seconds(cfg.envoy.drain_time, "envoy.drain_time"),
-                                    backoff_max_s=_seconds(cfg.envoy.restart_backoff_max, "envoy.restart_backoff_max"))
+                                    drain_time_s=cfg.envoy.drain_time.total_seconds(),
+                                    backoff_max_s=cfg.envoy.restart_backoff_max.total_seconds())
         self._spawn_loops()
         self.started.set()
         log.info("gateway ready on %s:%d (platform %s, config %s)", cfg.listen.address, cfg.listen.port,
@@ -132,11 +127,11 @@ class Gateway:
     def _spawn_loops(self) -> None:
         triton, identity, policy = self.config.triton, self.identity, self.attested.policy
         assert identity is not None and policy is not None and self.data_plane.admin is not None
-        retry = _seconds(self.config.identity.retry_interval, "identity.retry_interval")
+        retry = self.config.identity.retry_interval.total_seconds()
         self.tasks.spawn(rotate_when_due(identity, self.rotate, retry), self.data_plane.watch_socket(),
-                         self.upstream.supervise(_seconds(triton.restart_backoff_max, "triton.restart_backoff_max")))
+                         self.upstream.supervise(triton.restart_backoff_max.total_seconds()))
         if self.repository.watch is not None:
-            interval = _seconds(triton.watch_interval, "triton.watch_interval")
+            interval = triton.watch_interval.total_seconds()
             self.tasks.spawn(self.repository.follow(interval, self.upstream, self.publish))
         if self.attested.access_log_path is not None:
             self.tasks.spawn(self.access_log.run(self.attested.access_log_path, policy.limits.access_log_max_bytes,

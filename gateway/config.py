@@ -4,33 +4,31 @@ environment overrides for containers (``RATLS_GATEWAY__SECTION__KEY=value``)."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
 import yaml
 
 from ratls import registry
 from ratls.errors import ConfigError, UsageError
-from ratls.timeutil import parse_duration
-from ratls.yamlfile import read_yaml
+from ratls.yamlfile import KeyedReader, read_yaml
 
 ENV_PREFIX = "RATLS_GATEWAY__"
 CONFIG_VERSION = 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class ListenConfig:
     address: str = "0.0.0.0"  # noqa: S104 - the public TLS listener is meant to be reachable
     port: int = 8443
     tls_min_version: str = "1.3"
 
 
-@dataclass
+@dataclass(frozen=True)
 class TdxCollateralConfig:
     """Where the gateway gets the Intel collateral it embeds next to its TDX quote."""
 
@@ -40,7 +38,7 @@ class TdxCollateralConfig:
     embed: bool = True  # false: clients must bring their own collateral
 
 
-@dataclass
+@dataclass(frozen=True)
 class IdentityConfig:
     platform: str = "auto"  # auto, or a registered platform's name (ratls.registry)
     sim_state_dir: str | None = None
@@ -49,18 +47,18 @@ class IdentityConfig:
     tsm_root: str = "/sys/kernel/config/tsm/report"
     tdx: TdxCollateralConfig = field(default_factory=TdxCollateralConfig)
     key_curve: str = "p256"
-    lifetime: str = "24h"
+    lifetime: timedelta = timedelta(hours=24)
     rotate_at: float = 0.5  # fraction of the lifetime after which a new certificate is issued
     common_name: str = "ratls-gateway"
     sans: list[str] = field(default_factory=lambda: ["localhost", "127.0.0.1"])
-    retry_interval: str = "30s"  # evidence collection retry after a failure
+    retry_interval: timedelta = timedelta(seconds=30)  # evidence collection retry after a failure
 
     @property
     def lifetime_td(self) -> timedelta:
-        return parse_duration(self.lifetime, what="identity.lifetime")
+        return self.lifetime
 
 
-@dataclass
+@dataclass(frozen=True)
 class TritonSection:
     mode: str = "managed"  # managed | external
     binary: str | None = None
@@ -71,21 +69,21 @@ class TritonSection:
     host: str = "127.0.0.1"  # external mode: where Triton listens
     on_exposed: str = "refuse"  # refuse | warn (external mode hardening findings)
     on_repository_change: str = "refuse"  # refuse | warn
-    watch_interval: str = "10s"
-    ready_timeout: str = "120s"
-    restart_backoff_max: str = "30s"
+    watch_interval: timedelta = timedelta(seconds=10)
+    ready_timeout: timedelta = timedelta(seconds=120)
+    restart_backoff_max: timedelta = timedelta(seconds=30)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EnvoySection:
     binary: str | None = None
     log_level: str = "warning"
     concurrency: int = 0  # 0: Envoy's default (one worker per core)
-    restart_backoff_max: str = "30s"
-    drain_time: str = "5s"
+    restart_backoff_max: timedelta = timedelta(seconds=30)
+    drain_time: timedelta = timedelta(seconds=5)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ControlSection:
     run_dir: str | None = None  # unix sockets, bootstrap, logs; default: a private temp dir
     metrics_address: str = "127.0.0.1"
@@ -94,7 +92,7 @@ class ControlSection:
     evidence_burst: int = 4
 
 
-@dataclass
+@dataclass(frozen=True)
 class GatewayConfig:
     version: int = CONFIG_VERSION
     listen: ListenConfig = field(default_factory=ListenConfig)
@@ -102,9 +100,9 @@ class GatewayConfig:
     triton: TritonSection = field(default_factory=TritonSection)
     envoy: EnvoySection = field(default_factory=EnvoySection)
     control: ControlSection = field(default_factory=ControlSection)
-    filters: dict[str, Any] = field(default_factory=dict)  # parsed by filters.policy at load time
+    filters: dict[str, Any] = field(default_factory=dict)  # as written; parsed into filter_policy
     source: str = "<defaults>"
-    filter_policy: Any = None  # filters.policy.FilterPolicy, set by load_config
+    filter_policy: Any = None  # filters.policy.FilterPolicy, parsed by load_config
 
     def _upstreams_view(self) -> dict[str, Any]:
         # What the gateway does when Triton's state is not the attested one is part of what a
@@ -124,120 +122,148 @@ class GatewayConfig:
         }
 
 
-_CHOICES = {
-    "identity.key_curve": ("p256", "p384"),
-    "triton.mode": ("managed", "external"),
-    "triton.on_exposed": ("refuse", "warn"),
-    "triton.on_repository_change": ("refuse", "warn"),
-    "listen.tls_min_version": ("1.2", "1.3"),
-    "envoy.log_level": ("trace", "debug", "info", "warning", "error", "critical", "off"),
-}
-_DURATIONS = {"identity.lifetime", "identity.retry_interval", "triton.watch_interval", "triton.ready_timeout",
-              "triton.restart_backoff_max", "envoy.restart_backoff_max", "envoy.drain_time"}
-_PORTS = {"listen.port", "triton.http_port", "triton.grpc_port", "triton.metrics_port", "control.metrics_port"}
+class _Reader(KeyedReader):
+    def __init__(self, data: Any, path: str, error: type[ConfigError] = ConfigError) -> None:
+        super().__init__(data, path, error)
 
 
-def _fill(cls: type, data: Any, path: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.name not in ("source", "filter_policy")}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        key_path = f"{path}.{key}" if path else str(key)
-        if key not in names:
-            close = difflib.get_close_matches(str(key), sorted(names), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(names))}"
-            raise ConfigError(f"{key_path}: unknown key", hint=hint)
-        kwargs[key] = _coerce(hints[key], value, key_path)
-    return cls(**kwargs)
+def _section(r: KeyedReader, key: str) -> KeyedReader:
+    sub = r.sub(key)
+    return sub if sub is not None else _Reader({}, r.key_path(key))
 
 
-def _coerce(hint: Any, value: Any, path: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _fill(hint, value, path)
-    origin = get_origin(hint)
-    args = [a for a in get_args(hint) if a is not type(None)]
-    if value is None:
-        if type(None) in get_args(hint):
-            return None
-        raise ConfigError(f"{path}: must not be empty")
-    target = args[0] if origin is not None and origin not in (list, dict) and args else hint
-    if get_origin(target) is list or target is list:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{path}: expected a list of strings")
-        return list(value)
-    if get_origin(target) is dict or target is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping")
-        return value
-    if target is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if target is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if target is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if target is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{path}: expected a string")
-        return str(value)
+def _ip(r: KeyedReader, key: str, default: str) -> str:
+    value = str(r.text(key, default))
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(f"'{value}' is not an IP address (addresses in the gateway config are literal IPs)") \
+            from None
     return value
 
 
-def _validate(cfg: GatewayConfig) -> None:
-    def get(path: str) -> Any:
-        obj: Any = cfg
-        for part in path.split("."):
-            obj = getattr(obj, part)
-        return obj
+def _dur(r: KeyedReader, key: str, default: timedelta) -> timedelta:
+    value = r.duration(key)
+    return default if value is None else value
 
-    platforms = ("auto", *(t.name for t in registry.types()))
-    for path, choices in [("identity.platform", platforms), *_CHOICES.items()]:
-        if get(path) not in choices:
-            raise ConfigError(f"{path}: '{get(path)}' is not one of {', '.join(choices)}")
-    for path in _DURATIONS:
-        try:
-            parse_duration(get(path), what=path)
-        except UsageError as exc:
-            raise ConfigError(exc.message, hint=exc.hint) from None
-    for path in _PORTS:
-        if not 0 <= get(path) <= 65535:
-            raise ConfigError(f"{path}: {get(path)} is not a TCP port (0-65535)")
-    if not cfg.control.evidence_rate_per_second > 0 or cfg.control.evidence_burst < 1:
-        raise ConfigError("control.evidence_rate_per_second must be positive and control.evidence_burst at least 1",
-                          hint="the defaults are 2 and 4 per client address")
-    if cfg.listen.port == 0:
+
+def _listen(r: KeyedReader) -> ListenConfig:
+    d = ListenConfig()
+    out = ListenConfig(address=_ip(r, "address", d.address), port=r.port("port", d.port),
+                       tls_min_version=str(r.choice("tls_min_version", ("1.2", "1.3"), d.tls_min_version)))
+    r.finish()
+    if out.port == 0:
         raise ConfigError("listen.port: the public port must be set (e.g. 8443)")
-    if not 0.1 <= cfg.identity.rotate_at <= 0.9:
+    return out
+
+
+def _collateral(r: KeyedReader) -> TdxCollateralConfig:
+    d = TdxCollateralConfig()
+    out = TdxCollateralConfig(pccs_url=str(r.text("pccs_url", d.pccs_url)), cache_dir=str(r.text("cache_dir",
+                              d.cache_dir)), offline=bool(r.boolean("offline", d.offline)),
+                              embed=bool(r.boolean("embed", d.embed)))
+    r.finish()
+    return out
+
+
+def _identity(r: KeyedReader) -> IdentityConfig:
+    d = IdentityConfig()
+    platforms = ("auto", *(t.name for t in registry.types()))
+    out = IdentityConfig(
+        platform=str(r.choice("platform", platforms, d.platform)),
+        sim_state_dir=r.text("sim_state_dir", None, optional=True),
+        tsm_root=str(r.text("tsm_root", d.tsm_root)),
+        tdx=_collateral(_section(r, "tdx")),
+        key_curve=str(r.choice("key_curve", ("p256", "p384"), d.key_curve)),
+        lifetime=_dur(r, "lifetime", d.lifetime),
+        rotate_at=r.number("rotate_at", d.rotate_at),
+        common_name=str(r.text("common_name", d.common_name)),
+        sans=r.str_list("sans") or d.sans,
+        retry_interval=_dur(r, "retry_interval", d.retry_interval))
+    r.finish()
+    if not 0.1 <= out.rotate_at <= 0.9:
         raise ConfigError("identity.rotate_at: must be between 0.1 and 0.9 of the lifetime")
-    if cfg.identity.lifetime_td < timedelta(minutes=2):
+    if out.lifetime < timedelta(minutes=2):
         raise ConfigError("identity.lifetime: must be at least 2m")
-    for name in (cfg.listen.address, cfg.control.metrics_address, cfg.triton.host):
-        try:
-            ipaddress.ip_address(name)
-        except ValueError:
-            raise ConfigError(f"'{name}' is not an IP address (addresses in the gateway config are literal IPs)") \
-                from None
-    if not ipaddress.ip_address(cfg.control.metrics_address).is_loopback:
-        raise ConfigError("control.metrics_address: the operator port must stay on loopback")
-    if cfg.triton.mode == "external" and not (cfg.triton.http_port and cfg.triton.grpc_port):
+    return out
+
+
+def _triton(r: KeyedReader) -> TritonSection:
+    d = TritonSection()
+    refuse_or_warn = ("refuse", "warn")
+    out = TritonSection(
+        mode=str(r.choice("mode", ("managed", "external"), d.mode)),
+        binary=r.text("binary", None, optional=True),
+        model_repository=r.text("model_repository", None, optional=True),
+        http_port=r.port("http_port", d.http_port), grpc_port=r.port("grpc_port", d.grpc_port),
+        metrics_port=r.port("metrics_port", d.metrics_port),
+        host=_ip(r, "host", d.host),
+        on_exposed=str(r.choice("on_exposed", refuse_or_warn, d.on_exposed)),
+        on_repository_change=str(r.choice("on_repository_change", refuse_or_warn, d.on_repository_change)),
+        watch_interval=_dur(r, "watch_interval", d.watch_interval),
+        ready_timeout=_dur(r, "ready_timeout", d.ready_timeout),
+        restart_backoff_max=_dur(r, "restart_backoff_max", d.restart_backoff_max))
+    r.finish()
+    if out.mode == "external" and not (out.http_port and out.grpc_port):
         raise ConfigError("triton.http_port and triton.grpc_port: required in external mode")
-    if cfg.triton.mode == "external" and not ipaddress.ip_address(cfg.triton.host).is_loopback:
+    if out.mode == "external" and not ipaddress.ip_address(out.host).is_loopback:
         raise ConfigError("triton.host: Triton must be reached on loopback inside the TEE",
                           hint="run Triton in the same confidential VM, bound to 127.0.0.1")
+    return out
+
+
+def _envoy(r: KeyedReader) -> EnvoySection:
+    d = EnvoySection()
+    out = EnvoySection(
+        binary=r.text("binary", None, optional=True),
+        log_level=str(r.choice("log_level", ("trace", "debug", "info", "warning", "error", "critical", "off"),
+                               d.log_level)),
+        concurrency=int(r.integer("concurrency", d.concurrency, lo=0, hi=1024) or 0),
+        restart_backoff_max=_dur(r, "restart_backoff_max", d.restart_backoff_max),
+        drain_time=_dur(r, "drain_time", d.drain_time))
+    r.finish()
+    return out
+
+
+def _control(r: KeyedReader) -> ControlSection:
+    d = ControlSection()
+    out = ControlSection(
+        run_dir=r.text("run_dir", None, optional=True),
+        metrics_address=_ip(r, "metrics_address", d.metrics_address),
+        metrics_port=r.port("metrics_port", d.metrics_port),
+        evidence_rate_per_second=r.number("evidence_rate_per_second", d.evidence_rate_per_second),
+        evidence_burst=int(r.integer("evidence_burst", d.evidence_burst, lo=0, hi=2**31) or 0))
+    r.finish()
+    if not out.evidence_rate_per_second > 0 or out.evidence_burst < 1:
+        raise ConfigError("control.evidence_rate_per_second must be positive and control.evidence_burst at least 1",
+                          hint="the defaults are 2 and 4 per client address")
+    if not ipaddress.ip_address(out.metrics_address).is_loopback:
+        raise ConfigError("control.metrics_address: the operator port must stay on loopback")
+    return out
+
+
+def parse_config(data: dict[str, Any], source: str = "<defaults>") -> GatewayConfig:
+    """The whole configuration from its (already environment-merged) document; nothing mutated."""
     from filters.policy import parse_filter_policy
 
-    cfg.filter_policy = parse_filter_policy(cfg.filters)
+    r = _Reader(data, "")
+    version = r.integer("version", CONFIG_VERSION, lo=0, hi=2**31)
+    cfg = GatewayConfig(version=int(version or 0), listen=_listen(_section(r, "listen")),
+                        identity=_identity(_section(r, "identity")), triton=_triton(_section(r, "triton")),
+                        envoy=_envoy(_section(r, "envoy")), control=_control(_section(r, "control")),
+                        filters=r.mapping("filters"), source=source)
+    r.finish()
+    cfg = dataclasses.replace(cfg, filter_policy=parse_filter_policy(cfg.filters))
     if cfg.version != CONFIG_VERSION:
         raise ConfigError(f"version: {cfg.version} is not supported (expected {CONFIG_VERSION})")
+    return cfg
+
+
+def with_filters(cfg: GatewayConfig, filters: dict[str, Any]) -> GatewayConfig:
+    """The same configuration with another ``filters:`` section (tests, benchmarks)."""
+    from filters.policy import parse_filter_policy
+
+    return dataclasses.replace(cfg, filters=filters, filter_policy=parse_filter_policy(filters))
 
 
 def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
@@ -271,9 +297,6 @@ def load_config(path: str | Path | None, environ: dict[str, str] | None = None) 
         source = str(p)
     _apply_env(data, dict(os.environ if environ is None else environ))
     try:
-        cfg = _fill(GatewayConfig, data, "")
-        _validate(cfg)
+        return parse_config(data, source)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc.message}", hint=exc.hint) from None
-    cfg.source = source
-    return cfg

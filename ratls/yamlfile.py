@@ -47,7 +47,7 @@ class KeyedReader:
         self.used: set[str] = set()
 
     def key_path(self, key: str) -> str:
-        return f"{self.path}.{key}"
+        return f"{self.path}.{key}" if self.path else key
 
     def get(self, key: str, default: Any = None) -> Any:
         self.used.add(key)
@@ -80,8 +80,38 @@ class KeyedReader:
             raise self.error(f"{self.key_path(key)}: expected an integer in {lo}..{hi}, got {value!r}")
         return value
 
-    def port(self, key: str, default: int | None = None, *, allow_zero: bool = True) -> int | None:
-        return self.integer(key, default, lo=0 if allow_zero else 1, hi=65535)
+    def port(self, key: str, default: int) -> int:
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(f"{self.key_path(key)}: expected an integer, got {value!r}")
+        if not 0 <= value <= 65535:
+            raise self.error(f"{self.key_path(key)}: {value} is not a TCP port (0-65535)")
+        return value
+
+    def number(self, key: str, default: float) -> float:
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(f"{self.key_path(key)}: expected a number, got {value!r}")
+        return float(value)
+
+    def text(self, key: str, default: str | None, *, optional: bool = False) -> str | None:
+        """A scalar read as a string; null only where *optional* says it may be unset."""
+        value = self.get(key, default)
+        if value is None:
+            if optional:
+                return None
+            raise self.error(f"{self.key_path(key)}: must not be empty")
+        if isinstance(value, (dict, list)):
+            raise self.error(f"{self.key_path(key)}: expected a string")
+        return str(value)
+
+    def mapping(self, key: str) -> dict[Any, Any]:
+        value = self.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(f"{self.key_path(key)}: expected a mapping")
+        return value
 
     def duration(self, key: str, default: str | int | None = None) -> timedelta | None:
         value = self.get(key, default)

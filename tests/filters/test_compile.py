@@ -210,3 +210,19 @@ def test_refusal_bodies_are_json_whatever_the_message_says() -> None:
     http = refusal_routes("refused", 503, message)[1]
     body = http["direct_response"]["body"]["inline_string"]
     assert _json.loads(body) == {"error": message}
+
+
+def test_region_routes_match_real_region_names() -> None:
+    """The shared-memory routes name a region: their regex matches a real region's path, not
+    the literal text '{region}' (with shared memory exposed those calls were refused as unknown)."""
+    import re as _re
+
+    from filters.compile import http_route_regex
+    from filters.policy import parse_filter_policy
+    from triton_backend.catalog import HTTP_ROUTES
+
+    policy = parse_filter_policy({"expose": {"shared-memory": "allow"}, "i_understand_the_risk": ["shared-memory"]})
+    route = next(r for r in HTTP_ROUTES if r.name == "system-shm-region-status")
+    regex = http_route_regex(route, policy)
+    assert regex is not None and _re.fullmatch(regex, "/v2/systemsharedmemory/region/input_0/status")
+    assert not _re.fullmatch(regex, "/v2/systemsharedmemory/region/a%2Fb/status")

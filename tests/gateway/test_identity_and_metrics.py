@@ -99,10 +99,10 @@ def test_rotation_comes_before_embedded_tdx_collateral_goes_stale(sim_chain: Sim
 ])
 def test_triton_restricts_the_denied_groups(filters: dict, restricted: set, open_: set) -> None:
     from gateway.app import Gateway
-    from gateway.config import load_config
+    from gateway.config import load_config, with_filters
 
-    config = load_config(None, {"RATLS_GATEWAY__IDENTITY__PLATFORM": "sim"})
-    config.filters = filters
+    # the filters given are the ones parsed (assigning config.filters once left the parsed default in place)
+    config = with_filters(load_config(None, {"RATLS_GATEWAY__IDENTITY__PLATFORM": "sim"}), filters)
     groups = set(Gateway(config)._denied_triton_groups())
     assert restricted <= groups and not open_ & groups
 
