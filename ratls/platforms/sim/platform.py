@@ -9,30 +9,24 @@ from typing import Any
 from ...appraisal import Check
 from ...evidence import Evidence, VerifiedEvidence
 from ...policy import Policy
-from ...registry import PlatformBase, PlatformSettings
+from ...registry import PlatformSettings
 from ...trust import Trust
 from ..snp.abi import Product, parse_report
 from ..snp.certs import ProductRoots, load_certificate
 from ..snp.platform import MEDIA_TYPE, appraise_verified_snp, describe_report, key_material, snp_trust
 from ..snp.section import SNP_POLICY
 from ..snp.verify import VerifiedSnp, verify_snp
+from .base import SimulatorBase
 from .chain import SimChain, load_chain, load_or_create
-from .commands import add_sim_commands
 from .roots import pin_check
 
 
-class SimPlatform(PlatformBase):
+class SimPlatform(SimulatorBase):
     """SEV-SNP-format reports signed by a local chain (development; appraised with ``sev-snp``)."""
 
     name = "sim"
     media_type = MEDIA_TYPE
-    simulated = True
     policy_sections = (SNP_POLICY,)
-    commands = add_sim_commands
-
-    @classmethod
-    def from_settings(cls, settings: PlatformSettings) -> SimPlatform:
-        return cls(state_dir=settings.sim_state_dir)
 
     @classmethod
     def describe(cls, evidence: Evidence) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from ...appraisal import Check
 from ...evidence import Evidence, VerifiedEvidence
 from ...fileutil import write_atomic
 from ...policy import Policy
-from ...registry import PlatformBase, PlatformSettings
+from ...registry import PlatformSettings
 from ...trust import Trust
 from ..tdx.abi import parse_quote
 from ..tdx.collateral import COLLATERAL_LABEL, CollateralCache, collateral_for_verifier, fmspc_of, serve_until
@@ -20,23 +20,17 @@ from ..tdx.collect import TSM_PROVIDER, collect_quote
 from ..tdx.platform import MEDIA_TYPE, appraise_verified_tdx, describe_quote
 from ..tdx.section import TDX_POLICY
 from ..tdx.verify import TdxTrust, VerifiedTdx, shipped_root, verify_tdx
+from .base import SimulatorBase
 from .chain import default_state_dir
-from .commands import add_sim_commands
 from .fake_tsm import FakeTsm
 from .roots import pin_check, tdx_quote_root
 from .tdx_chain import SIM_FMSPC, SimTdxChain, load_or_create_tdx, tdx_state_dir
 
 
-class SimTdxPlatform(PlatformBase):
+class SimTdxPlatform(SimulatorBase):
     name = "sim-tdx"
     media_type = MEDIA_TYPE
-    simulated = True
     policy_sections = (TDX_POLICY,)
-    commands = add_sim_commands
-
-    @classmethod
-    def from_settings(cls, settings: PlatformSettings) -> SimTdxPlatform:
-        return cls(state_dir=settings.sim_state_dir)
 
     @classmethod
     def describe(cls, evidence: Evidence) -> dict[str, Any]:
