@@ -143,7 +143,7 @@ def _ip(r: KeyedReader, key: str, default: str) -> str:
 
 
 def _dur(r: KeyedReader, key: str, default: timedelta) -> timedelta:
-    value = r.duration(key)
+    value = r.duration(key, default)  # null is refused, absent is the default
     return default if value is None else value
 
 
@@ -178,7 +178,7 @@ def _identity(r: KeyedReader) -> IdentityConfig:
         lifetime=_dur(r, "lifetime", d.lifetime),
         rotate_at=r.number("rotate_at", d.rotate_at),
         common_name=str(r.text("common_name", d.common_name)),
-        sans=r.str_list("sans") or d.sans,
+        sans=d.sans if (sans := r.str_list("sans")) is None else sans,
         retry_interval=_dur(r, "retry_interval", d.retry_interval))
     r.finish()
     if not 0.1 <= out.rotate_at <= 0.9:

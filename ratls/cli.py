@@ -387,6 +387,8 @@ def cmd_policy_init(args: argparse.Namespace) -> int:
     if sim_note is not None:
         print(f"ratls: {sim_note}", file=sys.stderr)
     text = policy_from_observation(appraisal, rc, now, sim_root=sim_root, sim_root_note=sim_note)
+    if not _starting_policy_accepts(text, cert, now, trust):
+        return EXIT_VERDICT
     if out is None:
         sys.stdout.write(text)
         return EXIT_OK
@@ -394,6 +396,30 @@ def cmd_policy_init(args: argparse.Namespace) -> int:
     print(f"wrote {out} (trust on first use: review it before relying on it)", file=sys.stderr)
     _save_config_beside(out, args.source, rc)
     return EXIT_OK
+
+
+def _starting_policy_accepts(text: str, cert: Any, now: datetime, trust: Trust) -> bool:
+    """A starting policy never weakens a rule to fit the server (it writes debug: false
+    whatever it saw): evidence that fails its platform rules gets no policy, with the reasons;
+    what it does accept but weakens a default is said (SEPT_VE_DISABLE 0 on Azure TDX)."""
+    import yaml
+
+    from .policy import parse_policy
+    from .policy_report import explain_policy
+    policy = parse_policy(yaml.safe_load(text), source="<starting policy>")
+    appraisal, _ = verify_certificate(cert, policy=policy, now=now, trust=trust)
+    refused = [c for c in appraisal.failures
+               if c.name.startswith("policy.") and not c.name.startswith("policy.claims.")]
+    for check in refused:
+        print(f"[FAIL] {check.name}: {check.detail}", file=sys.stderr)
+    if refused:
+        print("ratls: refusing to write a policy: the server's evidence fails even the starting policy's platform "
+              "rules (a debuggable guest can be read by the host)", file=sys.stderr)
+        return False
+    for rule in explain_policy(policy).warnings:
+        if rule.topic != "trust_on_first_use":
+            print(f"ratls: note: {rule.topic}: {rule.text}", file=sys.stderr)
+    return True
 
 
 def _save_config_beside(out: Path, source: str, rc: Any) -> None:

@@ -5,6 +5,7 @@ entry-point group (or :func:`register`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,7 @@ from .trust import Trust
 from .tsm import DEFAULT_ROOT
 
 ENTRY_POINT_GROUP = "ratls.platforms"
+log = logging.getLogger("ratls.registry")
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,13 @@ _loaded = False
 
 
 def register(kind: PlatformType) -> None:
-    """Add a platform; a name or alias that is already taken is a programming error."""
+    """Add a platform after the built-in ones (detection asks them in this order); a name or
+    alias that is already taken is a programming error."""
+    _load()
+    _add(kind)
+
+
+def _add(kind: PlatformType) -> None:
     taken = {n for t in _TYPES.values() for n in (t.name, *t.aliases)}
     for name in (kind.name, *kind.aliases):
         if name in taken and _TYPES.get(kind.name) is not kind:
@@ -154,16 +162,19 @@ def _load() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
     from .platforms.azure.platform import AzureSnpVtpmPlatform, AzureTdxVtpmPlatform
     from .platforms.sim.platform import SimPlatform
     from .platforms.sim.tdx_platform import SimTdxPlatform
     from .platforms.snp.platform import SnpPlatform
     from .platforms.tdx.platform import TdxPlatform
     for kind in (SnpPlatform, TdxPlatform, AzureSnpVtpmPlatform, AzureTdxVtpmPlatform, SimPlatform, SimTdxPlatform):
-        register(kind)  # type: ignore[arg-type]
+        _add(kind)  # type: ignore[arg-type]
+    _loaded = True  # only now: a failed import is raised again on the next call, never a partial registry
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        register(ep.load())
+        try:
+            _add(ep.load())
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the built-in platforms down
+            log.warning("platform plugin %s (%s) not loaded: %s", ep.name, ep.value, exc)
 
 
 def types() -> Iterator[PlatformType]:

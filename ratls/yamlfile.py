@@ -66,14 +66,24 @@ class KeyedReader:
     # ---- typed getters: every document (policy, gateway config, filters) reads values through
     # these, so one key is validated one way and its error names the full key path.
 
-    def boolean(self, key: str, default: bool | None) -> bool | None:
+    def _given(self, key: str, default: Any) -> Any:
+        """The value, or *default* when the key is absent. A key written with no value (null,
+        or an empty environment override) is refused where a default exists: read as "unset" it
+        would switch a check off that the default keeps on."""
         value = self.get(key, default)
+        if value is None and default is not None:
+            raise self.error(f"{self.key_path(key)}: must not be empty",
+                             hint=f"write a value, or remove the key for the default ({default})")
+        return value
+
+    def boolean(self, key: str, default: bool | None) -> bool | None:
+        value = self._given(key, default)
         if value is not None and not isinstance(value, bool):
             raise self.error(f"{self.key_path(key)}: expected true or false, got {value!r}")
         return value
 
     def integer(self, key: str, default: int | None = None, *, lo: int = 0, hi: int = 2**64) -> int | None:
-        value = self.get(key, default)
+        value = self._given(key, default)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -81,7 +91,7 @@ class KeyedReader:
         return value
 
     def port(self, key: str, default: int) -> int:
-        value = self.get(key, default)
+        value = self._given(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(f"{self.key_path(key)}: expected an integer, got {value!r}")
         if not 0 <= value <= 65535:
@@ -89,7 +99,7 @@ class KeyedReader:
         return value
 
     def number(self, key: str, default: float) -> float:
-        value = self.get(key, default)
+        value = self._given(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(f"{self.key_path(key)}: expected a number, got {value!r}")
         return float(value)
@@ -113,17 +123,19 @@ class KeyedReader:
             raise self.error(f"{self.key_path(key)}: expected a mapping")
         return value
 
-    def duration(self, key: str, default: str | int | None = None) -> timedelta | None:
-        value = self.get(key, default)
+    def duration(self, key: str, default: timedelta | str | int | None = None) -> timedelta | None:
+        value = self._given(key, default)
         if value is None:
             return None
+        if isinstance(value, timedelta):
+            return value
         try:
             return parse_duration(value, what=self.key_path(key))
         except UsageError as exc:
             raise self.error(exc.message, hint=exc.hint) from None
 
     def choice(self, key: str, allowed: Sequence[str], default: str | None = None) -> str | None:
-        value = self.get(key, default)
+        value = self._given(key, default)
         if value is not None and value not in allowed:
             raise self.error(f"{self.key_path(key)}: {value!r} is not one of {', '.join(allowed)}")
         return value

@@ -40,6 +40,13 @@ def test_environment_overrides() -> None:
       "RATLS_GATEWAY__TRITON__GRPC_PORT": "2", "RATLS_GATEWAY__TRITON__HOST": "10.1.2.3"}, "on loopback"),
     ({"RATLS_GATEWAY__LISTEN__ADDRESS": "example.com"}, "not an IP address"),
     ({"RATLS_GATEWAY__IDENTITY__SANS": "{a: 1}"}, "list of strings"),
+    # a key written empty is refused, not read as "unset": a null on_exposed once served an
+    # exposed Triton, and a null mode skipped the external-mode loopback check
+    ({"RATLS_GATEWAY__TRITON__ON_EXPOSED": ""}, "triton.on_exposed: must not be empty"),
+    ({"RATLS_GATEWAY__TRITON__ON_REPOSITORY_CHANGE": "null"}, "triton.on_repository_change: must not be empty"),
+    ({"RATLS_GATEWAY__TRITON__MODE": "~", "RATLS_GATEWAY__TRITON__HOST": "10.0.0.5"}, "triton.mode: must not be"),
+    ({"RATLS_GATEWAY__IDENTITY__TDX__EMBED": ""}, "identity.tdx.embed: must not be empty"),
+    ({"RATLS_GATEWAY__TRITON__WATCH_INTERVAL": ""}, "triton.watch_interval: must not be empty"),
 ])
 def test_invalid_settings_name_the_key(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -59,3 +66,10 @@ def test_bad_files(tmp_path: Path) -> None:
     bad.write_text("version: 2\n")
     with pytest.raises(ConfigError, match="version: 2 is not supported"):
         load_config(bad, {})
+
+
+def test_durations_are_timedeltas_and_an_empty_sans_list_stays_empty() -> None:
+    from datetime import timedelta
+
+    cfg = load_config(SHIPPED, {"RATLS_GATEWAY__TRITON__WATCH_INTERVAL": "2m", "RATLS_GATEWAY__IDENTITY__SANS": "[]"})
+    assert cfg.triton.watch_interval == timedelta(minutes=2) and cfg.identity.sans == []

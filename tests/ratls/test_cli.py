@@ -182,3 +182,28 @@ def test_tdx_issue_outside_a_tdx_guest_explains(capsys, tmp_path: Path) -> None:
                        "--out-cert", str(tmp_path / "c.pem"), "--out-key", str(tmp_path / "k.pem"))
     assert code == 2 and "configfs-tsm is not available" in err
     assert not (tmp_path / "c.pem").exists()
+
+
+def test_policy_init_refuses_a_debuggable_guest(capsys, tmp_path: Path, sim_state: Path) -> None:
+    """Trust on first use copies measurements, never a weakening: a guest the host can debug
+    gets no starting policy (before, it got 'debug: true' copied from what it showed)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ratls.cert import generate_key
+    from ratls.evidence import Evidence
+    from ratls.issue import issue_certificate
+    from ratls.platforms.sim.platform import SimPlatform
+    from ratls.timeutil import utcnow
+
+    class DebugGuest(SimPlatform):
+        def collect(self, report_data: bytes) -> Evidence:
+            chain = self.chain
+            report = chain.sign_report(chain.report_fields(report_data, policy=0x30000 | 1 << 19))  # DEBUG
+            return Evidence(self.name, self.media_type, report, chain.endorsements())
+
+    cert, policy = tmp_path / "c.pem", tmp_path / "p.yaml"
+    issued = issue_certificate(DebugGuest(state_dir=sim_state), generate_key("p256"), now=utcnow())
+    cert.write_bytes(issued.cert.public_bytes(Encoding.PEM))
+    code, _, err = run(capsys, "policy", "init", "--from", str(cert), "--sim-dir", str(sim_state),
+                       "--out", str(policy))
+    assert code == 1 and "[FAIL] policy.snp.guest-policy.debug" in err and not policy.exists()

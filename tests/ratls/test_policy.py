@@ -86,3 +86,14 @@ def test_shipped_example_policies_load() -> None:
     assert files, "config/policies/*.yaml should ship example policies"
     for f in files:
         load_policy(f)
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    ({"tdx": {"sept_ve_disable": None}}, r"policy\.tdx\.sept_ve_disable: must not be empty"),
+    ({"sev-snp": {"guest_policy": {"debug": None}}}, r"policy\.sev-snp\.guest_policy\.debug: must not be empty"),
+    ({"allow_simulated": None}, r"policy\.allow_simulated: must not be empty"),
+])
+def test_a_key_written_empty_is_refused_not_read_as_off(doc: dict, message: str) -> None:
+    """'sept_ve_disable:' with no value used to switch the requirement off (and 'debug:' the check)."""
+    with pytest.raises(PolicyError, match=message):
+        parse_policy({"version": 1, "platforms": ["tdx"], **doc})

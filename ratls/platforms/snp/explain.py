@@ -147,7 +147,8 @@ def observed_snp(appraisal: Appraisal) -> dict[str, Any]:
     return {
         "measurements": [appraisal.measurements["measurement"]],
         "min_tcb": dict(ev.get("reported_tcb", {})),
-        "guest_policy": {"debug": bool(ev["policy"]["debug"]), "migrate_ma": bool(ev["policy"]["migrate_ma"])},
+        # never copied: a guest the host can debug or migrate is refused, not pinned
+        "guest_policy": {"debug": False, "migrate_ma": False},
         "vmpl": ev.get("vmpl", 0),
         "signing_keys": [ev.get("signing_key", "vcek")],
     }

@@ -106,7 +106,8 @@ def observed_tdx(appraisal: Appraisal) -> dict[str, Any]:
         "mrtd": [m["mrtd"]],
         "rtmr": {i: m[f"rtmr{i}"] for i in range(3)},
         "mrconfigid": [m["mrconfigid"]],
-        "debug": bool(appraisal.evidence.get("debug", False)),
+        "debug": False,  # never copied: a debuggable TD is refused, not pinned
+        # copied: Azure TDX CVMs report 0 (policy init says so when it writes false)
         "sept_ve_disable": bool(appraisal.evidence.get("sept_ve_disable", True)),
         "accept_tcb_status": [appraisal.tcb.get("status", "UpToDate")],
     }

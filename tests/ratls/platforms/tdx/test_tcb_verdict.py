@@ -185,3 +185,15 @@ def test_debug_td_passes_verify_and_is_the_policys_to_refuse(sim_tdx_chain) -> N
     debug = abi.TD_ATTR_DEBUG | SEPT
     assert set(_failed(_end_to_end(sim_tdx_chain, debug, _sim_policy(sim_tdx_chain)).checks)) == {"policy.tdx.debug"}
     assert _end_to_end(sim_tdx_chain, debug, _sim_policy(sim_tdx_chain, debug=True)).ok
+
+
+def test_a_quote_under_another_root_with_the_bit_clear_is_refused(sim_tdx_chain) -> None:  # type: ignore[no-untyped-def]
+    """The re-signed copy is only ever asked for a TCB verdict after dcap-qvl authenticated the
+    real quote to the trusted root: a quote whose PCK chain ends elsewhere (here: verified
+    against Intel's root instead of the simulator's) must fail the collateral check too, with
+    the bit clear as with it set, so a dcap-qvl that reordered its checks fails this test."""
+    for attributes in (0, SEPT):
+        verified = verify_tdx(_quote(sim_tdx_chain, attributes), sim_tdx_chain.collateral,
+                              TdxTrust(root=shipped_root(), simulated=True), NOW)
+        failed = _failed(verified.checks)
+        assert "tdx.collateral" in failed and "tdx.pck-chain" in failed and verified.parsed.collateral is None
