@@ -24,6 +24,7 @@ from .claims import Claims
 from .errors import EvidenceError, RatlsError, UnreadableEvidence, UsageError
 from .evidence import Evidence
 from .pipeline import verify_certificate, verify_evidence
+from .platforms.snp.abi import Endorsement
 from .policy import Policy, load_policy
 from .timeutil import parse_duration, parse_time, utcnow
 from .trust import Trust
@@ -96,9 +97,9 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
     endorsements: dict[str, bytes] = {}
     if args.vcek:
         data = _read(args.vcek, "VCEK/VLEK certificate")
-        endorsements["vcek"] = data  # VCEK or VLEK: the certificate itself says which
+        endorsements[Endorsement.VCEK] = data  # VCEK or VLEK: the certificate itself says which
     if args.chain:
-        endorsements["chain"] = _read(args.chain, "certificate chain")
+        endorsements[Endorsement.CHAIN] = _read(args.chain, "certificate chain")
     if args.sim_dir:
         settings = registry.PlatformSettings(sim_state_dir=Path(args.sim_dir))
         endorsements = {**kind.local_endorsements(settings), **endorsements}

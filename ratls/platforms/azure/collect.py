@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...errors import CollectionError, ConfigError, EvidenceError
+from ..snp.abi import Endorsement
 from .evidence import PCR_COUNT, AzureEvidence
 from .hcl import REPORT_TYPE_TDX, parse_hcl_report
 from .tpm import parse_tpm_quote
@@ -76,7 +77,7 @@ def fetch_td_quote(tdreport: bytes, url: str = IMDS_TD_QUOTE_URL) -> bytes:
 def fetch_vcek(url: str = IMDS_THIM_URL) -> dict[str, bytes]:
     try:
         doc = json.loads(_http(url))
-        return {"vcek": doc["vcekCert"].encode(), "chain": doc["certificateChain"].encode()}
+        return {Endorsement.VCEK: doc["vcekCert"].encode(), Endorsement.CHAIN: doc["certificateChain"].encode()}
     except (ValueError, KeyError, TypeError, AttributeError):
         raise CollectionError(f"{url} did not return vcekCert and certificateChain") from None
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import UnreadableEvidence
+from ..snp.abi import Endorsement
 
 MAX_EVIDENCE = 256 * 1024
 PCR_COUNT = 24
@@ -118,13 +119,13 @@ def parse_azure_evidence(raw: bytes) -> AzureEvidence:
         version = _version(doc)
         message, signature, pcrs = _quote(doc["tpm_quote"])
         td_quote = _unb64url(doc["td_quote"], "td_quote") if "td_quote" in doc else None
-        extras = {"vcek": _unb64url(doc["vcek"], "vcek")} if "vcek" in doc else {}
+        extras = {Endorsement.VCEK: _unb64url(doc["vcek"], "vcek")} if "vcek" in doc else {}
         return AzureEvidence(_unb64url(doc.get("hcl_report"), "hcl_report"), message, signature, pcrs, td_quote,
                              extras, version=version)
     if "quote" in doc and "report" in doc:
         message, signature, pcrs = _quote(doc["quote"])
         extras = {}
         if isinstance(doc.get("vcek"), str):
-            extras["vcek"] = doc["vcek"].encode()
+            extras[Endorsement.VCEK] = doc["vcek"].encode()
         return AzureEvidence(_bytes(doc["report"], "report"), message, signature, pcrs, None, extras, version=0)
     raise UnreadableEvidence("Azure evidence has neither 'tpm_quote' nor 'quote'/'report'", hint=LAYOUT_HINT)

@@ -98,8 +98,8 @@ class SimChain:
 
     def endorsements(self) -> dict[str, bytes]:
         enc = serialization.Encoding.DER
-        return {"vcek": self.vcek.public_bytes(enc), "ask": self.ask.public_bytes(enc),
-                "ark": self.ark.public_bytes(enc)}
+        return {abi.Endorsement.VCEK: self.vcek.public_bytes(enc), abi.Endorsement.ASK: self.ask.public_bytes(enc),
+                abi.Endorsement.ARK: self.ark.public_bytes(enc)}
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: object, serial: int,

@@ -65,12 +65,13 @@ class FakeTsm(TsmFilesystem):
 
 def sim_snp_responder(chain: object) -> Responder:
     """Kernel side for SEV-SNP, played by the simulated chain (a ``SimChain``)."""
-    from ..snp.abi import encode_cert_table
+    from ..snp.abi import Endorsement, encode_cert_table
 
     def respond(report_data: bytes, privlevel: int | None) -> tuple[bytes, bytes | None]:
         fields = chain.report_fields(report_data, vmpl=privlevel or 0)  # type: ignore[attr-defined]
         report = chain.sign_report(fields)  # type: ignore[attr-defined]
         ends = chain.endorsements()  # type: ignore[attr-defined]
-        return report, encode_cert_table({"vcek": ends["vcek"], "ask": ends["ask"], "ark": ends["ark"]})
+        labels = (Endorsement.VCEK, Endorsement.ASK, Endorsement.ARK)
+        return report, encode_cert_table({label: ends[label] for label in labels})
 
     return respond

@@ -11,7 +11,7 @@ from ...evidence import Evidence, VerifiedEvidence
 from ...policy import Policy
 from ...registry import PlatformSettings
 from ...trust import Trust
-from ..snp.abi import Product, parse_report
+from ..snp.abi import Endorsement, Product, parse_report
 from ..snp.certs import ProductRoots, load_certificate
 from ..snp.platform import MEDIA_TYPE, appraise_verified_snp, describe_report, key_material, snp_trust
 from ..snp.section import SNP_POLICY
@@ -60,8 +60,8 @@ class SimPlatform(SimulatorBase):
 
     def verify(self, evidence: Evidence, trust: Trust, now: datetime) -> VerifiedEvidence:
         report = parse_report(evidence.raw)
-        ark_der = evidence.endorsements.get("ark")
-        ask_der = evidence.endorsements.get("ask")
+        ark_der = evidence.endorsements.get(Endorsement.ARK)
+        ask_der = evidence.endorsements.get(Endorsement.ASK)
         roots: dict[Product, ProductRoots] = {}
         ark = load_certificate(ark_der, "simulated ARK") if ark_der is not None and ask_der is not None else None
         root_check = pin_check(ark, trust, what="root", missing="simulated evidence carries no ARK/ASK")

@@ -12,6 +12,7 @@ from ...appraisal import Check, failed, passed
 from ...evidence import Evidence
 from ...trust import Trust
 from ...x509util import X509_ERRORS, fingerprint
+from ..snp.abi import Endorsement
 
 
 def pin_check(root: x509.Certificate | None, trust: Trust, *, what: str, missing: str) -> Check:
@@ -35,10 +36,10 @@ def tdx_quote_root(pck_chain_pem: bytes) -> x509.Certificate | None:
 
 
 def simulated_root_sha256(evidence: Evidence) -> str | None:
-    if evidence.platform == "sim" and "ark" in evidence.endorsements:
+    if evidence.platform == "sim" and Endorsement.ARK in evidence.endorsements:
         from ..snp.certs import load_certificate
 
-        return fingerprint(load_certificate(evidence.endorsements["ark"], "simulated ARK"))
+        return fingerprint(load_certificate(evidence.endorsements[Endorsement.ARK], "simulated ARK"))
     if evidence.platform == "sim-tdx":
         from ..tdx.abi import parse_quote
 

@@ -416,7 +416,22 @@ GUID_VCEK = uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd")
 GUID_VLEK = uuid.UUID("a8074bc2-a25a-483e-aae6-39c045a0b8a1")
 GUID_ASK = uuid.UUID("4ab7b379-bbac-4fe4-a02f-05aef327c782")
 GUID_ARK = uuid.UUID("c0b406a4-a803-4952-9743-3fb6014cd0ae")
-GUID_NAMES = {GUID_VCEK: "vcek", GUID_VLEK: "vlek", GUID_ASK: "ask", GUID_ARK: "ark"}
+
+
+class Endorsement(StrEnum):
+    """The labels SEV-SNP evidence carries its certificates under (cert table, CMW, CLI): one
+    spelling, so a typo is a NameError, not an endorsement silently not found."""
+
+    VCEK = "vcek"
+    VLEK = "vlek"
+    ASK = "ask"
+    ASVK = "asvk"
+    ARK = "ark"
+    CHAIN = "chain"  # ASK/ASVK (+ARK) as one PEM bundle
+
+
+GUID_NAMES = {GUID_VCEK: Endorsement.VCEK, GUID_VLEK: Endorsement.VLEK, GUID_ASK: Endorsement.ASK,
+              GUID_ARK: Endorsement.ARK}
 NAME_GUIDS = {v: k for k, v in GUID_NAMES.items()}
 _ENTRY = struct.Struct("<16sII")
 MAX_CERT_TABLE = 64 * 1024

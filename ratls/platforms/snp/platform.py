@@ -18,7 +18,7 @@ from ...trust import Trust
 from ...tsm import DEFAULT_ROOT, TsmFilesystem
 from ...x509util import looks_like_pem
 from . import collect as snp_collect
-from .abi import Product, parse_report
+from .abi import Endorsement, Product, SigningKey, parse_report
 from .appraise import appraise_snp
 from .certs import ProductRoots, load_certificates, shipped_roots
 from .kds import KdsClient
@@ -49,14 +49,14 @@ def snp_trust(trust: Trust, roots: dict[Product, ProductRoots], *, simulated: bo
 def key_material(evidence: Evidence) -> KeyMaterial | None:
     """The VCEK/VLEK and intermediates carried with the evidence (cert table, CMW, CLI)."""
     e = evidence.endorsements
-    key_der = e.get("vcek") or e.get("vlek")
+    key_der = e.get(Endorsement.VCEK) or e.get(Endorsement.VLEK)
     if key_der is None:
         return None
     key = load_certificates(key_der, "endorsement key (VCEK/VLEK)")
     if len(key) != 1:
         raise EvidenceError(f"endorsement key holds {len(key)} certificates; give only the VCEK or VLEK")
     intermediates: list[x509.Certificate] = []
-    for label in ("ask", "asvk", "ark", "chain"):
+    for label in (Endorsement.ASK, Endorsement.ASVK, Endorsement.ARK, Endorsement.CHAIN):
         if label in e:
             intermediates += load_certificates(e[label], f"{label} certificate")
     return KeyMaterial(key[0], intermediates)
@@ -115,7 +115,7 @@ class SnpPlatform(PlatformBase):
         return verify_snp(report, keys, self._trust(trust), now, platform=self.name)
 
     def _fetch(self, report, trust: Trust) -> KeyMaterial | FetchFailed | None:  # type: ignore[no-untyped-def]
-        if report.signer_info.signing_key.value != "vcek" or report.product is None:
+        if report.signer_info.signing_key != SigningKey.VCEK or report.product is None:
             return None
         kds = KdsClient(cache_dir=trust.kds_cache_dir, offline=trust.kds_offline)
         try:
