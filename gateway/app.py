@@ -19,7 +19,7 @@ from .access_log import AccessLogRotation
 from .attested_config import AttestedConfig
 from .attested_repository import AttestedRepository
 from .background import BackgroundTasks
-from .config import GatewayConfig
+from .config import GatewayConfig, TritonMode
 from .data_plane import DataPlane, raise_file_limit
 from .evidence_api import EvidenceApi
 from .evidence_limiter import FairEvidenceLimiter
@@ -49,7 +49,7 @@ class Gateway:
         self.run = RunDir(config.control.run_dir)
         self.attested = attested or AttestedConfig(config)  # filters, their Envoy form, the config digest
         self.repository = AttestedRepository(config.triton)  # the models the certificate names
-        mode = ManagedTriton if config.triton.mode == "managed" else ExternalTriton
+        mode = ManagedTriton if config.triton.mode is TritonMode.MANAGED else ExternalTriton
         self.upstream: TritonUpstream = mode(config.triton, self.repository, self.publish)
         self.data_plane = DataPlane(config.envoy, config.listen)
         self.ads, self.listener_options = self.data_plane.ads, self.attested.listener_options

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ratls.errors import ConfigError
 from triton_backend.manifest import Manifest, ManifestError, RepositoryWatch
 
-from .config import TritonSection
+from .config import OnMismatch, TritonSection
 from .facts import Facts
 from .metrics import MetricFamily
 
@@ -56,7 +56,7 @@ class AttestedRepository(Facts):
         is the manifest of what Triton is known to serve (None: not measured)."""
         if self.reload_refusal is not None:
             return self.reload_refusal
-        if self.section.on_repository_change != "refuse" or self.manifest is None:
+        if self.section.on_repository_change is not OnMismatch.REFUSE or self.manifest is None:
             return None
         if served_digest is not None and served_digest != self.manifest.digest:
             return "Triton serves a model repository other than the attested one"
@@ -89,7 +89,7 @@ class AttestedRepository(Facts):
                 self.changes = changes
                 log.error("model repository changed after attestation (%s): %s",
                           self.section.on_repository_change, "; ".join(changes[:10]))
-                if self.section.on_repository_change == "refuse":
+                if self.section.on_repository_change is OnMismatch.REFUSE:
                     await publish()
 
     def metric_families(self) -> list[MetricFamily]:

@@ -8,6 +8,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,18 @@ from ratls.yamlfile import KeyedReader, read_yaml
 
 ENV_PREFIX = "RATLS_GATEWAY__"
 CONFIG_VERSION = 1
+
+
+class TritonMode(StrEnum):
+    MANAGED = "managed"  # the gateway starts Triton on a measured snapshot of the repository
+    EXTERNAL = "external"  # Triton runs beside the gateway, on loopback
+
+
+class OnMismatch(StrEnum):
+    """What the gateway does when Triton is not in the attested state."""
+
+    REFUSE = "refuse"
+    WARN = "warn"
 
 
 @dataclass(frozen=True)
@@ -60,15 +73,15 @@ class IdentityConfig:
 
 @dataclass(frozen=True)
 class TritonSection:
-    mode: str = "managed"  # managed | external
+    mode: TritonMode = TritonMode.MANAGED
     binary: str | None = None
     model_repository: str | None = None  # managed: default is the packaged demo repository
     http_port: int = 0  # managed: 0 = choose a free loopback port; external: required
     grpc_port: int = 0
     metrics_port: int = 0
     host: str = "127.0.0.1"  # external mode: where Triton listens
-    on_exposed: str = "refuse"  # refuse | warn (external mode hardening findings)
-    on_repository_change: str = "refuse"  # refuse | warn
+    on_exposed: OnMismatch = OnMismatch.REFUSE  # external mode hardening findings
+    on_repository_change: OnMismatch = OnMismatch.REFUSE
     watch_interval: timedelta = timedelta(seconds=10)
     ready_timeout: timedelta = timedelta(seconds=120)
     restart_backoff_max: timedelta = timedelta(seconds=30)
@@ -190,16 +203,15 @@ def _identity(r: KeyedReader) -> IdentityConfig:
 
 def _triton(r: KeyedReader) -> TritonSection:
     d = TritonSection()
-    refuse_or_warn = ("refuse", "warn")
     out = TritonSection(
-        mode=str(r.choice("mode", ("managed", "external"), d.mode)),
+        mode=r.enum("mode", TritonMode, d.mode),
         binary=r.text("binary", None, optional=True),
         model_repository=r.text("model_repository", None, optional=True),
         http_port=r.port("http_port", d.http_port), grpc_port=r.port("grpc_port", d.grpc_port),
         metrics_port=r.port("metrics_port", d.metrics_port),
         host=_ip(r, "host", d.host),
-        on_exposed=str(r.choice("on_exposed", refuse_or_warn, d.on_exposed)),
-        on_repository_change=str(r.choice("on_repository_change", refuse_or_warn, d.on_repository_change)),
+        on_exposed=r.enum("on_exposed", OnMismatch, d.on_exposed),
+        on_repository_change=r.enum("on_repository_change", OnMismatch, d.on_repository_change),
         watch_interval=_dur(r, "watch_interval", d.watch_interval),
         ready_timeout=_dur(r, "ready_timeout", d.ready_timeout),
         restart_backoff_max=_dur(r, "restart_backoff_max", d.restart_backoff_max))

@@ -16,7 +16,7 @@ from triton_backend import hardening
 from triton_backend.manifest import Manifest, RepositoryWatch
 
 from .attested_repository import AttestedRepository
-from .config import TritonSection
+from .config import OnMismatch, TritonSection
 from .triton_upstream import Publish, TritonEndpoint, TritonUpstream
 
 log = logging.getLogger("ratls.gateway")
@@ -41,7 +41,7 @@ class ExternalTriton(TritonUpstream):
         report = await self._answering(endpoint, ready_timeout_s)
         if not report.ok:
             message = "; ".join(report.problems)
-            if t.on_exposed == "refuse":
+            if t.on_exposed is OnMismatch.REFUSE:
                 raise ConfigError(f"external Triton failed the hardening check: {message}",
                                   hint="start Triton with the flags README lists (loopback addresses, "
                                        "--model-control-mode=none)")
@@ -75,7 +75,7 @@ class ExternalTriton(TritonUpstream):
         t = self.section
         report = await asyncio.to_thread(hardening.check, f"http://{t.host}:{t.http_port}", [t.http_port, t.grpc_port])
         problem = "; ".join(report.problems) if not report.ok else None
-        acceptable = report.ok or (report.answered and t.on_exposed == "warn")
+        acceptable = report.ok or (report.answered and t.on_exposed is OnMismatch.WARN)
         if acceptable:
             self.checked_listeners = report.listeners
         if problem != self.problem:
@@ -85,7 +85,7 @@ class ExternalTriton(TritonUpstream):
             else:
                 log.info("external Triton passed the hardening check again")
             self.problem = problem
-            if t.on_exposed == "refuse":
+            if t.on_exposed is OnMismatch.REFUSE:
                 await self.publish()  # Envoy stops (or resumes) forwarding, not only /healthz
         return acceptable
 

@@ -140,10 +140,10 @@ class KeyedReader:
             raise self.error(f"{self.key_path(key)}: {value!r} is not one of {', '.join(allowed)}")
         return value
 
-    def enum(self, key: str, kind: type[E], default: E | None = None) -> E | None:
-        value = self.get(key)
-        if value is None:
-            return default
+    def enum(self, key: str, kind: type[E], default: E) -> E:
+        value = self._given(key, default)
+        if isinstance(value, kind):
+            return value
         for member in kind:
             if member.value == value:
                 return member
