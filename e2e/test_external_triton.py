@@ -219,6 +219,11 @@ def test_triton_replaced_by_an_unhardened_one_is_not_served(sim_state: Path, tmp
     try:
         stack = start_stack({"triton": {"mode": "external", "http_port": http_port, "grpc_port": grpc_port,
                                         "model_repository": str(demo_repository())}}, sim_dir=sim_state)
+        # Gone at once (SIGKILL), not by a graceful stop: while Triton shuts down, one of its ports
+        # can still answer with the other closed, and that half-stopped server rightly fails the
+        # hardening check, which would make this outage read as a hardening refusal.
+        assert server.proc is not None
+        os.killpg(server.proc.pid, signal.SIGKILL)
         server.stop()
         wait_health(stack, 503)
         assert curl_h2_status(stack) == "503"
