@@ -135,14 +135,9 @@ class GatewayConfig:
         }
 
 
-class _Reader(KeyedReader):
-    def __init__(self, data: Any, path: str, error: type[ConfigError] = ConfigError) -> None:
-        super().__init__(data, path, error)
-
-
 def _section(r: KeyedReader, key: str) -> KeyedReader:
     sub = r.sub(key)
-    return sub if sub is not None else _Reader({}, r.key_path(key))
+    return sub if sub is not None else KeyedReader({}, r.key_path(key), ConfigError)
 
 
 def _ip(r: KeyedReader, key: str, default: str) -> str:
@@ -258,7 +253,7 @@ def parse_config(data: dict[str, Any], source: str = "<defaults>") -> GatewayCon
     """The whole configuration from its (already environment-merged) document; nothing mutated."""
     from filters.policy import parse_filter_policy
 
-    r = _Reader(data, "")
+    r = KeyedReader(data, "", ConfigError)
     version = r.integer("version", CONFIG_VERSION, lo=0, hi=2**31)
     cfg = GatewayConfig(version=int(version or 0), listen=_listen(_section(r, "listen")),
                         identity=_identity(_section(r, "identity")), triton=_triton(_section(r, "triton")),

@@ -39,13 +39,6 @@ def pinned_models(models: Mapping[str | Every, str]) -> list[tuple[str | Every, 
     return sorted(rows, key=lambda row: row[1])
 
 
-class PolicyReader(KeyedReader):
-    """A policy mapping being read: its errors are PolicyErrors."""
-
-    def __init__(self, data: Any, path: str, error: type[PolicyError] = PolicyError) -> None:
-        super().__init__(data, path, error)
-
-
 @dataclass(frozen=True)
 class PolicySection(Generic[T]):
     """A top-level policy section owned by a platform (or shared by several: ``sev-snp`` is read
@@ -142,7 +135,7 @@ def _version(top: KeyedReader) -> int:
 
 def parse_policy(data: Any, source: str = "<memory>") -> Policy:
     from . import registry
-    top = PolicyReader(data, "policy")
+    top = KeyedReader(data, "policy", PolicyError)
     version = _version(top)
     accepted = registry.hardware_names()
     platforms = top.str_list("platforms", accepted) or []
