@@ -1,0 +1,1 @@
+"""NVIDIA confidential-computing GPUs (Hopper, Blackwell): SPDM evidence, device chain, RIMs."""
