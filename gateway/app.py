@@ -12,6 +12,7 @@ from typing import Any
 
 from ratls.errors import ConfigError
 from ratls.registry import Platform
+from ratls.timeutil import utcnow
 
 from . import envoy_config as ec
 from . import facts
@@ -23,6 +24,7 @@ from .config import GatewayConfig, TritonMode
 from .data_plane import DataPlane, raise_file_limit
 from .evidence_api import EvidenceApi
 from .evidence_limiter import FairEvidenceLimiter
+from .gpu_attestation import GpuAttestation
 from .identity import IdentityFacts, IdentityManager, rotate_certificate, rotate_when_due
 from .local_servers import LocalServers
 from .model_reload import ModelReload
@@ -54,6 +56,8 @@ class Gateway:
         self.data_plane = DataPlane(config.envoy, config.listen)
         self.ads, self.listener_options = self.data_plane.ads, self.attested.listener_options
         self.access_log, self.servers, self.tasks = AccessLogRotation(), LocalServers(), BackgroundTasks()
+        sim_dir = Path(config.identity.sim_state_dir) if config.identity.sim_state_dir else None
+        self.gpus = GpuAttestation(config.gpus, sim_dir)  # GPU evidence beside the CPU's
         self.identity: IdentityManager | None = None
         self.evidence_api: EvidenceApi | None = None
         self._reload: ModelReload | None = None
@@ -86,12 +90,14 @@ class Gateway:
         platform = self.platform  # fail early (and loudly) when no TEE and not sim
         if platform.simulated:
             log.warning("identity platform is SIMULATED: certificates carry no hardware evidence")
+        await asyncio.to_thread(self.gpus.attest_at_start, utcnow())  # before Triton may use them
         await self.upstream.start(run_dir, self.attested.denied_triton_groups(),
                                   cfg.triton.ready_timeout.total_seconds())
         self.attested.compile(self.repository.manifest, await self.upstream.server_metadata(), run_dir)
         manifest = self.repository.manifest
         self.identity = IdentityManager.configured(platform, cfg.identity, config_digest=self.attested.digest,
-                                                   models=manifest.claims() if manifest else None)
+                                                   models=manifest.claims() if manifest else None,
+                                                   devices=self.gpus.collector)
         await self.identity.issue_async()
         self._reload = ModelReload(self.repository, self.upstream, self.identity, self.attested, self.publish)
         await self._serve_control(run_dir)
@@ -165,7 +171,7 @@ class Gateway:
     # ---- health: each component's own facts, in this order ----
     def _facts(self) -> list[facts.Facts]:
         return [IdentityFacts(self.identity, lambda: self.platform), self.data_plane, self.access_log, self.upstream,
-                self.repository, self.attested, *([self.evidence_api] if self.evidence_api else [])]
+                self.repository, self.attested, self.gpus, *([self.evidence_api] if self.evidence_api else [])]
 
     def readiness(self) -> list[str]:
         return facts.readiness(self._facts())

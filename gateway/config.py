@@ -71,6 +71,29 @@ class IdentityConfig:
         return self.lifetime
 
 
+class GpuMode(StrEnum):
+    NONE = "none"  # no GPU evidence (CPU-only inference, or GPUs this gateway does not attest)
+    NVML = "nvml"  # NVIDIA confidential GPUs through NVML inside the CVM
+    SIM = "sim"  # simulated GPUs (development; SIMULATED in every certificate)
+
+
+class OnGpuFailure(StrEnum):
+    REFUSE = "refuse"  # the gateway does not start
+    UNREADY = "unready"  # it starts, reports not ready, and never sets the GPUs' CC ready state
+
+
+@dataclass(frozen=True)
+class GpuSection:
+    mode: GpuMode = GpuMode.NONE
+    count: int | None = None  # expected number of GPUs (None: any; sim: 1)
+    architectures: list[str] = field(default_factory=list)  # e.g. [hopper]; empty: any
+    allow_devtools: bool = False
+    rim_dir: str | None = None  # RIMs (by RIM id) to staple into certificates
+    rim_online: bool = False  # fetch missing RIMs from NVIDIA's RIM service (cached in rim_cache_dir)
+    rim_cache_dir: str = "/var/cache/ratls/nvidia-rims"
+    on_failure: OnGpuFailure = OnGpuFailure.REFUSE
+
+
 @dataclass(frozen=True)
 class TritonSection:
     mode: TritonMode = TritonMode.MANAGED
@@ -113,6 +136,7 @@ class GatewayConfig:
     triton: TritonSection = field(default_factory=TritonSection)
     envoy: EnvoySection = field(default_factory=EnvoySection)
     control: ControlSection = field(default_factory=ControlSection)
+    gpus: GpuSection = field(default_factory=GpuSection)
     filters: dict[str, Any] = field(default_factory=dict)  # as written; parsed into filter_policy
     source: str = "<defaults>"
     filter_policy: Any = None  # filters.policy.FilterPolicy, parsed by load_config
@@ -128,11 +152,17 @@ class GatewayConfig:
 
     def security_view(self, effective_filters: dict[str, Any] | None = None) -> dict[str, Any]:
         """The security-relevant, effective configuration whose digest goes into the claims."""
-        return {
+        view: dict[str, Any] = {
             "listen": {"port": self.listen.port, "tls_min_version": self.listen.tls_min_version},
             "upstreams": self._upstreams_view(),
             "filters": effective_filters if effective_filters is not None else self.filters,
         }
+        if self.gpus.mode is not GpuMode.NONE:
+            # which GPUs the gateway attests, and whether it serves when they fail, is what a client accepts
+            g = self.gpus
+            view["gpus"] = {"mode": g.mode, "count": g.count, "architectures": g.architectures,
+                            "allow_devtools": g.allow_devtools, "on_failure": g.on_failure}
+        return view
 
 
 def _section(r: KeyedReader, key: str) -> KeyedReader:
@@ -232,6 +262,22 @@ def _envoy(r: KeyedReader) -> EnvoySection:
     return out
 
 
+def _gpus(r: KeyedReader) -> GpuSection:
+    d = GpuSection()
+    archs = r.str_list("architectures", ("hopper", "blackwell"))
+    out = GpuSection(
+        mode=r.enum("mode", GpuMode, d.mode),
+        count=r.integer("count", None, lo=1, hi=64),
+        architectures=d.architectures if archs is None else archs,
+        allow_devtools=bool(r.boolean("allow_devtools", d.allow_devtools)),
+        rim_dir=r.text("rim_dir", None, optional=True),
+        rim_online=bool(r.boolean("rim_online", d.rim_online)),
+        rim_cache_dir=str(r.text("rim_cache_dir", d.rim_cache_dir)),
+        on_failure=r.enum("on_failure", OnGpuFailure, d.on_failure))
+    r.finish()
+    return out
+
+
 def _control(r: KeyedReader) -> ControlSection:
     d = ControlSection()
     out = ControlSection(
@@ -258,7 +304,7 @@ def parse_config(data: dict[str, Any], source: str = "<defaults>") -> GatewayCon
     cfg = GatewayConfig(version=int(version or 0), listen=_listen(_section(r, "listen")),
                         identity=_identity(_section(r, "identity")), triton=_triton(_section(r, "triton")),
                         envoy=_envoy(_section(r, "envoy")), control=_control(_section(r, "control")),
-                        filters=r.mapping("filters"), source=source)
+                        gpus=_gpus(_section(r, "gpus")), filters=r.mapping("filters"), source=source)
     r.finish()
     cfg = dataclasses.replace(cfg, filter_policy=parse_filter_policy(cfg.filters))
     if cfg.version != CONFIG_VERSION:

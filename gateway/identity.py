@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ratls.cert import build_collection, generate_key
 from ratls.claims import Claims
+from ratls.devices import DeviceCollector
 from ratls.errors import RatlsError
 from ratls.issue import Issued, collect_for_claims, issue_certificate, make_claims
 from ratls.registry import Platform
@@ -58,8 +59,10 @@ class Identity:
 
 class IdentityManager:
     def __init__(self, platform: Platform, *, lifetime: timedelta, rotate_at: float, curve: str, sans: list[str],
-                 common_name: str, models: dict[str, Any] | None, config_digest: str | None) -> None:
+                 common_name: str, models: dict[str, Any] | None, config_digest: str | None,
+                 devices: DeviceCollector | None = None) -> None:
         self.platform = platform
+        self.devices = devices  # GPUs whose evidence goes into every certificate and fresh answer
         self.lifetime, self.rotate_at, self.curve = lifetime, rotate_at, curve
         self.sans, self.common_name = sans, common_name
         self.models, self.config_digest = models, config_digest
@@ -72,9 +75,10 @@ class IdentityManager:
 
     @classmethod
     def configured(cls, platform: Platform, section: IdentityConfig, *, models: dict[str, Any] | None,
-                   config_digest: str | None) -> IdentityManager:
+                   config_digest: str | None, devices: DeviceCollector | None = None) -> IdentityManager:
         return cls(platform, lifetime=section.lifetime_td, rotate_at=section.rotate_at, curve=section.key_curve,
-                   sans=section.sans, common_name=section.common_name, models=models, config_digest=config_digest)
+                   sans=section.sans, common_name=section.common_name, models=models, config_digest=config_digest,
+                   devices=devices)
 
     def issue(self, now: datetime | None = None) -> Identity:
         """A new key and certificate bound to fresh evidence. On failure the current identity
@@ -84,7 +88,7 @@ class IdentityManager:
         try:
             issued = issue_certificate(self.platform, key, now=now, lifetime=self.lifetime, sans=self.sans,
                                        common_name=self.common_name, instance=self.instance, models=self.models,
-                                       config=self.config_digest)
+                                       config=self.config_digest, devices=self.devices)
         except RatlsError as exc:
             self.evidence_failures += 1
             self.last_error = str(exc)
@@ -125,12 +129,12 @@ class IdentityManager:
                                      lifetime=timedelta(minutes=5), instance=self.instance, models=self.models,
                                      config=self.config_digest, nonce=nonce)
         try:
-            claims_cbor, evidence = collect_for_claims(self.platform, claims)
+            claims_cbor, evidence, devices = collect_for_claims(self.platform, claims, self.devices)
         except RatlsError as exc:
             self.evidence_failures += 1
             self.last_error = str(exc)
             raise
-        return build_collection(claims_cbor, evidence).encode()
+        return build_collection(claims_cbor, evidence, devices).encode()
 
 
 async def rotate_certificate(identity: IdentityManager, publish: Callable[[], Awaitable[str]]) -> int:

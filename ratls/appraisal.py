@@ -50,6 +50,7 @@ class Appraisal:
     claims: dict[str, Any] | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> what was verified (GPUs)
 
     @property
     def ok(self) -> bool:
@@ -81,6 +82,7 @@ class Appraisal:
             "tcb": self.tcb,
             "claims": self.claims,
             "evidence": self.evidence,
+            "devices": self.devices,
             "checks": [c.to_json() for c in self.checks],
             "failures": [c.name for c in self.failures],
         }
@@ -101,6 +103,8 @@ class Appraisal:
             lines.append(f"{name}: {value}")
         if self.tcb:
             lines.append("tcb: " + ", ".join(f"{k}={v}" for k, v in self.tcb.items()))
+        for label, device in self.devices.items():
+            lines.append(f"{label}: " + ", ".join(f"{k}={v}" for k, v in device.items() if v is not None))
         for check in self.checks:
             mark = "ok  " if check.ok else "FAIL"
             lines.append(f"  [{mark}] {check.name}: {check.detail}")

@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from . import cmw
 from .claims import Claims, decode_claims
+from .devices import DeviceEvidence
 from .errors import EvidenceError, UsageError
 from .evidence import Evidence
 from .x509util import X509_ERRORS, force_parse, looks_like_pem
@@ -36,14 +37,25 @@ def spki_der(public_key: ec.EllipticCurvePublicKey) -> bytes:
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def build_collection(claims_cbor: bytes, evidence: Evidence) -> cmw.CmwCollection:
+def build_collection(claims_cbor: bytes, evidence: Evidence,
+                     devices: tuple[DeviceEvidence, ...] | list[DeviceEvidence] = ()) -> cmw.CmwCollection:
+    """``claims``, ``cpu``, one record per device (``gpu0``...), and ``endorsements``: the CPU's as
+    records, each device's as a nested collection under the device's label."""
     items: dict[str, cmw.CmwRecord | cmw.CmwCollection] = {
         "claims": cmw.CmwRecord(cmw.MEDIA_CLAIMS, claims_cbor),
         "cpu": cmw.CmwRecord(evidence.media_type, evidence.raw),
     }
-    if evidence.endorsements:
-        items["endorsements"] = cmw.CmwCollection(
-            None, {k: cmw.CmwRecord(cmw.endorsement_media_type(k), v) for k, v in evidence.endorsements.items()})
+    endorsements: dict[str, cmw.CmwRecord | cmw.CmwCollection] = {
+        k: cmw.CmwRecord(cmw.endorsement_media_type(k), v) for k, v in evidence.endorsements.items()}
+    for device in devices:
+        if device.label in items or device.label in endorsements:
+            raise UsageError(f"device label '{device.label}' collides with another entry of the collection")
+        items[device.label] = cmw.CmwRecord(device.media_type, device.raw)
+        if device.endorsements:
+            endorsements[device.label] = cmw.CmwCollection(None, {
+                k: cmw.CmwRecord(cmw.endorsement_media_type(k), v) for k, v in device.endorsements.items()})
+    if endorsements:
+        items["endorsements"] = cmw.CmwCollection(None, endorsements)
     return cmw.CmwCollection(cmw.RATLS_COLLECTION_TYPE, items)
 
 
@@ -59,10 +71,10 @@ def _san(names: list[str]) -> x509.SubjectAlternativeName:
 
 def build_certificate(key: ec.EllipticCurvePrivateKey, claims_cbor: bytes, evidence: Evidence, *,
                       not_before: dt.datetime, not_after: dt.datetime, common_name: str,
-                      sans: list[str]) -> x509.Certificate:
+                      sans: list[str], devices: tuple[DeviceEvidence, ...] = ()) -> x509.Certificate:
     """Self-signed certificate carrying the CMW collection in id-pe-cmw (non-critical)."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    ext_value = cmw.encode_extension_value(build_collection(claims_cbor, evidence))
+    ext_value = cmw.encode_extension_value(build_collection(claims_cbor, evidence, devices))
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -91,6 +103,7 @@ class RatlsCertificate:
     claims_cbor: bytes
     claims: Claims
     evidence: Evidence
+    devices: tuple[DeviceEvidence, ...] = ()
 
     @property
     def spki_sha256(self) -> bytes:
@@ -197,7 +210,7 @@ def parse_ratls(cert: x509.Certificate) -> RatlsCertificate:
         raise EvidenceError("id-pe-cmw extension could not be read as raw bytes")
     collection = cmw.decode_extension_value(value.value)
     claims_cbor, claims, evidence = evidence_from_collection(collection)
-    return RatlsCertificate(cert, collection, claims_cbor, claims, evidence)
+    return RatlsCertificate(cert, collection, claims_cbor, claims, evidence, devices_from_collection(collection))
 
 
 def evidence_from_collection(collection: cmw.CmwCollection) -> tuple[bytes, Claims, Evidence]:
@@ -213,8 +226,34 @@ def evidence_from_collection(collection: cmw.CmwCollection) -> tuple[bytes, Clai
     coll = collection.collection("endorsements")
     if coll is not None:
         for label, item in coll.items.items():
+            if isinstance(item, cmw.CmwCollection) and label in collection.items:
+                continue  # a device's own endorsements (devices_from_collection)
             if not isinstance(item, cmw.CmwRecord):
                 raise EvidenceError(f"endorsement '{label}' must be a record")
             endorsements[label] = item.value
     evidence = Evidence(claims.platform, cpu.media_type, cpu.value, endorsements)
     return claims_rec.value, claims, evidence
+
+
+_COLLECTION_LABELS = {"claims", "cpu", "endorsements"}
+
+
+def devices_from_collection(collection: cmw.CmwCollection) -> tuple[DeviceEvidence, ...]:
+    """Every record beside ``claims`` and ``cpu`` is a device's evidence, with its endorsements
+    from the nested collection of the same label. Parsing only: the pipeline checks each one
+    against the claims (an unclaimed record is a failed check, never ignored)."""
+    coll = collection.collection("endorsements")
+    devices: list[DeviceEvidence] = []
+    for label, item in collection.items.items():
+        if label in _COLLECTION_LABELS:
+            continue
+        if not isinstance(item, cmw.CmwRecord):
+            raise EvidenceError(f"CMW entry '{label}' is a collection where a device record was expected")
+        own = coll.collection(label) if coll is not None else None
+        endorsements: dict[str, bytes] = {}
+        for name, value in (own.items.items() if own is not None else ()):
+            if not isinstance(value, cmw.CmwRecord):
+                raise EvidenceError(f"endorsement '{label}/{name}' must be a record")
+            endorsements[name] = value.value
+        devices.append(DeviceEvidence(label, item.media_type, item.value, endorsements))
+    return tuple(devices)

@@ -13,7 +13,9 @@ PROFILE = "ratls/1"
 BINDING_PREFIX = b"ratls/1 claims\x00"
 HASH_ALG_SHA256 = 1  # CoSWID / IANA named-information hash algorithm id
 
-_KNOWN_KEYS = {"pubkey-hash", "iat", "exp", "platform", "nonce", "models", "config", "instance", "profile"}
+_KNOWN_KEYS = {"pubkey-hash", "iat", "exp", "platform", "nonce", "models", "config", "instance", "profile",
+               "devices"}
+DEVICES_KEY = "devices"
 
 
 def spki_sha256(spki_der: bytes) -> bytes:
@@ -32,6 +34,9 @@ class Claims:
     nonce: bytes | None = None
     profile: str = PROFILE
     extra: dict[str, Any] = field(default_factory=dict)
+    # label ("gpu0") -> {"type", "evidence-hash", "state"}: the device evidence this certificate
+    # carries beside the CPU's, covered by the CPU report through these claims (ratls.devices)
+    devices: dict[str, Any] | None = None
 
     def to_map(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.extra)
@@ -51,7 +56,15 @@ class Claims:
             out["config"] = self.config
         if self.nonce is not None:
             out["nonce"] = self.nonce
+        if self.devices is not None:
+            out[DEVICES_KEY] = self.devices
         return out
+
+    def encode_without_devices(self) -> bytes:
+        """The claims before device evidence was added: what each device's nonce is derived from."""
+        out = self.to_map()
+        out.pop(DEVICES_KEY, None)
+        return cbor.encode(out)
 
     def encode(self) -> bytes:
         return cbor.encode(self.to_map())
@@ -114,6 +127,10 @@ def decode_claims(claims_cbor: bytes) -> Claims:
     nonce = m.get("nonce")
     if nonce is not None and (not isinstance(nonce, bytes) or not 8 <= len(nonce) <= 64):
         raise EvidenceError("claims: 'nonce' must be 8 to 64 bytes")
+    devices = m.get(DEVICES_KEY)
+    if devices is not None and (not isinstance(devices, dict) or not devices
+                                or not all(isinstance(k, str) and isinstance(v, dict) for k, v in devices.items())):
+        raise EvidenceError("claims: 'devices' must be a non-empty map of device label to a map")
     extra = {k: v for k, v in m.items() if k not in _KNOWN_KEYS}
     return Claims(
         pubkey_sha256=ph[1],
@@ -126,4 +143,5 @@ def decode_claims(claims_cbor: bytes) -> Claims:
         nonce=nonce,
         profile=profile,
         extra=extra,
+        devices=devices,
     )

@@ -75,6 +75,8 @@ def _trust(args: argparse.Namespace) -> Trust:
                   kds_cache_dir=Path(args.kds_cache) if getattr(args, "kds_cache", None) else None)
     if getattr(args, "pccs_url", None):
         trust.pccs_url = args.pccs_url
+    if getattr(args, "rim_dir", None):
+        trust.nvidia_rim_dir = Path(args.rim_dir)
     return trust
 
 
@@ -92,6 +94,13 @@ def _emit(appraisal: Appraisal, as_json: bool, extra: dict[str, object] | None =
 # ---- commands ----
 
 def cmd_evidence_verify(args: argparse.Namespace) -> int:
+    device = registry.lookup_device(args.platform)
+    if device is not None:
+        from .device_cli import verify_device_evidence
+        from .pipeline import trust_for
+        policy = _policy(args)
+        return _emit(verify_device_evidence(device, args, policy=policy, trust=trust_for(policy, _trust(args)),
+                                            now=_now(args), read=_read), args.json)
     kind = registry.lookup(args.platform)
     report = _read(args.report, "report")
     endorsements: dict[str, bytes] = {}
@@ -274,8 +283,13 @@ def cmd_cert_issue(args: argparse.Namespace) -> int:
     lifetime = parse_duration(args.lifetime, what="--lifetime")
     if lifetime < timedelta(minutes=1):
         raise UsageError("--lifetime must be at least 1m")
+    devices = None
+    if args.sim_gpus:
+        from .platforms.nvidia.collector import SimGpuCollector
+        from .platforms.nvidia.sim import sim_gpu_dir
+        devices = SimGpuCollector(sim_gpu_dir(settings.sim_state_dir), args.sim_gpus)
     issued = issue_certificate(platform, key, now=_now(args), lifetime=lifetime, sans=args.san or None,
-                               common_name=args.cn)
+                               common_name=args.cn, devices=devices)
     if platform.simulated:
         print("WARNING: SIMULATED platform - this certificate carries no hardware evidence", file=sys.stderr)
     Path(args.out_cert).write_bytes(issued.cert.public_bytes(serialization.Encoding.PEM))
@@ -339,11 +353,15 @@ def cmd_cert_show(args: argparse.Namespace) -> int:
     report = registry.describe(rc.evidence)
     if report is not None:
         info["report"] = report
+    if rc.devices:
+        info["devices"] = {d.label: registry.describe_device(d) for d in rc.devices}
     if args.json:
         print(json.dumps(info, indent=2))
         return EXIT_OK
     if registry.simulated(rc.evidence.platform):
         print("SIMULATED platform - not hardware evidence")
+    if any(d.get("simulated") for d in info.get("devices", {}).values()):
+        print("SIMULATED GPU - not hardware evidence")
     _print_fields(info)
     return EXIT_OK
 
@@ -380,6 +398,16 @@ def cmd_policy_init(args: argparse.Namespace) -> int:
             print(f"ratls: refusing to pin a simulated root: {exc}", file=sys.stderr)
             return EXIT_VERDICT
         trust.simulated_roots = (sim_root,)
+    if rc.devices:
+        from .platforms.nvidia.sim import roots_to_pin
+        try:
+            gpu_roots, gpu_note = roots_to_pin(rc.devices, _sim_state_dir(args))
+        except PolicyViolation as exc:
+            print(f"ratls: refusing to pin a simulated root: {exc}", file=sys.stderr)
+            return EXIT_VERDICT
+        trust.simulated_roots = (*trust.simulated_roots, *gpu_roots)
+        if gpu_note:
+            print(f"ratls: {gpu_note}", file=sys.stderr)
     appraisal, _ = verify_certificate(cert, policy=None, now=now, trust=trust)
     if not appraisal.ok:
         print(appraisal.summary(), file=sys.stderr)
@@ -503,13 +531,20 @@ def _add_evidence_commands(sub: Any) -> None:
                                                                                  parser_class=_Parser)
     evv = ev.add_parser("verify", help="verify a raw attestation report (no certificate)")
     evv.add_argument("--platform", required=True,
-                     help=registry.choices_text())
+                     help=registry.choices_text() + "; devices: " + ", ".join(
+                         d.name + (f" ({', '.join(d.aliases)})" if d.aliases else "") for d in registry.device_types()))
     evv.add_argument("--report", required=True, metavar="R.bin",
-                     help="raw evidence: SNP ATTESTATION_REPORT, TDX quote, or Azure vTPM evidence JSON")
+                     help="raw evidence: SNP ATTESTATION_REPORT, TDX quote, Azure vTPM evidence JSON, or a GPU's "
+                          "SPDM request||response (raw, hex or base64 text)")
     evv.add_argument("--collateral", metavar="FILE",
                      help="TDX collateral (QuoteCollateralV3 JSON: TCB info, QE identity, CRLs, issuer chains)")
     evv.add_argument("--vcek", metavar="FILE", help="VCEK or VLEK certificate, PEM or DER")
-    evv.add_argument("--chain", metavar="FILE", help="ASK/ASVK (+ARK) PEM; the ARK must match a pinned AMD root")
+    evv.add_argument("--chain", metavar="FILE", help="ASK/ASVK (+ARK) PEM; the ARK must match a pinned AMD root. "
+                                                     "GPUs: the device certificate chain, leaf-first PEM")
+    evv.add_argument("--nonce", metavar="HEX", help="GPUs: the 32-byte request nonce the report must carry")
+    evv.add_argument("--driver-rim", metavar="F", help="GPUs: NVIDIA's driver RIM (SWID tag XML) to compare with")
+    evv.add_argument("--vbios-rim", metavar="F", help="GPUs: NVIDIA's VBIOS RIM (SWID tag XML) to compare with")
+    evv.add_argument("--rim-dir", metavar="DIR", help="GPUs: a directory of RIMs named by RIM id (<id>.xml)")
     evv.add_argument("--policy", metavar="P", help="appraise against this policy (else authenticity only)")
     evv.add_argument("--report-data", metavar="HEX", help="require REPORT_DATA to equal these 64 bytes")
     evv.add_argument("--sim-dir", metavar="DIR", help="simulated platform state directory (platform sim)")
@@ -564,6 +599,8 @@ def _add_cert_commands(sub: Any) -> None:
     ci.add_argument("--curve", default="p256", choices=["p256", "p384"])
     ci.add_argument("--key-passphrase-env", metavar="VAR", help="encrypt the key with the passphrase in $VAR")
     ci.add_argument("--sim-dir", metavar="DIR", help="simulated platform state directory")
+    ci.add_argument("--sim-gpus", type=int, default=0, metavar="N",
+                    help="also attest N simulated NVIDIA GPUs (their state lives in the --sim-dir)")
     ci.add_argument("--pccs-url", default="https://api.trustedservices.intel.com", metavar="URL",
                     help="TDX: where to fetch the collateral embedded in the certificate ('none': embed none)")
     ci.add_argument("--at", metavar="TIME", help=argparse.SUPPRESS)

@@ -20,12 +20,19 @@ MEDIA_CLAIMS = "application/vnd.ratls.claims+cbor"
 MEDIA_PKIX_CERT = "application/pkix-cert"
 MEDIA_TDX_COLLATERAL = "application/vnd.ratls.tdx-collateral+json"
 MEDIA_JSON = "application/json"
+MEDIA_PEM_CHAIN = "application/pem-certificate-chain"
+MEDIA_SWID_XML = "application/swid+xml"
+MEDIA_OCSP_RESPONSE = "application/ocsp-response"
 # Endorsements are certificates unless their label says otherwise.
-ENDORSEMENT_MEDIA_TYPES = {"tdx-collateral": MEDIA_TDX_COLLATERAL}
+ENDORSEMENT_MEDIA_TYPES = {"tdx-collateral": MEDIA_TDX_COLLATERAL, "chain": MEDIA_PEM_CHAIN,
+                           "driver-rim": MEDIA_SWID_XML, "vbios-rim": MEDIA_SWID_XML}
 
 
 def endorsement_media_type(label: str) -> str:
+    if label.startswith("ocsp-"):
+        return MEDIA_OCSP_RESPONSE
     return ENDORSEMENT_MEDIA_TYPES.get(label, MEDIA_PKIX_CERT)
+
 
 MAX_CMW_BYTES = 256 * 1024
 

@@ -18,6 +18,7 @@ from . import registry
 from .appraisal import Appraisal, Check, failed, passed
 from .cert import RatlsCertificate, load_x509, parse_ratls, spki_der
 from .claims import Claims, report_data_for, spki_sha256
+from .device_verify import verify_devices
 from .errors import EvidenceError, UnreadableEvidence, UsageError
 from .evidence import Evidence, VerifiedEvidence
 from .policy import ALL, Policy, pinned_models
@@ -169,18 +170,21 @@ def verify_fresh_evidence(collection_bytes: bytes, served_spki: bytes, *, policy
                           nonce: bytes, trust: Trust | None = None) -> Appraisal:
     """Verify evidence from the evidence API: a CMW collection like the certificate's, whose
     claims must carry *nonce* and the key of the certificate the server presents."""
-    from .cert import evidence_from_collection
+    from .cert import devices_from_collection, evidence_from_collection
     from .cmw import decode_collection
 
     appraisal = Appraisal(platform=None, policy_applied=policy is not None)
     try:
-        claims_cbor, claims, evidence = evidence_from_collection(decode_collection(collection_bytes))
+        collection = decode_collection(collection_bytes)
+        claims_cbor, claims, evidence = evidence_from_collection(collection)
+        devices = devices_from_collection(collection)
     except EvidenceError as exc:
         appraisal.add(failed("fresh.parse", str(exc)))
         return appraisal
     appraisal.platform = claims.platform
     appraisal.claims = claims.to_json()
-    got = _verify_platform(evidence, trust_for(policy, trust), now, appraisal)
+    trust = trust_for(policy, trust)
+    got = _verify_platform(evidence, trust, now, appraisal)
     if got is None:
         return appraisal
     platform, verified = got
@@ -188,6 +192,7 @@ def verify_fresh_evidence(collection_bytes: bytes, served_spki: bytes, *, policy
     if policy is not None:
         appraisal.add(_platform_accepted(platform, policy))
         appraisal.add(platform.appraise(verified, policy))
+    verify_devices(claims, devices, trust, now, policy, appraisal)
     appraisal.add(_claims_checks(claims, policy or Policy(), now, nonce))
     return appraisal
 
@@ -228,6 +233,8 @@ def verify_certificate(
     if policy is not None:
         appraisal.add(_platform_accepted(platform, policy))
         appraisal.add(platform.appraise(verified, policy))
+    verify_devices(rc.claims, rc.devices, trust, now, policy, appraisal)
+    if policy is not None:
         appraisal.add(_claims_checks(rc.claims, policy, now, nonce))
     elif nonce is not None:
         appraisal.add(_claims_checks(rc.claims, Policy(), now, nonce))

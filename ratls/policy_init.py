@@ -40,6 +40,25 @@ def check_simulated_root(server_root: str, local_root: str | None, state_dir: Pa
     return f"simulated root {server_root} matches the local simulated root in {state_dir}"
 
 
+def _observe_devices(doc: dict[str, Any], appraisal: Appraisal) -> None:
+    """GPUs: their section from what was presented; simulated GPUs also need their roots pinned
+    (taken on first use like every other value here, and only from evidence that verified)."""
+    for kind in registry.device_types():
+        present = [d for d in appraisal.devices.values() if d.get("type") == kind.name]
+        if not present:
+            continue
+        for section in kind.policy_sections:
+            if section.observe is not None and section.key not in doc:
+                doc[section.key] = section.observe(appraisal)
+        if kind.simulated:
+            doc["allow_simulated"] = True
+            roots = doc.setdefault("simulated", {}).get("root_sha256")
+            pinned = [roots] if isinstance(roots, str) else list(roots or [])
+            for device in present:
+                pinned += [r for r in (device.get("root_sha256"), device.get("rim_root_sha256")) if r]
+            doc["simulated"]["root_sha256"] = list(dict.fromkeys(pinned))
+
+
 def policy_from_observation(appraisal: Appraisal, rc: RatlsCertificate, now: datetime,
                             sim_root: str | None = None, sim_root_note: str | None = None) -> str:
     doc: dict[str, Any] = {"version": 1, "trust_on_first_use": True}
@@ -52,6 +71,7 @@ def policy_from_observation(appraisal: Appraisal, rc: RatlsCertificate, now: dat
     for section in registry.lookup(rc.claims.platform).policy_sections:
         if section.observe is not None:
             doc[section.key] = section.observe(appraisal)
+    _observe_devices(doc, appraisal)
     claims: dict[str, Any] = {"max_age": "24h"}
     models = rc.claims.models or {}
     if models.get("models"):

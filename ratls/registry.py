@@ -135,7 +135,34 @@ class PlatformBase:
         return None
 
 
+class DeviceType(Protocol):
+    """A device (GPU) whose evidence accompanies the CPU TEE's in a certificate (ratls.devices).
+    Types of one ``family`` (real and simulated NVIDIA GPUs) share a policy section and are
+    appraised together, so a policy's count and requirements cover all of them."""
+
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]]
+    family: ClassVar[str]
+    media_type: ClassVar[str]
+    simulated: ClassVar[bool]
+    policy_sections: ClassVar[tuple[PolicySection[Any], ...]]
+
+    @classmethod
+    def verify(cls, device: Any, expected_nonce: bytes | None, state: Any, trust: Trust,
+               now: datetime) -> Any: ...
+
+    @classmethod
+    def appraise(cls, verified: list[Any], policy: Policy) -> list[Check]: ...
+
+    @classmethod
+    def summary(cls, verified: Any) -> dict[str, Any]: ...
+
+    @classmethod
+    def describe(cls, device: Any) -> dict[str, Any]: ...
+
+
 _TYPES: dict[str, PlatformType] = {}
+_DEVICES: dict[str, DeviceType] = {}
 _loaded = False
 
 
@@ -163,12 +190,15 @@ def _load() -> None:
     if _loaded:
         return
     from .platforms.azure.platform import AzureSnpVtpmPlatform, AzureTdxVtpmPlatform
+    from .platforms.nvidia.device import NvidiaGpu, SimNvidiaGpu
     from .platforms.sim.platform import SimPlatform
     from .platforms.sim.tdx_platform import SimTdxPlatform
     from .platforms.snp.platform import SnpPlatform
     from .platforms.tdx.platform import TdxPlatform
     for kind in (SnpPlatform, TdxPlatform, AzureSnpVtpmPlatform, AzureTdxVtpmPlatform, SimPlatform, SimTdxPlatform):
         _add(kind)  # type: ignore[arg-type]
+    for device in (NvidiaGpu, SimNvidiaGpu):
+        _DEVICES[device.name] = device  # type: ignore[assignment]
     _loaded = True  # only now: a failed import is raised again on the next call, never a partial registry
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -216,10 +246,36 @@ def create(name: str, settings: PlatformSettings) -> Platform:
 
 def policy_sections() -> list[PolicySection[Any]]:
     seen: dict[str, PolicySection[Any]] = {}
-    for kind in types():
+    for kind in [*types(), *device_types()]:
         for section in kind.policy_sections:
             seen.setdefault(section.key, section)
     return list(seen.values())
+
+
+def register_device(kind: DeviceType) -> None:
+    _load()
+    if kind.name in _DEVICES and _DEVICES[kind.name] is not kind:
+        raise ConfigError(f"device type '{kind.name}' is registered twice")
+    _DEVICES[kind.name] = kind
+
+
+def device_types() -> list[DeviceType]:
+    _load()
+    return list(_DEVICES.values())
+
+
+def describe_device(device: Any) -> dict[str, Any]:
+    """A device record decoded for display (``cert show``); nothing is verified."""
+    kind = next((d for d in device_types() if d.media_type == device.media_type), None)
+    base = {"media_type": device.media_type, "bytes": len(device.raw), "endorsements": sorted(device.endorsements)}
+    if kind is None:
+        return base
+    return {"type": kind.name, "simulated": kind.simulated, **base, **kind.describe(device)}
+
+
+def lookup_device(name: str) -> DeviceType | None:
+    """A device type by name or alias; None when *name* is no device (it may be a platform)."""
+    return next((d for d in device_types() if name == d.name or name in d.aliases), None)
 
 
 def using(section: PolicySection[Any]) -> list[PlatformType]:

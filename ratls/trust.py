@@ -28,3 +28,6 @@ class Trust:
     signature_cache: Any = None
     tdx_collateral: bytes | None = None  # QuoteCollateralV3 JSON the verifier supplies (overrides embedded)
     pccs_url: str = "https://api.trustedservices.intel.com"  # TDX collateral source when not offline
+    # NVIDIA RIMs a verifier keeps itself (by RIM id), used when a GPU's evidence staples none;
+    # NVIDIA's RIM service is asked only when kds_offline is False (the same opt-in as AMD KDS).
+    nvidia_rim_dir: Path | None = None

@@ -132,7 +132,7 @@ def test_nonce_required(sim_chain: SimChain) -> None:
     claims = make_claims(key, platform="sim", now=NOW, lifetime=dt.timedelta(hours=1), instance=b"i" * 16,
                          nonce=nonce)
     from ratls.issue import collect_for_claims
-    claims_cbor, evidence = collect_for_claims(platform, claims)
+    claims_cbor, evidence, _ = collect_for_claims(platform, claims)
     cert = build_certificate(key, claims_cbor, evidence, not_before=NOW - BACKDATE,
                              not_after=NOW + dt.timedelta(hours=1), common_name="x", sans=[])
     assert verify_certificate(cert, policy=sim_policy(sim_chain), now=NOW, nonce=nonce)[0].ok

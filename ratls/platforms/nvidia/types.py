@@ -179,6 +179,8 @@ class VerifiedGpu:
     measurements: MeasurementResult | None = None  # None: no RIMs given, nothing compared
     ocsp: dict[str, OcspStatus] = field(default_factory=dict)  # certificate subject -> status
     state: Mapping[str, object] = field(default_factory=dict)  # attested NVML state (claims): cc, devtools, ...
+    root_sha256: str | None = None  # simulated GPUs: the pinned simulated device root
+    rim_root_sha256: str | None = None  # simulated GPUs: the pinned simulated RIM root
 
     @property
     def authentic(self) -> bool:

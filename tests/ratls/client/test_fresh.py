@@ -48,7 +48,7 @@ class EvidenceApi:
         nonce = self.nonce_override or bytes.fromhex(parse_qs(urlsplit(path).query)["nonce"][0])
         claims = make_claims(self.key, platform="sim", now=utcnow(), lifetime=timedelta(minutes=5),  # type: ignore[arg-type]
                              instance=b"\x01" * 16, nonce=nonce)
-        claims_cbor, evidence = collect_for_claims(self.platform, claims)
+        claims_cbor, evidence, _ = collect_for_claims(self.platform, claims)
         return 200, {"Content-Type": "application/cmw+cbor"}, build_collection(claims_cbor, evidence).encode()
 
 

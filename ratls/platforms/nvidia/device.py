@@ -1,0 +1,227 @@
+"""NVIDIA GPUs as device types of the registry (real and simulated): verify one GPU's evidence
+(report, device chain, RIMs, OCSP) and appraise all of them against ``nvidia-gpu:``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ...appraisal import Check, failed, passed
+from ...devices import DeviceEvidence
+from ...errors import EvidenceError
+from ...policy import Policy
+from ...trust import Trust
+from .appraise import appraise_gpus
+from .section import NVIDIA_GPU_POLICY
+from .types import RimKind, VerifiedGpu, VerifiedRim
+
+MEDIA_TYPE = "application/vnd.ratls.nvidia-spdm-measurements"
+SIM_MEDIA_TYPE = "application/vnd.ratls.sim-nvidia-spdm-measurements"
+FAMILY = "nvidia-gpu"
+
+
+class Endorsement:
+    """Labels of a GPU's own endorsements (a nested collection under the GPU's label)."""
+
+    CHAIN = "chain"  # leaf-first PEM device chain
+    DRIVER_RIM = "driver-rim"
+    VBIOS_RIM = "vbios-rim"
+    ROOT = "root"  # simulated only: the simulated device root (pinned by the policy)
+    RIM_ROOT = "rim-root"  # simulated only: the simulated RIM root (pinned by the policy)
+    OCSP_PREFIX = "ocsp-"  # ocsp-1..: DER OCSP answers for chain certificates 1.. (stapled)
+
+    RIM_LABELS: ClassVar[dict[RimKind, str]] = {RimKind.DRIVER: DRIVER_RIM, RimKind.VBIOS: VBIOS_RIM}
+
+
+def _renamed(checks: list[Check], label: str) -> list[Check]:
+    # the verify layers name checks "gpu.<step>"; in a certificate they are per device ("gpu0.<step>")
+    return [Check(c.name.replace("gpu.", f"{label}.", 1) if c.name.startswith("gpu.") else c.name, c.ok, c.detail)
+            for c in checks]
+
+
+def _rim_xml(device: DeviceEvidence, kind: RimKind, rim_id: str | None, trust: Trust) -> bytes | None:
+    stapled = device.endorsements.get(Endorsement.RIM_LABELS[kind])
+    if stapled is not None or rim_id is None:
+        return stapled
+    store = rim_store(trust)
+    return store.get(rim_id) if store is not None else None
+
+
+def rim_store(trust: Trust) -> Any:
+    """The verifier's own RIM store (a directory, and NVIDIA's RIM service only when online)."""
+    from .rim_store import RimStore
+    if trust.nvidia_rim_dir is None and trust.kds_offline:
+        return None
+    return RimStore(trust.nvidia_rim_dir, trust.kds_cache_dir, offline=trust.kds_offline)
+
+
+def verify_rims(gpu: VerifiedGpu, device: DeviceEvidence, trust: Trust, rim_roots: Sequence[x509.Certificate],
+                now: datetime) -> None:
+    """Driver and VBIOS RIMs chosen by the IDs the report states, each verified, then the
+    measurements compared. Nothing is compared when neither RIM is available (the policy's
+    require_rim_match decides); a RIM that is present is always checked."""
+    from .abi import rim_ids
+    from .measurements import compare_measurements
+    from .rim_verify import verify_rim
+    report = gpu.report
+    if report is None or gpu.arch is None:
+        return
+    driver_id, vbios_id = rim_ids(report, gpu.arch)
+    expected = {RimKind.DRIVER: (driver_id, report.opaque.driver_version),
+                RimKind.VBIOS: (vbios_id, report.opaque.vbios_version)}
+    verified: dict[RimKind, VerifiedRim] = {}
+    for kind, (rim_id, version) in expected.items():
+        xml = _rim_xml(device, kind, rim_id, trust)
+        if xml is not None:
+            verified[kind] = verify_rim(xml, kind, rim_roots, now, expected_version=version,
+                                        expected_product=gpu.chip)
+    if not verified:
+        return
+    for kind in RimKind:
+        if kind not in verified:
+            verified[kind] = VerifiedRim(kind, None, [failed(f"gpu.{kind}-rim", f"no {kind} RIM "
+                                                     f"({expected[kind][0]}) was available to compare with")])
+    gpu.driver_rim, gpu.vbios_rim = verified[RimKind.DRIVER], verified[RimKind.VBIOS]
+    gpu.checks.extend(gpu.driver_rim.checks + gpu.vbios_rim.checks)
+    gpu.measurements = compare_measurements(report.blocks, gpu.driver_rim.rim if gpu.driver_rim.ok else None,
+                                            gpu.vbios_rim.rim if gpu.vbios_rim.ok else None,
+                                            report.opaque.nvdec0_status)
+    gpu.checks.extend(gpu.measurements.checks)
+
+
+def verify_ocsp(gpu: VerifiedGpu, device: DeviceEvidence, chain: Sequence[x509.Certificate], now: datetime) -> None:
+    """Stapled OCSP answers (``ocsp-<i>`` for chain certificate i, issuer i+1). Revoked is always
+    refused here; unknown and missing answers are for the policy to judge."""
+    from .ocsp import check_ocsp
+    from .types import OcspStatus
+    for i, cert in enumerate(chain[:-1]):
+        answer = device.endorsements.get(f"{Endorsement.OCSP_PREFIX}{i}")
+        subject = cert.subject.rfc4514_string()
+        if answer is None:
+            if 0 < i:  # NVIDIA checks certificates 1..3 (not the leaf, not the root)
+                gpu.ocsp[subject] = OcspStatus.NOT_CHECKED
+            continue
+        status, check = check_ocsp(cert, chain[i + 1], answer, now, nonce=None)
+        gpu.ocsp[subject] = status
+        gpu.checks.append(check)
+
+
+def _chain(device: DeviceEvidence) -> list[x509.Certificate] | Check:
+    from .certs import parse_chain_pem
+    pem = device.endorsements.get(Endorsement.CHAIN)
+    if pem is None:
+        return failed("gpu.chain", "the GPU evidence carries no device certificate chain")
+    try:
+        return parse_chain_pem(pem)
+    except EvidenceError as exc:
+        return failed("gpu.chain", f"the device certificate chain cannot be read: {exc}")
+
+
+def verify_device(device: DeviceEvidence, expected_nonce: bytes | None, state: Mapping[str, Any], trust: Trust,
+                  now: datetime, *, roots: Sequence[x509.Certificate], rim_roots: Sequence[x509.Certificate],
+                  simulated: bool, pre: Sequence[Check] = ()) -> VerifiedGpu:
+    from .verify import verify_gpu_evidence
+    chain = _chain(device)
+    if isinstance(chain, Check):
+        gpu = VerifiedGpu(device.label, [*pre, chain], simulated=simulated, state=dict(state))
+    else:
+        gpu = verify_gpu_evidence(device.label, device.raw, chain, expected_nonce, roots, now, simulated=simulated)
+        gpu.checks[:0] = list(pre)
+        gpu.state = dict(state)
+        verify_rims(gpu, device, trust, rim_roots, now)
+        verify_ocsp(gpu, device, chain, now)
+    gpu.checks = _renamed(gpu.checks, device.label)
+    return gpu
+
+
+def summary(gpu: VerifiedGpu, kind: str) -> dict[str, Any]:
+    m = gpu.measurements
+    return {
+        "type": kind, "family": FAMILY, "simulated": gpu.simulated, "architecture": gpu.arch, "chip": gpu.chip,
+        "ueid": gpu.ueid, "driver": gpu.driver_version, "vbios": gpu.vbios_version,
+        "fwid": gpu.report.opaque.fwid.hex() if gpu.report and gpu.report.opaque.fwid else None,
+        "measurements": None if m is None else ("match" if m.ok else "mismatch"),
+        "cc": gpu.state.get("cc"), "devtools": gpu.state.get("devtools"),
+        "root_sha256": gpu.root_sha256 if gpu.simulated else None,
+        "rim_root_sha256": gpu.rim_root_sha256 if gpu.simulated else None,
+    }
+
+
+class NvidiaGpu:
+    """A genuine NVIDIA GPU: NVIDIA's Device Identity and RIM roots, shipped and pinned."""
+
+    name: ClassVar[str] = "nvidia-gpu"
+    aliases: ClassVar[tuple[str, ...]] = ("nvidia",)
+    family: ClassVar[str] = FAMILY
+    media_type: ClassVar[str] = MEDIA_TYPE
+    simulated: ClassVar[bool] = False
+    policy_sections = (NVIDIA_GPU_POLICY,)
+
+    @classmethod
+    def verify(cls, device: DeviceEvidence, expected_nonce: bytes | None, state: Mapping[str, Any], trust: Trust,
+               now: datetime) -> VerifiedGpu:
+        from .certs import device_roots
+        from .rim_verify import rim_roots
+        return verify_device(device, expected_nonce, state, trust, now, roots=device_roots(),
+                             rim_roots=rim_roots(), simulated=False)
+
+    @classmethod
+    def appraise(cls, verified: list[VerifiedGpu], policy: Policy) -> list[Check]:
+        return appraise_gpus(verified, policy.sections.get(NVIDIA_GPU_POLICY.key), policy)
+
+    @classmethod
+    def summary(cls, verified: VerifiedGpu) -> dict[str, Any]:
+        return summary(verified, cls.name)
+
+    @classmethod
+    def describe(cls, device: DeviceEvidence) -> dict[str, Any]:
+        from .abi import parse_report
+        try:
+            report = parse_report(device.raw)
+        except EvidenceError as exc:
+            return {"error": str(exc)}
+        o = report.opaque
+        return {"request_nonce": report.request_nonce.hex(), "driver": o.driver_version, "vbios": o.vbios_version,
+                "project": o.project, "project_sku": o.project_sku, "chip_sku": o.chip_sku, "chip_info": o.chip_info,
+                "fwid": o.fwid.hex() if o.fwid else None, "blocks": len(report.blocks)}
+
+
+def _pinned_root(device: DeviceEvidence, label: str, trust: Trust, what: str) -> tuple[list[x509.Certificate], Check]:
+    der = device.endorsements.get(label)
+    if der is None:
+        return [], failed(f"gpu.{label}", f"simulated GPU evidence carries no {what}")
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return [], failed(f"gpu.{label}", f"the simulated {what} cannot be read")
+    fp = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    if fp in trust.simulated_roots:
+        return [cert], passed(f"gpu.{label}", f"simulated {what} {fp} is pinned by the policy")
+    return [], failed(f"gpu.{label}", f"simulated {what} {fp} is not pinned (simulated.root_sha256)")
+
+
+class SimNvidiaGpu(NvidiaGpu):
+    """The simulated GPU (``ratls.platforms.nvidia.sim``): same verify path, its own pinned roots."""
+
+    name: ClassVar[str] = "sim-nvidia-gpu"
+    aliases: ClassVar[tuple[str, ...]] = ("sim-nvidia",)
+    media_type: ClassVar[str] = SIM_MEDIA_TYPE
+    simulated: ClassVar[bool] = True
+
+    @classmethod
+    def verify(cls, device: DeviceEvidence, expected_nonce: bytes | None, state: Mapping[str, Any], trust: Trust,
+               now: datetime) -> VerifiedGpu:
+        roots, root_check = _pinned_root(device, Endorsement.ROOT, trust, "GPU device root")
+        rim_roots, rim_check = _pinned_root(device, Endorsement.RIM_ROOT, trust, "RIM root")
+        gpu = verify_device(device, expected_nonce, state, trust, now, roots=roots, rim_roots=rim_roots,
+                            simulated=True, pre=[root_check, rim_check])
+        if roots:
+            gpu.root_sha256 = hashlib.sha256(roots[0].public_bytes(serialization.Encoding.DER)).hexdigest()
+        if rim_roots:
+            gpu.rim_root_sha256 = hashlib.sha256(rim_roots[0].public_bytes(serialization.Encoding.DER)).hexdigest()
+        return gpu
