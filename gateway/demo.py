@@ -1,12 +1,13 @@
 """`make demo`: the whole product on the embedded default, end to end.
 
 Starts the gateway (which starts the bundled Triton with the demo models and Envoy) on the
-simulated platform, then acts as a client: writes a policy pinning the simulated root,
-the launch measurement, the model digests measured from the repository and the gateway's
-config digest; verifies the served certificate; runs inferences over HTTP and gRPC with
-tritonclient trusting only that certificate, and one with curl pinned to its key; shows
-that a policy expecting other models is refused before any request. Stops everything it
-started and exits non-zero if anything did not go as expected.
+simulated platform with one simulated NVIDIA GPU, then acts as a client: writes a policy pinning
+the simulated roots, the launch measurement, the GPU's driver and VBIOS, the model digests
+measured from the repository and the gateway's config digest; verifies the served certificate;
+runs inferences over HTTP and gRPC with tritonclient trusting only that certificate, and one
+with curl pinned to its key; shows that a policy expecting other models, or another VBIOS, is
+refused before any request. Stops everything it started and exits non-zero if anything did not
+go as expected.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -66,6 +68,7 @@ class Demo:
             "version": 1,
             "listen": {"address": "127.0.0.1", "port": self.port},
             "identity": {"platform": self.platform, "sim_state_dir": str(self.sim_dir)},
+            "gpus": {"mode": "sim", "count": 1},  # a simulated NVIDIA GPU attested beside the simulated CPU
             "control": {"run_dir": str(self.work / "run"), "metrics_port": self.metrics_port},
         }
         path = self.work / "gateway.yaml"
@@ -94,10 +97,15 @@ class Demo:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 
-    def write_policy(self, models: dict[str, str], config_digest: str) -> Path:
-        doc: dict[str, object] = {"version": 1, "platforms": [], "allow_simulated": True}
+    def write_policy(self, models: dict[str, str], config_digest: str, *, vbios: str | None = None) -> Path:
+        from ratls.platforms.nvidia.sim import load_or_create, sim_gpu_dir
+
+        doc: dict[str, Any] = {"version": 1, "platforms": [], "allow_simulated": True}
         reference = registry.lookup(self.platform).reference_policy(PlatformSettings(sim_state_dir=self.sim_dir))
         doc.update(reference or {})
+        gpu_roots, gpu_section = load_or_create(sim_gpu_dir(self.sim_dir)).reference_policy()
+        doc["simulated"] = {"root_sha256": [doc["simulated"]["root_sha256"], *gpu_roots]}
+        doc["nvidia-gpu"] = {**gpu_section, **({"vbios_versions": [vbios]} if vbios else {})}
         doc["claims"] = {"models": models, "config": config_digest, "max_age": "1h"}
         path = self.work / "policy.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -128,6 +136,7 @@ class Demo:
         self.grpc_inference(server, pem)
         self.curl_inference(server, url)
         self.wrong_models_refused(url, status["config_digest"])
+        self.wrong_vbios_refused(url, manifest.model_digests(), status["config_digest"])
         print("\ndemo: " + ("everything worked as expected" if not self.failures else
                             f"{self.failures} step(s) FAILED"), flush=True)
         return 1 if self.failures else 0
@@ -185,6 +194,17 @@ class Demo:
         except PolicyViolation as exc:
             print(f"  refused: {exc}")
             self.check(True, "wrong model digest refused")
+
+
+    def wrong_vbios_refused(self, url: str, models: dict[str, str], config_digest: str) -> None:
+        _step("a policy pinning another GPU VBIOS is refused before any request is sent")
+        wrong = self.write_policy(models, config_digest, vbios="96.00.74.00.20")
+        try:
+            verify_server(url, wrong)
+            self.check(False, "other VBIOS refused")
+        except PolicyViolation as exc:
+            print(f"  refused: {exc}")
+            self.check(True, "other VBIOS refused")
 
 
 def main() -> int:
