@@ -97,9 +97,9 @@ def leaf_fwid(cert: x509.Certificate) -> tuple[bytes | None, GpuArch | None]:
     if hopper is not None and dice is not None:
         raise EvidenceError(f"{cn(cert)} carries both the Hopper FWID and the DiceTcbInfo extension")
     if hopper is not None:
-        return _hopper_fwid(hopper), GpuArch.HOPPER
+        return hopper_fwid(hopper), GpuArch.HOPPER
     if dice is not None:
-        return _dice_fwid(dice), GpuArch.BLACKWELL
+        return dice_tcb_fwid(dice), GpuArch.BLACKWELL
     return None, None
 
 
@@ -129,7 +129,8 @@ def _fwid_digest(tlv: der.Tlv, what: str) -> bytes:
     return parts[1].value
 
 
-def _hopper_fwid(value: bytes) -> bytes:
+def hopper_fwid(value: bytes) -> bytes:
+    """The FWID digest from the DER value of the Hopper extension."""
     what = f"Hopper FWID extension {OID_HOPPER_FWID}"
     parts = _children(der.read_single(value, TAG_SEQUENCE, what), what)
     if [p.tag for p in parts] != [der.TAG_INTEGER, TAG_SEQUENCE, TAG_SEQUENCE]:
@@ -142,7 +143,8 @@ def _hopper_fwid(value: bytes) -> bytes:
     return digest
 
 
-def _dice_fwid(value: bytes) -> bytes | None:
+def dice_tcb_fwid(value: bytes) -> bytes | None:
+    """``fwids[0]`` digest from a DER TCG DiceTcbInfo (None: it lists no fwids)."""
     what = f"DiceTcbInfo extension {OID_DICE_TCB_INFO}"
     fields = _children(der.read_single(value, TAG_SEQUENCE, what), what)
     numbers = [t.tag & 0x1F for t in fields]
