@@ -205,10 +205,12 @@ def verify_chain(chain: Sequence[x509.Certificate], roots: Sequence[x509.Certifi
     if now.tzinfo is None:
         raise UsageError("verify_chain needs a timezone-aware 'now'")
     try:
-        path, anchor = _anchored_path(list(chain), roots)
+        path = _device_path(list(chain), roots)
         _check_leaf(path[0])
-        for i, cert in enumerate(path):
-            _check_link(cert, path[i + 1] if i + 1 < len(path) else anchor, i)
+        for i in range(len(path) - 1):
+            _check_link(path[i], path[i + 1], i)
+        anchor = _anchor(path[-1], roots)
+        _check_link(path[-1], anchor, len(path) - 1)
         for cert in [*path, anchor]:
             if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
                 raise _Broken(f"{cn(cert)} is not valid at {now.isoformat()} (valid "
@@ -221,27 +223,37 @@ def verify_chain(chain: Sequence[x509.Certificate], roots: Sequence[x509.Certifi
     return passed(CHECK, f"{names} <- {cn(anchor)} (pinned root), all valid at {now.isoformat()}")
 
 
-def _anchored_path(chain: list[x509.Certificate],
-                   roots: Sequence[x509.Certificate]) -> tuple[list[x509.Certificate], x509.Certificate]:
+def _device_path(chain: list[x509.Certificate], roots: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """The supplied chain without its root (which must be a pinned one, byte for byte)."""
     if not roots:
         raise _Broken("no pinned root to verify the chain against")
     if not chain:
         raise _Broken("the certificate chain is empty")
     if len(chain) > MAX_CHAIN_LEN:
         raise _Broken(f"the chain holds {len(chain)} certificates; at most {MAX_CHAIN_LEN} are accepted")
-    pinned = {fingerprint(r) for r in roots}
     last = chain[-1]
     if last.subject == last.issuer:
-        if fingerprint(last) not in pinned:
+        if fingerprint(last) not in {fingerprint(r) for r in roots}:
             raise _Broken(f"the chain ends in root {cn(last)} (sha256 {fingerprint(last)[:16]}...), "
                           "which is not a pinned root")
         chain = chain[:-1]
     if not chain:
         raise _Broken("the chain holds only the root: the device certificates are missing")
-    top = chain[-1]
-    for root in roots:
-        if root.subject == top.issuer and _signed_by(top, root):
-            return chain, root
+    for cert in chain:
+        if cert.subject == cert.issuer:
+            raise _Broken(f"self-issued certificate {cn(cert)} inside the chain: only its last certificate "
+                          "may be a root")
+    return chain
+
+
+def _anchor(top: x509.Certificate, roots: Sequence[x509.Certificate]) -> x509.Certificate:
+    """The pinned root that issued *top* (names match and its key verifies the signature)."""
+    named = [r for r in roots if r.subject == top.issuer]
+    for root in named:
+        if _signed_by(top, root):
+            return root
+    if named:
+        raise _Broken(f"the signature on {cn(top)} does not verify with the key of the pinned root {cn(named[0])}")
     raise _Broken(f"{cn(top)} is issued by {name_cn(top.issuer)}, which is not a pinned root "
                   "(certificates missing, or an untrusted chain)")
 
