@@ -231,6 +231,7 @@ def parse_opaque(data: bytes, base: int = 0) -> OpaqueData:
     must have their documented length; no type may appear twice. *base*: offset for messages."""
     r = _Reader(bytes(data), "opaque data", base)
     fields: dict[int, bytes] = {}
+    offsets: dict[int, int] = {}
     while r.left():
         at = r.offset
         kind = r.u16("opaque field type")
@@ -239,8 +240,8 @@ def parse_opaque(data: bytes, base: int = 0) -> OpaqueData:
         if kind in fields:
             raise EvidenceError(f"opaque field {_type_name(kind)} at offset {at} appears twice")
         _check_length(kind, length, at)
-        fields[kind] = value
-    return _typed_opaque(fields, base)
+        fields[kind], offsets[kind] = value, at
+    return _typed_opaque(fields, offsets)
 
 
 def _type_name(kind: int) -> str:
@@ -260,12 +261,12 @@ def _check_length(kind: int, length: int, at: int) -> None:
                             f"not a multiple of {item}")
 
 
-def _typed_opaque(fields: dict[int, bytes], base: int) -> OpaqueData:
+def _typed_opaque(fields: dict[int, bytes], offsets: dict[int, int]) -> OpaqueData:
     def text(kind: OpaqueType, upper: bool = True) -> str | None:
         value = fields.get(kind)
         if value is None:
             return None
-        decoded = _nul_terminated(value, kind, base)
+        decoded = _nul_terminated(value, kind, offsets[kind])
         return decoded.upper() if upper else decoded
 
     def number(kind: OpaqueType) -> int | None:
@@ -274,7 +275,7 @@ def _typed_opaque(fields: dict[int, bytes], base: int) -> OpaqueData:
 
     driver = text(OpaqueType.DRIVER_VERSION, upper=False)
     if driver == "":
-        raise EvidenceError("opaque field DRIVER_VERSION (3) is empty")
+        raise EvidenceError(f"opaque field DRIVER_VERSION (3) at offset {offsets[OpaqueType.DRIVER_VERSION]} is empty")
     vbios = fields.get(OpaqueType.VBIOS_VERSION)
     return OpaqueData(
         fields=fields, driver_version=driver, vbios_version=vbios_version_text(vbios) if vbios is not None else None,
@@ -284,12 +285,12 @@ def _typed_opaque(fields: dict[int, bytes], base: int) -> OpaqueData:
         feature_flag=number(OpaqueType.FEATURE_FLAG), opaque_data_version=number(OpaqueType.OPAQUE_DATA_VERSION))
 
 
-def _nul_terminated(value: bytes, kind: OpaqueType, base: int) -> str:
+def _nul_terminated(value: bytes, kind: OpaqueType, at: int) -> str:
     """ASCII text padded with NULs: printable up to the first NUL, nothing but NULs after it."""
     head, _, tail = value.partition(b"\0")
     if tail.strip(b"\0") or not set(head) <= _PRINTABLE:
-        raise EvidenceError(f"opaque field {kind.name} ({int(kind)}) in the opaque data at offset {base} is not "
-                            f"NUL-padded printable ASCII: {value[:32].hex()}")
+        raise EvidenceError(f"opaque field {kind.name} ({int(kind)}) at offset {at} is not NUL-padded printable "
+                            f"ASCII: {value[:32].hex()}")
     return head.decode("ascii")
 
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ...appraisal import Check, failed, passed
-from ...errors import EvidenceError
+from ...errors import EvidenceError, UsageError
 from ...x509util import X509_ERRORS, force_parse
 from .abi import decode_report_input, parse_report
 from .certs import arch_of, chip_name, cn, leaf_fwid, parse_chain_pem, ueid, verify_chain
@@ -35,6 +35,8 @@ def verify_gpu_evidence(label: str, raw_report: bytes, chain: Sequence[x509.Cert
                         simulated: bool = False) -> VerifiedGpu:
     """Verify one GPU's report (raw, hex or base64 bytes) and its leaf-first chain (PEM bytes or
     certificates) against *roots* (the only trust anchors) at *now*."""
+    if now.tzinfo is None:
+        raise UsageError("verify_gpu_evidence needs a timezone-aware 'now'")
     result = VerifiedGpu(label=label, checks=[], simulated=simulated)
     try:
         report = parse_report(decode_report_input(raw_report))

@@ -323,9 +323,9 @@ def test_unknown_opaque_types_are_kept() -> None:
     (tlv(22, bytes(9)), "SWITCH_PDI"),
     (tlv(3, b"1.0\0") + tlv(3, b"1.0\0"), "DRIVER_VERSION \\(3\\) at offset 8 appears twice"),
     (tlv(200, b"") + tlv(200, b""), "type 200 at offset 4 appears twice"),
-    (tlv(3, b"\0"), "DRIVER_VERSION \\(3\\) is empty"),
-    (tlv(3, b"550\x0090"), "not NUL-padded printable ASCII"),
-    (tlv(17, b"10\xff0"), "PROJECT"),
+    (tlv(3, b"\0"), "DRIVER_VERSION \\(3\\) at offset 0 is empty"),
+    (tlv(3, b"550\x0090"), "DRIVER_VERSION \\(3\\) at offset 0 is not NUL-padded printable ASCII"),
+    (tlv(6, bytes(8)) + tlv(17, b"10\xff0"), "PROJECT \\(17\\) at offset 12"),
     (tlv(3, b"550.90.07") + b"\x03", "truncated: opaque field type needs 2 bytes at offset 13"),
     (tlv(3, b"550.90.07")[:-1], "truncated"),
 ])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ratls.errors import UsageError
 from ratls.platforms.nvidia.abi import REQUEST_LEN, decode_report_input, parse_report
 from ratls.platforms.nvidia.certs import OID_HOPPER_FWID, device_identity_root, parse_chain_pem
 from ratls.platforms.nvidia.types import GpuArch, VerifiedGpu
@@ -224,6 +226,13 @@ def test_unreadable_or_empty_chain(genuine: tuple[bytes, bytes, bytes]) -> None:
         assert [c.name for c in result.checks] == NAMES
         assert only_failed(result) == {"gpu.fwid", "gpu.chain", "gpu.signature"}
     assert "unreadable" in verify(raw, b"garbage", nonce).checks[3].detail
+
+
+def test_naive_now_is_a_usage_error(genuine: tuple[bytes, bytes, bytes]) -> None:
+    raw, chain, nonce = genuine
+    with pytest.raises(UsageError):
+        verify_gpu_evidence("gpu0", raw, b"unreadable", nonce, [device_identity_root()],
+                            datetime(2026, 12, 1))  # noqa: DTZ001
 
 
 def test_trailing_byte_fails_parse(genuine: tuple[bytes, bytes, bytes]) -> None:
