@@ -1,3 +1,5 @@
+"""Fixtures for the NVIDIA GPU tests: the NVIDIA vendor vectors (skipped when absent)."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -14,5 +16,5 @@ VECTORS_NOW = datetime(2026, 12, 1, tzinfo=UTC)
 def nvidia_vectors(vectors: Path) -> Path:
     path = vectors / "nvidia"
     if not path.is_dir():
-        pytest.skip(f"NVIDIA vectors not found at {path}")
+        pytest.skip(f"NVIDIA test vectors not found at {path}")
     return path
