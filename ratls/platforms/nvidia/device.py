@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from ...appraisal import Check, failed, passed
 from ...devices import DeviceEvidence
 from ...errors import EvidenceError
+from ...evidence import FetchFailed
 from ...policy import Policy
 from ...trust import Trust
 from .appraise import appraise_gpus
@@ -44,7 +45,7 @@ def _renamed(checks: list[Check], label: str) -> list[Check]:
             for c in checks]
 
 
-def _rim_xml(device: DeviceEvidence, kind: RimKind, rim_id: str | None, trust: Trust) -> bytes | None:
+def _rim_xml(device: DeviceEvidence, kind: RimKind, rim_id: str | None, trust: Trust) -> bytes | FetchFailed | None:
     stapled = device.endorsements.get(Endorsement.RIM_LABELS[kind])
     if stapled is not None or rim_id is None:
         return stapled
@@ -77,7 +78,9 @@ def verify_rims(gpu: VerifiedGpu, device: DeviceEvidence, trust: Trust, rim_root
     verified: dict[RimKind, VerifiedRim] = {}
     for kind, (rim_id, version) in expected.items():
         xml = _rim_xml(device, kind, rim_id, trust)
-        if xml is not None:
+        if isinstance(xml, FetchFailed):
+            verified[kind] = VerifiedRim(kind, None, [failed(f"gpu.{kind}-rim.fetch", xml.explain())])
+        elif xml is not None:
             verified[kind] = verify_rim(xml, kind, rim_roots, now, expected_version=version,
                                         expected_product=gpu.chip)
     if not verified:
@@ -97,7 +100,6 @@ def verify_rims(gpu: VerifiedGpu, device: DeviceEvidence, trust: Trust, rim_root
 def verify_ocsp(gpu: VerifiedGpu, device: DeviceEvidence, chain: Sequence[x509.Certificate], now: datetime) -> None:
     """Stapled OCSP answers (``ocsp-<i>`` for chain certificate i, issuer i+1). Revoked is always
     refused here; unknown and missing answers are for the policy to judge."""
-    from .ocsp import check_ocsp
     from .types import OcspStatus
     for i, cert in enumerate(chain[:-1]):
         answer = device.endorsements.get(f"{Endorsement.OCSP_PREFIX}{i}")
@@ -106,6 +108,7 @@ def verify_ocsp(gpu: VerifiedGpu, device: DeviceEvidence, chain: Sequence[x509.C
             if 0 < i:  # NVIDIA checks certificates 1..3 (not the leaf, not the root)
                 gpu.ocsp[subject] = OcspStatus.NOT_CHECKED
             continue
+        from .ocsp import check_ocsp
         status, check = check_ocsp(cert, chain[i + 1], answer, now, nonce=None)
         gpu.ocsp[subject] = status
         gpu.checks.append(check)
@@ -165,10 +168,10 @@ class NvidiaGpu:
     @classmethod
     def verify(cls, device: DeviceEvidence, expected_nonce: bytes | None, state: Mapping[str, Any], trust: Trust,
                now: datetime) -> VerifiedGpu:
-        from .certs import device_roots
-        from .rim_verify import rim_roots
-        return verify_device(device, expected_nonce, state, trust, now, roots=device_roots(),
-                             rim_roots=rim_roots(), simulated=False)
+        from .certs import device_identity_root
+        from .rim_verify import shipped_rim_root
+        return verify_device(device, expected_nonce, state, trust, now, roots=[device_identity_root()],
+                             rim_roots=[shipped_rim_root()], simulated=False)
 
     @classmethod
     def appraise(cls, verified: list[VerifiedGpu], policy: Policy) -> list[Check]:

@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from ... import der
 from ...errors import ConfigError
-from .types import OpaqueType, RimKind
+from .types import MeasurementBlock, OpaqueType, RimKind
 
 OID_FWID = "2.23.133.5.4.1"
 _SHA384_OID_DER = bytes.fromhex("0609608648016503040202")
@@ -110,7 +110,7 @@ class SimGpu:
             OpaqueType.PROJECT_SKU: PROJECT_SKU.encode() + b"\x00",
             OpaqueType.FWID: self.fwid,
             OpaqueType.OPAQUE_DATA_VERSION: (1).to_bytes(2, "little"),
-            OpaqueType.FEATURE_FLAG: (0).to_bytes(4, "little"),
+            OpaqueType.FEATURE_FLAG: (0).to_bytes(2, "little"),
         }
 
     def report(self, nonce: bytes, *, driver: str = DRIVER_VERSION, vbios: str = VBIOS_VERSION,
@@ -118,7 +118,7 @@ class SimGpu:
         """An SPDM GET_MEASUREMENTS request || response for *nonce*, signed by the leaf key.
         *tamper*: RIM index -> another value (firmware that is not what its RIM says)."""
         from .abi import encode_report
-        blocks = {i + 1: (tamper or {}).get(i, self.measurement(i)) for i in range(BLOCKS)}
+        blocks = [MeasurementBlock(i + 1, 1, (tamper or {}).get(i, self.measurement(i))) for i in range(BLOCKS)]
         response_nonce = hashlib.sha256(b"response" + nonce + self.seed).digest()
         return encode_report(nonce, blocks, self.opaque_fields(driver, vbios), response_nonce, self._sign)
 
@@ -135,16 +135,14 @@ class SimGpu:
         return _RIMS[key]
 
     def _sign_rim(self, kind: RimKind, version: str | None) -> bytes:
-        from .sim_rim import sign_rim
+        from .sim_rim import generate_rim_signer, sign_rim
         indices = DRIVER_INDICES if kind is RimKind.DRIVER else VBIOS_INDICES
         version = version or (DRIVER_VERSION if kind is RimKind.DRIVER else VBIOS_VERSION.upper())
         measurements = {i: (i in indices, (self.measurement(i),)) for i in range(BLOCKS)}
-        signer_key = ec.derive_private_key(int.from_bytes(hashlib.sha384(b"rim signer" + self.seed).digest(),
-                                                          "big") % (2**380), ec.SECP384R1())
-        now = self.rim_root.not_valid_before_utc + dt.timedelta(days=1)
-        signer = _leaf("SIMULATED RIM Signer", signer_key, ("SIMULATED CoRIM signing Root CA", self.rim_root_key),
-                       now, 20)
-        return sign_rim(version, CHIP, measurements, signer_key, [signer, self.rim_root])
+        # a signer valid as long as the root: simulated RIMs do not expire under a running demo
+        key, chain = generate_rim_signer(self.rim_root_key, self.rim_root,
+                                         not_before=self.rim_root.not_valid_before_utc, days=365 * 20)
+        return sign_rim(version, CHIP, measurements, key, chain)
 
 
 def _leaf(subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[str, ec.EllipticCurvePrivateKey],
