@@ -77,6 +77,11 @@ def device_identity_root() -> x509.Certificate:
     return certs[0]
 
 
+def device_roots() -> list[x509.Certificate]:
+    """The trust anchors for genuine NVIDIA GPUs (Hopper and Blackwell share one root)."""
+    return [device_identity_root()]
+
+
 # --- what the certificates say -----------------------------------------------------------------
 
 def cn(cert: x509.Certificate) -> str:

@@ -21,6 +21,7 @@ from ratls.platforms.nvidia.certs import (
     arch_of,
     chip_name,
     device_identity_root,
+    device_roots,
     dice_tcb_fwid,
     hopper_fwid,
     hwmodel,
@@ -72,6 +73,7 @@ def test_shipped_root_matches_its_pin() -> None:
     root = device_identity_root()
     assert hashlib.sha256(root.public_bytes(Encoding.DER)).hexdigest() == DEVICE_IDENTITY_ROOT_SHA256
     assert root is device_identity_root()  # loaded once
+    assert device_roots() == [root]
     root.verify_directly_issued_by(root)
     assert root.subject.rfc4514_string() == "O=NVIDIA,CN=NVIDIA Device Identity CA"
 
