@@ -132,6 +132,9 @@ def test_identity_of_vectors(nvidia_vectors: Path) -> None:
                                                                          "GB100 A01 GSP BROM", None)
     # without the leaf the chip still comes from the Identity CA's name
     assert chip_name(hopper[2:]) == "GH100" and chip_name([]) is None and chip_name(hopper[-1:]) is None
+    # the chip word may follow a prefix ("SIMULATED GH100 A01 GSP FMC LF")
+    k = gen.key()
+    assert chip_name([gen.cert("SIMULATED GB202 A01 GSP FMC LF", "x", k.public_key(), k, ca=False)]) == "GB202"
 
 
 def test_generated_fwid_extensions(generated: gen.GenChain) -> None:
