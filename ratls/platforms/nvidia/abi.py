@@ -44,6 +44,7 @@ PARAM1_SIGNATURE_REQUESTED = 0x01
 PARAM2_ALL_BLOCKS = 0xFF
 MEAS_SPEC_DMTF = 0x01
 DMTF_HEADER_LEN = 3  # value type u8 + value size u16
+VALUE_TYPE_GPU = 0x01  # DMTF value type of every block NVIDIA's GPUs send
 BLOCK_HEADER_LEN = 4  # index, specification, size u16
 # SPDM reserves index 0 (ask for the block count) and 0xFF (ask for all blocks) as request
 # values; NVIDIA's GPUs send blocks 1..64 and their RIMs name indices 0..63 (SPDM index - 1).
@@ -348,15 +349,24 @@ def encode_block(block: MeasurementBlock) -> bytes:
     return struct.pack("<BBH", block.index, MEAS_SPEC_DMTF, len(dmtf)) + dmtf
 
 
-def encode_report(request_nonce: bytes, blocks: Iterable[MeasurementBlock] | Mapping[int, MeasurementBlock],
+def _as_blocks(blocks: Iterable[MeasurementBlock] | Mapping[int, MeasurementBlock | bytes]) -> list[MeasurementBlock]:
+    if not isinstance(blocks, Mapping):
+        return list(blocks)
+    return [v if isinstance(v, MeasurementBlock) else MeasurementBlock(i, VALUE_TYPE_GPU, bytes(v))
+            for i, v in blocks.items()]
+
+
+def encode_report(request_nonce: bytes,
+                  blocks: Iterable[MeasurementBlock] | Mapping[int, MeasurementBlock | bytes],
                   opaque_fields: Mapping[int, bytes], response_nonce: bytes,
                   sign: Callable[[bytes], bytes]) -> bytes:
     """A report laid out as a GPU lays it out (request param1 0x01, param2 0xFF, slot 0;
-    response param1/param2 0). *sign* gets every byte before the signature and returns the
-    96-byte r||s."""
+    response param1/param2 0). *blocks*: measurement blocks, or SPDM index -> value (DMTF value
+    type 0x01, as every NVIDIA block). *sign* gets every byte before the signature and returns
+    the 96-byte r||s."""
     if len(request_nonce) != NONCE_LEN or len(response_nonce) != NONCE_LEN:
         raise ValueError(f"both nonces must be {NONCE_LEN} bytes")
-    items = list(blocks.values()) if isinstance(blocks, Mapping) else list(blocks)
+    items = _as_blocks(blocks)
     record = b"".join(encode_block(b) for b in items)
     opaque = encode_opaque(opaque_fields)
     if len(items) > 0xFF or len(record) >= 1 << 24 or len(opaque) > 0xFFFF:

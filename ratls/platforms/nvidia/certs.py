@@ -77,6 +77,11 @@ def device_identity_root() -> x509.Certificate:
     return certs[0]
 
 
+def device_roots() -> list[x509.Certificate]:
+    """The trust anchors for genuine NVIDIA GPUs (Hopper and Blackwell share one root)."""
+    return [device_identity_root()]
+
+
 # --- what the certificates say -----------------------------------------------------------------
 
 def cn(cert: x509.Certificate) -> str:
@@ -157,12 +162,13 @@ def dice_tcb_fwid(value: bytes) -> bytes | None:
 
 
 def chip_name(chain: Sequence[x509.Certificate]) -> str | None:
-    """The GPU chip the chain is for ("GH100", "GB100"): the leaf's CN, else an Identity CA's."""
+    """The GPU chip the chain is for ("GH100", "GB100"): the chip word in the leaf's CN
+    ("GH100 A01 GSP FMC LF"), else the one in an Identity CA's ("NVIDIA GH100 Identity")."""
     if not chain:
         return None
-    head = cn(chain[0]).split(" ", 1)[0].upper()
-    if _CHIP.fullmatch(head):
-        return head
+    for word in cn(chain[0]).upper().split():
+        if _CHIP.fullmatch(word):
+            return word
     for cert in chain:
         match = _IDENTITY_CN.fullmatch(cn(cert))
         if match:

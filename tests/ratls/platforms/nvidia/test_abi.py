@@ -390,6 +390,8 @@ def test_encoder_accepts_sequence_or_mapping_and_checks_inputs() -> None:
     a = encode_report(gen.REQUEST_NONCE, blocks, {}, gen.RESPONSE_NONCE, zero)
     assert a == encode_report(gen.REQUEST_NONCE, as_map, {}, gen.RESPONSE_NONCE, zero)
     assert parse_report(a).blocks == as_map
+    values = {b.index: b.value for b in blocks}  # index -> value, as the simulated GPU passes them
+    assert encode_report(gen.REQUEST_NONCE, values, {}, gen.RESPONSE_NONCE, zero) == a
     with pytest.raises(ValueError):
         encode_report(b"short", blocks, {}, gen.RESPONSE_NONCE, zero)
     with pytest.raises(ValueError):

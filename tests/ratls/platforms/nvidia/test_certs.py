@@ -21,6 +21,7 @@ from ratls.platforms.nvidia.certs import (
     arch_of,
     chip_name,
     device_identity_root,
+    device_roots,
     dice_tcb_fwid,
     hopper_fwid,
     hwmodel,
@@ -72,6 +73,7 @@ def test_shipped_root_matches_its_pin() -> None:
     root = device_identity_root()
     assert hashlib.sha256(root.public_bytes(Encoding.DER)).hexdigest() == DEVICE_IDENTITY_ROOT_SHA256
     assert root is device_identity_root()  # loaded once
+    assert device_roots() == [root]
     root.verify_directly_issued_by(root)
     assert root.subject.rfc4514_string() == "O=NVIDIA,CN=NVIDIA Device Identity CA"
 
@@ -130,6 +132,9 @@ def test_identity_of_vectors(nvidia_vectors: Path) -> None:
                                                                          "GB100 A01 GSP BROM", None)
     # without the leaf the chip still comes from the Identity CA's name
     assert chip_name(hopper[2:]) == "GH100" and chip_name([]) is None and chip_name(hopper[-1:]) is None
+    # the chip word may follow a prefix ("SIMULATED GH100 A01 GSP FMC LF")
+    k = gen.key()
+    assert chip_name([gen.cert("SIMULATED GB202 A01 GSP FMC LF", "x", k.public_key(), k, ca=False)]) == "GB202"
 
 
 def test_generated_fwid_extensions(generated: gen.GenChain) -> None:
