@@ -10,7 +10,7 @@ from typing import Any
 from . import registry
 from .appraisal import Appraisal
 from .devices import DeviceEvidence
-from .errors import EvidenceError, UsageError
+from .errors import EvidenceError, UnreadableEvidence, UsageError
 from .policy import Policy
 from .trust import Trust
 
@@ -35,7 +35,12 @@ def device_evidence(kind: registry.DeviceType, args: argparse.Namespace, read: A
     from .platforms.nvidia.certs import parse_chain_pem
     from .platforms.nvidia.device import Endorsement
     raw = decode_report_input(read(args.report, "GPU report"))
-    parse_report(raw)  # raises UnreadableEvidence for bytes that are no SPDM report (exit 2)
+    try:
+        parse_report(raw)
+    except UnreadableEvidence:
+        raise  # bytes that are no SPDM report at all: bad input (exit 2)
+    except EvidenceError:
+        pass  # a malformed report is a verdict: the verifier records it as a failed gpu.parse
     if not args.chain:
         raise UsageError("--chain is required for GPU evidence: the device certificate chain, leaf-first PEM")
     chain = read(args.chain, "device certificate chain")
@@ -61,9 +66,6 @@ def verify_device_evidence(kind: registry.DeviceType, args: argparse.Namespace, 
     appraisal = Appraisal(platform=kind.name, simulated=kind.simulated, policy_applied=policy is not None)
     appraisal.add(verified.checks)
     appraisal.devices[device.label] = kind.summary(verified)
-    if verified.measurements is None and policy is None:
-        # say plainly what was not done, as the CPU verifiers do without a policy
-        appraisal.evidence["reference_values"] = "not compared: give --driver-rim and --vbios-rim"
     if policy is not None:
         appraisal.add(kind.appraise([verified], policy))
     return appraisal

@@ -148,7 +148,8 @@ def summary(gpu: VerifiedGpu, kind: str) -> dict[str, Any]:
         "type": kind, "family": FAMILY, "simulated": gpu.simulated, "architecture": gpu.arch, "chip": gpu.chip,
         "ueid": gpu.ueid, "driver": gpu.driver_version, "vbios": gpu.vbios_version,
         "fwid": gpu.report.opaque.fwid.hex() if gpu.report and gpu.report.opaque.fwid else None,
-        "measurements": None if m is None else ("match" if m.ok else "mismatch"),
+        # said plainly when nothing was compared (no RIMs given or stapled)
+        "measurements": "not compared (no RIMs)" if m is None else ("match" if m.ok else "mismatch"),
         "cc": gpu.state.get("cc"), "devtools": gpu.state.get("devtools"),
         "root_sha256": gpu.root_sha256 if gpu.simulated else None,
         "rim_root_sha256": gpu.rim_root_sha256 if gpu.simulated else None,
