@@ -56,6 +56,14 @@ def read_document(xml: bytes, what: str = "RIM") -> etree._Element:
         raise EvidenceError(f"{what} must be bytes, not {type(xml).__name__}")
     if len(xml) > MAX_RIM_SIZE:
         raise EvidenceError(f"{what} is {len(xml)} bytes, larger than the {MAX_RIM_SIZE}-byte limit")
+    # UTF-8 only (NVIDIA's RIMs are ASCII): in UTF-16 or UTF-32 the byte checks below would not
+    # see a DOCTYPE. NUL is never allowed in XML, and is in every UTF-16/32 document.
+    try:
+        bytes(xml).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EvidenceError(f"{what} is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if b"\x00" in xml:
+        raise EvidenceError(f"{what} contains a NUL byte", hint="RIMs are UTF-8 text; UTF-16/32 is refused")
     # Checked before parsing as well as after: libxml2 parses an internal subset (entity
     # declarations) even when it resolves nothing, and we do not want it to do even that.
     if b"<!DOCTYPE" in xml or b"<!ENTITY" in xml:
@@ -67,7 +75,10 @@ def read_document(xml: bytes, what: str = "RIM") -> etree._Element:
     if root is None:
         raise EvidenceError(f"{what} has no root element")
     docinfo = root.getroottree().docinfo
-    # A DOCTYPE hidden from the byte check (another encoding such as UTF-16) is caught here.
+    # A declared encoding other than UTF-8 could still hide markup from the byte checks.
+    if (docinfo.encoding or "UTF-8").upper() not in ("UTF-8", "US-ASCII", "ASCII"):
+        raise EvidenceError(f"{what} declares encoding {docinfo.encoding}", hint="RIMs are UTF-8 text")
+    # Defence in depth: nothing above should let a DOCTYPE through.
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise EvidenceError(f"{what} has a DOCTYPE", hint="RIMs never carry a DTD; refused")
     if any(True for _ in root.iter(etree.Entity)):

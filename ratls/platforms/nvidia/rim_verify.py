@@ -118,7 +118,8 @@ def _verify_signature(xml: bytes, document: etree._Element, chain: Sequence[x509
     try:
         result = XMLVerifier().verify(bytes(xml), x509_cert=leaf, parser=hardened_parser(), expect_config=config)
     except _SIGNATURE_ERRORS as exc:
-        return None, failed(name, f"XML-DSig does not verify with the KeyInfo signer key: {exc}")
+        reason = str(exc).rstrip(": ") or type(exc).__name__  # cryptography's InvalidSignature has no text
+        return None, failed(name, f"XML-DSig does not verify with the KeyInfo signer key: {reason}")
     if isinstance(result, list):
         return None, failed(name, "signxml returned several references")
     try:
@@ -247,7 +248,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, below: int) -> 
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature) as exc:
-        return f"not signed by {_cn(issuer)} ({exc or type(exc).__name__})"
+        return f"not signed by {_cn(issuer)} ({str(exc) or type(exc).__name__})"
     try:
         constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:

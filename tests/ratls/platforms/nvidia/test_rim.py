@@ -112,7 +112,8 @@ def test_comments_between_resources_are_ignored() -> None:
      "root element is Other"),
     (doc().replace(f'xmlns="{SWID_NS}" '.encode(), b'xmlns="urn:other" '), "root element is SoftwareIdentity"),
     (b"", "not well-formed"),
-    (b"\x00\xff garbage", "not well-formed"),
+    (b"\x00\xff garbage", "not UTF-8"),
+    (b"\x00<a/>", "NUL byte"),
     (b"<a>", "not well-formed"),
     (doc()[:-5], "not well-formed"),
 ])
@@ -178,17 +179,24 @@ def test_external_http_entity_and_dtd_are_never_fetched(kind: str) -> None:
                   prolog=prolog)
         with pytest.raises(EvidenceError, match="DOCTYPE"):
             parse_rim(xml)
-        # The same document in UTF-16 hides "<!DOCTYPE" from the byte check: the parser itself
-        # must still neither fetch nor accept it.
-        with pytest.raises(EvidenceError):
-            parse_rim(xml.decode().replace("<?xml version=\"1.0\"?>", "").encode("utf-16"))
+        # The same document in UTF-16 or UTF-32 would hide "<!DOCTYPE" from a byte check.
+        for encoding in ("utf-16", "utf-16-be", "utf-32"):
+            with pytest.raises(EvidenceError, match="UTF-8|NUL"):
+                parse_rim(xml.decode().encode(encoding))
     assert seen == []
 
 
-def test_utf16_doctype_is_refused_after_parsing() -> None:
-    xml = ('<!DOCTYPE SoftwareIdentity>' + doc().decode()).encode("utf-16")
-    with pytest.raises(EvidenceError, match="DOCTYPE"):
-        parse_rim(xml)
+def test_other_encodings_are_refused() -> None:
+    laughs = doc(res(0, True, [ONE]).replace('size="48"', 'size="48" name="&lol9;"'),
+                 prolog=BILLION_LAUGHS.replace('<?xml version="1.0"?>', ""))
+    for encoding in ("utf-16", "utf-16-le", "utf-32"):
+        with pytest.raises(EvidenceError, match="UTF-8|NUL"):
+            parse_rim(laughs.decode().encode(encoding))
+    with pytest.raises(EvidenceError, match="declares encoding ISO-8859-1"):
+        parse_rim(b'<?xml version="1.0" encoding="ISO-8859-1"?>' + doc())
+    with pytest.raises(EvidenceError, match="not UTF-8"):
+        parse_rim(doc(meta='<ns0:Meta colloquialVersion="XX" product="GH100"/>').replace(b"XX", b"\xe9"))
+    assert parse_rim(b'<?xml version="1.0" encoding="UTF-8"?>' + doc()).version == "550.90.07"
 
 
 def test_xinclude_is_not_processed() -> None:
