@@ -65,6 +65,7 @@ class EvidenceApi(Facts):
         app.router.add_get(f"{PREFIX}/evidence", self.evidence)
         app.router.add_get(f"{PREFIX}/manifest", self.manifest_handler)
         app.router.add_get(f"{PREFIX}/config", self.config_handler)
+        app.router.add_get(PREFIX + "/rims/{ref_id}", self.reference_handler)
         app.router.add_get("/healthz", self.healthz)
         return app
 
@@ -107,6 +108,17 @@ class EvidenceApi(Facts):
             return web.Response(body=collection, content_type=MEDIA_CMW_CBOR, headers={"Cache-Control": "no-store"})
         return _reply(request, {"nonce": nonce_hex.lower(), "media_type": MEDIA_CMW_CBOR,
                                 "evidence": base64.b64encode(collection).decode()})
+
+    async def reference_handler(self, request: web.Request) -> web.Response:
+        """A reference document (an NVIDIA RIM) the GPU evidence names, by ID. Vendor-signed and the
+        same for every GPU of that driver and VBIOS: clients verify it, so it is served as is."""
+        ref_id = request.match_info["ref_id"]
+        devices = self.identity.devices
+        body = devices.reference(ref_id) if devices is not None and len(ref_id) <= 128 else None
+        if body is None:
+            return _reply(request, {"error": f"no reference document {ref_id[:128]!r} here"}, status=404)
+        return web.Response(body=body, content_type="application/swid+xml",
+                            headers={"Cache-Control": "public, max-age=3600"})
 
     async def manifest_handler(self, request: web.Request) -> web.Response:
         manifest = self.manifest()

@@ -58,9 +58,8 @@ class GpuAttestation(Facts):
             from ratls.platforms.nvidia.sim import sim_gpu_dir
             return SimGpuCollector(sim_gpu_dir(sim_state_dir), s.count or 1)
         from ratls.platforms.nvidia.collect import GpuSettings, PynvmlApi
-        from ratls.platforms.nvidia.rim_store import RimStore
-
         from ratls.platforms.nvidia.collector import NvmlGpuCollector
+        from ratls.platforms.nvidia.rim_store import RimStore
         from ratls.platforms.nvidia.types import GpuArch
         self._nvml = self._nvml or PynvmlApi()
         settings = GpuSettings(count=s.count, architectures=tuple(GpuArch(a) for a in s.architectures),
@@ -77,9 +76,22 @@ class GpuAttestation(Facts):
         appraisal = Appraisal(platform=None, policy_applied=True)
         if self.section.mode is GpuMode.SIM:
             trust = self._sim_trust(trust)
+        trust = self._with_references(trust, collected)
         verify_devices(claims, tuple(d.evidence for d in collected), trust, now, _local_policy(self.section),
                        appraisal)
         return appraisal
+
+    def _with_references(self, trust: Trust, collected: list[Any]) -> Trust:
+        """The RIMs the gateway will serve for these GPUs: verified here exactly as clients will."""
+        from ratls import registry
+        refs = dict(trust.device_references)
+        for device in collected:
+            kind = registry.lookup_device(device.type)
+            for ref_id in kind.reference_ids(device.evidence) if kind is not None else []:
+                body = self.collector.reference(ref_id) if self.collector is not None else None
+                if body is not None:
+                    refs[ref_id] = body
+        return replace(trust, device_references=refs)
 
     def _sim_trust(self, trust: Trust) -> Trust:
         # the simulator's own roots, from its state directory (never from the evidence itself)

@@ -156,9 +156,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.fresh:
         return _verify_fresh(args, policy)
     cert = _load_cert_arg(args.target)
-    appraisal, rc = verify_certificate(cert, policy=policy, now=_now(args), trust=_trust(args))
+    trust = _server_trust(args, args.target, cert)
+    appraisal, rc = verify_certificate(cert, policy=policy, now=_now(args), trust=trust)
     extra = {"certificate_sha256": rc.cert_sha256, "pubkey_sha256": rc.spki_sha256.hex()} if rc else None
     return _emit(appraisal, args.json, extra)
+
+
+def _server_trust(args: argparse.Namespace, target: str, cert: bytes | x509.Certificate) -> Trust:
+    """_trust, plus the reference documents (GPU RIMs) a server holds for the certificate it presented."""
+    trust = _trust(args)
+    if not _is_server(target):
+        return trust
+    from .client.fetch import parse_target
+    from .client.references import with_references
+    der = cert if isinstance(cert, bytes) else cert.public_bytes(serialization.Encoding.DER)
+    return with_references(parse_target(target), der, trust)
 
 
 def _verify_fresh(args: argparse.Namespace, policy: Policy) -> int:
@@ -171,7 +183,7 @@ def _verify_fresh(args: argparse.Namespace, policy: Policy) -> int:
     if server is None:
         return EXIT_VERDICT
     try:
-        fresh = verify_fresh(server, policy, now=now, trust=trust)
+        fresh = verify_fresh(server, policy, now=now, trust=server.trust or trust)
     except EvidenceApiBusy as exc:  # rate-limited or unavailable: no verdict either way
         print(f"ratls: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -387,7 +399,7 @@ def cmd_policy_init(args: argparse.Namespace) -> int:
     cert = _x509_arg(args.source)
     rc = parse_ratls(cert)
     now = _now(args)
-    trust = _trust(args)
+    trust = _server_trust(args, args.source, cert)
     sim_root = simulated_root_sha256(rc.evidence)
     sim_note = None
     if sim_root is not None:
@@ -509,6 +521,8 @@ def _common_verify(p: argparse.ArgumentParser) -> None:
                    help="allow fetching missing VCEKs from AMD KDS and missing TDX collateral from a PCCS")
     p.add_argument("--kds-cache", metavar="DIR", help="on-disk cache for AMD KDS responses and TDX collateral")
     p.add_argument("--pccs-url", metavar="URL", help="TDX collateral source for --online (default: Intel PCS)")
+    p.add_argument("--rim-dir", metavar="DIR", help="NVIDIA RIMs named by RIM ID (<ID>.xml), used before asking "
+                                                    "the server (and, with --online, NVIDIA's RIM service)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -544,7 +558,6 @@ def _add_evidence_commands(sub: Any) -> None:
     evv.add_argument("--nonce", metavar="HEX", help="GPUs: the 32-byte request nonce the report must carry")
     evv.add_argument("--driver-rim", metavar="F", help="GPUs: NVIDIA's driver RIM (SWID tag XML) to compare with")
     evv.add_argument("--vbios-rim", metavar="F", help="GPUs: NVIDIA's VBIOS RIM (SWID tag XML) to compare with")
-    evv.add_argument("--rim-dir", metavar="DIR", help="GPUs: a directory of RIMs named by RIM id (<id>.xml)")
     evv.add_argument("--policy", metavar="P", help="appraise against this policy (else authenticity only)")
     evv.add_argument("--report-data", metavar="HEX", help="require REPORT_DATA to equal these 64 bytes")
     evv.add_argument("--sim-dir", metavar="DIR", help="simulated platform state directory (platform sim)")
@@ -621,6 +634,7 @@ def _add_policy_commands(sub: Any) -> None:
     pi.add_argument("--out", metavar="P", help="write the policy here (default: stdout); refuses an existing file")
     pi.add_argument("--force", action="store_true", help="replace an existing --out file")
     pi.add_argument("--at", metavar="TIME")
+    pi.add_argument("--rim-dir", metavar="DIR", help="NVIDIA RIMs named by RIM ID (<ID>.xml), for GPU evidence")
     pi.add_argument("--sim-dir", metavar="DIR",
                     help="local simulator state to compare a simulated root with (default: as 'ratls sim root')")
     pi.set_defaults(func=cmd_policy_init)

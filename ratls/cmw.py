@@ -20,11 +20,11 @@ MEDIA_CLAIMS = "application/vnd.ratls.claims+cbor"
 MEDIA_PKIX_CERT = "application/pkix-cert"
 MEDIA_TDX_COLLATERAL = "application/vnd.ratls.tdx-collateral+json"
 MEDIA_JSON = "application/json"
-MEDIA_PEM_CHAIN = "application/pem-certificate-chain"
+MEDIA_DER_CHAIN = "application/vnd.ratls.der-certificate-sequence"  # leaf first, back to back
 MEDIA_SWID_XML = "application/swid+xml"
 MEDIA_OCSP_RESPONSE = "application/ocsp-response"
 # Endorsements are certificates unless their label says otherwise.
-ENDORSEMENT_MEDIA_TYPES = {"tdx-collateral": MEDIA_TDX_COLLATERAL, "chain": MEDIA_PEM_CHAIN,
+ENDORSEMENT_MEDIA_TYPES = {"tdx-collateral": MEDIA_TDX_COLLATERAL, "chain": MEDIA_DER_CHAIN,
                            "driver-rim": MEDIA_SWID_XML, "vbios-rim": MEDIA_SWID_XML}
 
 

@@ -51,9 +51,12 @@ class CollectedDevice:
 
 
 class DeviceCollector(Protocol):
-    """Collects every configured device's evidence for the nonces it is given (by label)."""
+    """Collects every configured device's evidence for the nonces it is given (by label), and
+    serves the reference documents (RIMs) its evidence names, by ID, to verifying clients."""
 
     def collect(self, nonce_for: Callable[[str], bytes]) -> list[CollectedDevice]: ...
+
+    def reference(self, ref_id: str) -> bytes | None: ...
 
 
 def device_nonce(claims_without_devices: bytes, label: str) -> bytes:

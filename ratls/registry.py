@@ -160,6 +160,9 @@ class DeviceType(Protocol):
     @classmethod
     def describe(cls, device: Any) -> dict[str, Any]: ...
 
+    @classmethod
+    def reference_ids(cls, device: Any) -> list[str]: ...  # reference documents it needs, by ID
+
 
 _TYPES: dict[str, PlatformType] = {}
 _DEVICES: dict[str, DeviceType] = {}

@@ -31,3 +31,6 @@ class Trust:
     # NVIDIA RIMs a verifier keeps itself (by RIM id), used when a GPU's evidence staples none;
     # NVIDIA's RIM service is asked only when kds_offline is False (the same opt-in as AMD KDS).
     nvidia_rim_dir: Path | None = None
+    # reference documents by ID (RIMs) the verifier already holds, e.g. fetched from the server
+    # under verification (ratls.client.references); each is still verified like any other
+    device_references: dict[str, bytes] = field(default_factory=dict)

@@ -99,7 +99,9 @@ class VerifyingProxy:
         if self.cache.get(fingerprint, now):
             self.stats.cache_hits += 1
             return True
-        appraisal, rc = verify_certificate(der, policy=self.policy, now=now, trust=self.trust)
+        from .references import with_references
+        trust = with_references(self.target, der, self.trust)
+        appraisal, rc = verify_certificate(der, policy=self.policy, now=now, trust=trust)
         if appraisal.ok and rc is not None:
             until = verdict_valid_until(rc, self.policy)
             self.cache.put(fingerprint, until)

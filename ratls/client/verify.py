@@ -26,6 +26,7 @@ class VerifiedServer:
     cert_der: bytes
     appraisal: Appraisal
     ratls: RatlsCertificate
+    trust: Trust | None = None  # what it was verified with (incl. reference documents fetched for it)
 
     @property
     def cert_pem(self) -> str:
@@ -64,9 +65,11 @@ def verify_server(url: str, policy: Policy | str | Path, *, now: datetime | None
 def verify_presented(target: Target, der: bytes, policy: Policy | str | Path, *, now: datetime | None = None,
                      trust: Trust | None = None) -> VerifiedServer:
     """Verify a certificate *target* presented (already fetched), or raise PolicyViolation."""
+    from .references import with_references
+    trust = with_references(target, der, trust)
     appraisal, rc = verify_certificate(der, policy=as_policy(policy), now=now or utcnow(), trust=trust)
     if not appraisal.ok or rc is None:
         failures = "; ".join(f"{c.name}: {c.detail}" for c in appraisal.failures)
         raise PolicyViolation(f"{target.host}:{target.port} failed RA-TLS verification: {failures}",
                               appraisal=appraisal)
-    return VerifiedServer(target, der, appraisal, rc)
+    return VerifiedServer(target, der, appraisal, rc, trust)

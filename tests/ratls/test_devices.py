@@ -19,8 +19,18 @@ from ratls.platforms.nvidia.sim import DRIVER_VERSION, VBIOS_VERSION, SimGpu, lo
 from ratls.platforms.sim.chain import SimChain
 from ratls.platforms.sim.platform import SimPlatform
 from ratls.policy import Policy, parse_policy
+from ratls.trust import Trust
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+RIMS: dict[str, bytes] = {}  # the simulated GPU's RIMs, as a client fetches them from the gateway
+
+
+def verify_with_rims(cert, **kw):
+    return verify_certificate(cert, trust=Trust(device_references=RIMS), **kw)
+
+
+def fresh_with_rims(collection, spki, **kw):
+    return verify_fresh_evidence(collection, spki, trust=Trust(device_references=RIMS), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +38,11 @@ def gpu_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return sim_gpu_dir(tmp_path_factory.mktemp("sim-gpu-state"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def sim_gpu(gpu_dir: Path) -> SimGpu:
-    return load_or_create(gpu_dir)
+    gpu = load_or_create(gpu_dir)
+    RIMS.update(gpu.rims_by_id())
+    return gpu
 
 
 def gpu_policy(chain: SimChain, gpu: SimGpu, section: dict | None = None, **top) -> Policy:
@@ -66,7 +78,7 @@ class Replay:
 
 def test_cpu_and_two_gpus_verify(sim_chain: SimChain, sim_gpu: SimGpu, gpu_dir: Path) -> None:
     _, issued = issue(sim_chain, SimGpuCollector(gpu_dir, 2))
-    appraisal, rc = verify_certificate(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, {"count": 2}), now=NOW)
+    appraisal, rc = verify_with_rims(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, {"count": 2}), now=NOW)
     assert appraisal.ok, appraisal.summary()
     assert rc is not None and [d.label for d in rc.devices] == ["gpu0", "gpu1"]
     assert set(appraisal.devices) == {"gpu0", "gpu1"}
@@ -96,7 +108,7 @@ def test_gpu_record_lifted_from_another_certificate_is_refused(sim_chain: SimCha
     from ratls.issue import collect_devices
     _, lifted = collect_devices(SimGpuCollector(gpu_dir, 1), claims)
     _, issued = issue(sim_chain, Replay(lifted))
-    appraisal, _ = verify_certificate(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, {}), now=NOW)
+    appraisal, _ = verify_with_rims(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, {}), now=NOW)
     assert not appraisal.ok and "gpu0.nonce" in failures(appraisal)
     assert "gpu0.binding" not in failures(appraisal)  # the claims do cover it; the nonce is what refuses
 
@@ -108,7 +120,7 @@ def test_gpu_record_swapped_without_the_cpu_report_is_refused(sim_chain: SimChai
     forged = build_certificate(key, issued.claims_cbor, issued.evidence, not_before=NOW - BACKDATE,
                                not_after=NOW + dt.timedelta(hours=1), common_name="x", sans=["localhost"],
                                devices=other.devices)
-    appraisal, _ = verify_certificate(forged, policy=gpu_policy(sim_chain, sim_gpu, {}), now=NOW)
+    appraisal, _ = verify_with_rims(forged, policy=gpu_policy(sim_chain, sim_gpu, {}), now=NOW)
     assert "gpu0.binding" in failures(appraisal) and "gpu0.nonce" in failures(appraisal)
 
 
@@ -118,21 +130,21 @@ def test_added_and_missing_gpu_records_are_refused(sim_chain: SimChain, sim_gpu:
     added = build_certificate(key, plain.claims_cbor, plain.evidence, not_before=NOW - BACKDATE,
                               not_after=NOW + dt.timedelta(hours=1), common_name="x", sans=["localhost"],
                               devices=with_gpu.devices)
-    appraisal, _ = verify_certificate(added, policy=gpu_policy(sim_chain, sim_gpu), now=NOW)
+    appraisal, _ = verify_with_rims(added, policy=gpu_policy(sim_chain, sim_gpu), now=NOW)
     assert "gpu0.binding" in failures(appraisal)  # a record the claims do not list
     key2, issued = issue(sim_chain, SimGpuCollector(gpu_dir, 1))
     dropped = build_certificate(key2, issued.claims_cbor, issued.evidence, not_before=NOW - BACKDATE,
                                 not_after=NOW + dt.timedelta(hours=1), common_name="x", sans=["localhost"])
-    appraisal, _ = verify_certificate(dropped, policy=gpu_policy(sim_chain, sim_gpu), now=NOW)
+    appraisal, _ = verify_with_rims(dropped, policy=gpu_policy(sim_chain, sim_gpu), now=NOW)
     assert "gpu0.binding" in failures(appraisal)  # the claims list a GPU the certificate no longer carries
 
 
 def test_policy_requiring_gpus_refuses_a_certificate_without_them(sim_chain: SimChain, sim_gpu: SimGpu) -> None:
     _, issued = issue(sim_chain)
-    appraisal, _ = verify_certificate(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, {}), now=NOW)
+    appraisal, _ = verify_with_rims(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, {}), now=NOW)
     assert failures(appraisal) == ["policy.nvidia-gpu.required"]
     optional = gpu_policy(sim_chain, sim_gpu, {"required": False, "count": None})
-    assert verify_certificate(issued.cert, policy=optional, now=NOW)[0].ok
+    assert verify_with_rims(issued.cert, policy=optional, now=NOW)[0].ok
 
 
 @pytest.mark.parametrize(("section", "failed"), [
@@ -146,7 +158,7 @@ def test_policy_requiring_gpus_refuses_a_certificate_without_them(sim_chain: Sim
 def test_each_gpu_rule_refuses(sim_chain: SimChain, sim_gpu: SimGpu, gpu_dir: Path, section: dict,
                                failed: str) -> None:
     _, issued = issue(sim_chain, SimGpuCollector(gpu_dir, 1))
-    appraisal, _ = verify_certificate(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, section), now=NOW)
+    appraisal, _ = verify_with_rims(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, section), now=NOW)
     assert failures(appraisal) == [failed], appraisal.summary()
 
 
@@ -154,7 +166,7 @@ def test_minimum_versions_accept_newer(sim_chain: SimChain, sim_gpu: SimGpu, gpu
     _, issued = issue(sim_chain, SimGpuCollector(gpu_dir, 1))
     section = {"driver_versions": [], "vbios_versions": [], "min_driver_version": "550.90.07",
                "min_vbios_version": "96.00.5e.00.01"}
-    assert verify_certificate(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, section), now=NOW)[0].ok
+    assert verify_with_rims(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, section), now=NOW)[0].ok
 
 
 def test_simulated_gpu_needs_simulation_allowed_and_its_roots_pinned(sim_chain: SimChain, sim_gpu: SimGpu,
@@ -163,10 +175,10 @@ def test_simulated_gpu_needs_simulation_allowed_and_its_roots_pinned(sim_chain: 
     unpinned = parse_policy({"version": 1, "platforms": [], "allow_simulated": True,
                              "simulated": {"root_sha256": chain_root(sim_chain)},
                              "sev-snp": {"measurements": [sim_chain.measurement.hex()]}})
-    appraisal, _ = verify_certificate(issued.cert, policy=unpinned, now=NOW)
+    appraisal, _ = verify_with_rims(issued.cert, policy=unpinned, now=NOW)
     assert {"gpu0.root", "gpu0.rim-root"} <= set(failures(appraisal))
     # without a policy (authenticity only) an unpinned simulated GPU is not authentic either
-    assert not verify_certificate(issued.cert, policy=None, now=NOW)[0].ok
+    assert not verify_with_rims(issued.cert, policy=None, now=NOW)[0].ok
 
 
 def chain_root(chain: SimChain) -> str:
@@ -182,7 +194,7 @@ def test_firmware_that_differs_from_its_rim_is_refused(sim_chain: SimChain, sim_
             return [dataclasses.replace(good[0], evidence=evidence)]
 
     _, issued = issue(sim_chain, Tampered(gpu_dir, 1))
-    appraisal, _ = verify_certificate(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, {}), now=NOW)
+    appraisal, _ = verify_with_rims(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, {}), now=NOW)
     assert "gpu0.measurements" in failures(appraisal) and "policy.nvidia-gpu.gpu0.rim-match" in failures(appraisal)
     assert appraisal.devices["gpu0"]["measurements"] == "mismatch"
 
@@ -196,27 +208,31 @@ def test_gpu_state_the_gateway_read_is_appraised(sim_chain: SimChain, sim_gpu: S
             return [dataclasses.replace(d, state={**d.state, **state}) for d in super().collect(nonce_for)]
 
     _, issued = issue(sim_chain, WithState(gpu_dir, 1))
-    appraisal, _ = verify_certificate(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, {}), now=NOW)
+    appraisal, _ = verify_with_rims(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, {}), now=NOW)
     assert failures(appraisal) == [failed]
     allowing = gpu_policy(sim_chain, sim_gpu, {"require_cc": False, "allow_devtools": True})
-    assert verify_certificate(issued.cert, policy=allowing, now=NOW)[0].ok
+    assert verify_with_rims(issued.cert, policy=allowing, now=NOW)[0].ok
 
 
 def test_rim_match_not_required_accepts_a_gpu_without_rims(sim_chain: SimChain, sim_gpu: SimGpu,
                                                            gpu_dir: Path) -> None:
-    class NoRims(SimGpuCollector):
-        def collect(self, nonce_for):
-            out = []
-            for d in super().collect(nonce_for):
-                kept = {k: v for k, v in d.evidence.endorsements.items() if not k.endswith("-rim")}
-                out.append(dataclasses.replace(d, evidence=dataclasses.replace(d.evidence, endorsements=kept)))
-            return out
-
-    _, issued = issue(sim_chain, NoRims(gpu_dir, 1))
+    _, issued = issue(sim_chain, SimGpuCollector(gpu_dir, 1))
+    # a verifier that holds no RIMs (none stapled, none fetched, no RIM directory)
     appraisal, _ = verify_certificate(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, {}), now=NOW)
     assert failures(appraisal) == ["policy.nvidia-gpu.gpu0.rim-match"]
+    assert appraisal.devices["gpu0"]["measurements"] == "not compared (no RIMs)"
     relaxed = gpu_policy(sim_chain, sim_gpu, {"require_rim_match": False})
     assert verify_certificate(issued.cert, policy=relaxed, now=NOW)[0].ok
+
+
+def test_a_rim_for_another_version_is_refused(sim_chain: SimChain, sim_gpu: SimGpu, gpu_dir: Path) -> None:
+    _, issued = issue(sim_chain, SimGpuCollector(gpu_dir, 1))
+    from ratls.platforms.nvidia.types import RimKind
+    wrong = {k: (sim_gpu.rim(RimKind.DRIVER, version="550.90.07") if "DRIVER" in k else v) for k, v in RIMS.items()}
+    appraisal, _ = verify_certificate(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, {}), now=NOW,
+                                      trust=Trust(device_references=wrong))
+    assert "gpu0.driver-rim.version" in failures(appraisal) and "policy.nvidia-gpu.gpu0.rim-match" in failures(
+        appraisal)
 
 
 def test_fresh_evidence_binds_the_gpu_to_the_client_nonce(sim_chain: SimChain, sim_gpu: SimGpu,
@@ -231,13 +247,13 @@ def test_fresh_evidence_binds_the_gpu_to_the_client_nonce(sim_chain: SimChain, s
     fresh = build_collection(claims_cbor, evidence, devices).encode()
     policy = gpu_policy(sim_chain, sim_gpu, {})
     spki = spki_der(key.public_key())
-    assert verify_fresh_evidence(fresh, spki, policy=policy, now=NOW, nonce=nonce).ok
+    assert fresh_with_rims(fresh, spki, policy=policy, now=NOW, nonce=nonce).ok
     # the same GPU report replayed under another client's nonce fails its own nonce check
     claims2 = make_claims(key, platform="sim", now=NOW, lifetime=dt.timedelta(minutes=5), instance=b"i" * 16,
                           nonce=b"m" * 32)
     replayed = [CollectedDevice(d, "sim-nvidia-gpu", {"cc": True, "devtools": False}) for d in devices]
     cbor2, ev2, dev2 = collect_for_claims(SimPlatform(chain=sim_chain), claims2, Replay(replayed))
-    appraisal = verify_fresh_evidence(build_collection(cbor2, ev2, dev2).encode(), spki, policy=policy, now=NOW,
+    appraisal = fresh_with_rims(build_collection(cbor2, ev2, dev2).encode(), spki, policy=policy, now=NOW,
                                       nonce=b"m" * 32)
     assert "gpu0.nonce" in failures(appraisal)
 
@@ -248,5 +264,5 @@ def test_unknown_device_type_in_claims_is_refused(sim_chain: SimChain, sim_gpu: 
             return [dataclasses.replace(d, type="quantum-gpu") for d in super().collect(nonce_for)]
 
     _, issued = issue(sim_chain, Renamed(gpu_dir, 1))
-    appraisal, _ = verify_certificate(issued.cert, policy=gpu_policy(sim_chain, sim_gpu), now=NOW)
+    appraisal, _ = verify_with_rims(issued.cert, policy=gpu_policy(sim_chain, sim_gpu), now=NOW)
     assert "gpu0.type" in failures(appraisal)

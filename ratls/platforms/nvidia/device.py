@@ -29,7 +29,7 @@ FAMILY = "nvidia-gpu"
 class Endorsement:
     """Labels of a GPU's own endorsements (a nested collection under the GPU's label)."""
 
-    CHAIN = "chain"  # leaf-first PEM device chain
+    CHAIN = "chain"  # the device chain, leaf first: DER back to back without the pinned root, or PEM
     DRIVER_RIM = "driver-rim"
     VBIOS_RIM = "vbios-rim"
     ROOT = "root"  # simulated only: the simulated device root (pinned by the policy)
@@ -46,9 +46,14 @@ def _renamed(checks: list[Check], label: str) -> list[Check]:
 
 
 def _rim_xml(device: DeviceEvidence, kind: RimKind, rim_id: str | None, trust: Trust) -> bytes | FetchFailed | None:
+    """Stapled with the evidence (``--driver-rim``), held by the verifier by ID (fetched from the
+    server, or a RIM directory), or from NVIDIA's RIM service when online - in that order."""
     stapled = device.endorsements.get(Endorsement.RIM_LABELS[kind])
     if stapled is not None or rim_id is None:
         return stapled
+    held = trust.device_references.get(rim_id)
+    if held is not None:
+        return held
     store = rim_store(trust)
     return store.get(rim_id) if store is not None else None
 
@@ -115,12 +120,12 @@ def verify_ocsp(gpu: VerifiedGpu, device: DeviceEvidence, chain: Sequence[x509.C
 
 
 def _chain(device: DeviceEvidence) -> list[x509.Certificate] | Check:
-    from .certs import parse_chain_pem
-    pem = device.endorsements.get(Endorsement.CHAIN)
-    if pem is None:
+    from .chain_record import read_chain
+    data = device.endorsements.get(Endorsement.CHAIN)
+    if data is None:
         return failed("gpu.chain", "the GPU evidence carries no device certificate chain")
     try:
-        return parse_chain_pem(pem)
+        return read_chain(data)
     except EvidenceError as exc:
         return failed("gpu.chain", f"the device certificate chain cannot be read: {exc}")
 
@@ -181,6 +186,23 @@ class NvidiaGpu:
     @classmethod
     def summary(cls, verified: VerifiedGpu) -> dict[str, Any]:
         return summary(verified, cls.name)
+
+    @classmethod
+    def reference_ids(cls, device: DeviceEvidence) -> list[str]:
+        """The RIM IDs the report names (driver, VBIOS) that the evidence does not staple."""
+        from .abi import parse_report, rim_ids
+        from .certs import arch_of, chip_name, leaf_fwid
+        if all(label in device.endorsements for label in Endorsement.RIM_LABELS.values()):
+            return []
+        try:
+            report = parse_report(device.raw)
+            chain = _chain(device)
+            if isinstance(chain, Check):
+                return []
+            arch = arch_of(chip_name(chain), leaf_fwid(chain[0])[1])
+            return list(rim_ids(report, arch)) if arch is not None else []
+        except EvidenceError:
+            return []
 
     @classmethod
     def describe(cls, device: DeviceEvidence) -> dict[str, Any]:

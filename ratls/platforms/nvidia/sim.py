@@ -32,6 +32,7 @@ BLOCKS = 64
 DRIVER_INDICES = tuple(range(0, 21))
 VBIOS_INDICES = tuple(range(21, 33))
 _RIMS: dict[tuple[bytes, RimKind, str | None], bytes] = {}
+_RIM_IDS: dict[bytes, tuple[str, str]] = {}
 _FILES = ("root.pem", "root-key.pem", "leaf.pem", "leaf-key.pem", "rim-root.pem", "rim-root-key.pem", "seed.hex")
 
 
@@ -125,6 +126,15 @@ class SimGpu:
     def _sign(self, data: bytes) -> bytes:
         r, s = decode_dss_signature(self.leaf_key.sign(data, ec.ECDSA(hashes.SHA384())))
         return r.to_bytes(48, "big") + s.to_bytes(48, "big")
+
+    def rims_by_id(self) -> dict[str, bytes]:
+        """This GPU's driver and VBIOS RIMs under the RIM IDs its reports name (upper case)."""
+        from .abi import parse_report, rim_ids
+        from .types import GpuArch
+        if self.seed not in _RIM_IDS:
+            _RIM_IDS[self.seed] = rim_ids(parse_report(self.report(bytes(32))), GpuArch.HOPPER)
+        driver_id, vbios_id = _RIM_IDS[self.seed]
+        return {driver_id.upper(): self.rim(RimKind.DRIVER), vbios_id.upper(): self.rim(RimKind.VBIOS)}
 
     def rim(self, kind: RimKind, version: str | None = None) -> bytes:
         """A RIM for this GPU's firmware (or, with *version*, one claiming another version), signed

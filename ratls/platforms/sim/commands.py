@@ -24,6 +24,25 @@ def cmd_sim_root(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sim_gpu(args: argparse.Namespace) -> int:
+    """The simulated NVIDIA GPU: its roots to pin, its versions, and (``--rims-out``) its RIMs
+    by RIM ID, for verifying a certificate offline (``ratls verify --rim-dir``)."""
+    from ..nvidia.sim import DRIVER_VERSION, VBIOS_VERSION, sim_gpu_dir
+    from ..nvidia.sim import load_or_create as load_gpu
+    directory = sim_gpu_dir(Path(args.sim_dir) if args.sim_dir else None)
+    gpu = load_gpu(directory)
+    rims = gpu.rims_by_id()
+    if args.rims_out:
+        out = Path(args.rims_out)
+        out.mkdir(parents=True, exist_ok=True)
+        for rim_id, xml in rims.items():
+            (out / f"{rim_id}.xml").write_bytes(xml)
+    print(json.dumps({"state_dir": str(directory), "root_sha256": gpu.root_sha256,
+                      "rim_root_sha256": gpu.rim_root_sha256, "driver": DRIVER_VERSION, "vbios": VBIOS_VERSION,
+                      "rims": sorted(rims)}, indent=2))
+    return 0
+
+
 def add_sim_commands(commands: Any) -> None:
     parser = commands.add_parser("sim", help="the simulated platform")
     sim = parser.add_subparsers(dest="sub", required=True, parser_class=type(parser))
@@ -32,3 +51,7 @@ def add_sim_commands(commands: Any) -> None:
     sr.add_argument("--platform", default="sim", choices=["sim", "sim-tdx"],
                     help="which simulated chain: SNP-format (sim, default) or TDX (sim-tdx)")
     sr.set_defaults(func=cmd_sim_root)
+    sg = sim.add_parser("gpu", help="the simulated NVIDIA GPU: roots to pin, versions, RIMs")
+    sg.add_argument("--sim-dir", metavar="DIR")
+    sg.add_argument("--rims-out", metavar="DIR", help="write its RIMs here as <RIM-ID>.xml (for --rim-dir)")
+    sg.set_defaults(func=cmd_sim_gpu)

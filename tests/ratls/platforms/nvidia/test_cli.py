@@ -119,14 +119,24 @@ def test_simulated_gpu_through_the_cli(tmp_path: Path, sim_state: Path, capsys: 
     assert shown["devices"]["gpu0"]["driver"] and "chain" in shown["devices"]["gpu0"]["endorsements"]
     assert main(["cert", "show", str(cert)]) == 0 and "SIMULATED GPU" in capsys.readouterr().out
     out = tmp_path / "policy.yaml"
-    assert main(["policy", "init", "--from", str(cert), "--sim-dir", str(sim_state), "--out", str(out)]) == 0
+    rims = tmp_path / "rims"
+    assert main(["sim", "gpu", "--sim-dir", str(sim_state), "--rims-out", str(rims)]) == 0
+    capsys.readouterr()
+    assert main(["policy", "init", "--from", str(cert), "--sim-dir", str(sim_state), "--rim-dir", str(rims),
+                 "--out", str(out)]) == 0
     written = yaml.safe_load(out.read_text())
     assert written["nvidia-gpu"]["count"] == 2 and written["nvidia-gpu"]["vbios_versions"] == ["96.00.9f.00.01"]
     assert len(written["simulated"]["root_sha256"]) == 3  # the CPU's and the GPU's two roots
     capsys.readouterr()
-    assert main(["verify", str(cert), "--policy", str(out), "--json"]) == 0
+    # offline: the RIMs the gateway would serve, from the simulator, in a RIM directory
+    assert main(["verify", str(cert), "--policy", str(out), "--json"]) == 1
+    assert "policy.nvidia-gpu.gpu0.rim-match" in json.loads(capsys.readouterr().out)["failures"]
+    rims = tmp_path / "rims"
+    assert main(["sim", "gpu", "--sim-dir", str(sim_state), "--rims-out", str(rims)]) == 0
+    assert len(json.loads(capsys.readouterr().out)["rims"]) == 2 and len(list(rims.glob("*.xml"))) == 2
+    assert main(["verify", str(cert), "--policy", str(out), "--rim-dir", str(rims), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["verdict"] == "pass" and set(doc["devices"]) == {"gpu0", "gpu1"}
     written["nvidia-gpu"]["driver_versions"] = ["550.90.07"]
     out.write_text(yaml.safe_dump(written))
-    assert main(["verify", str(cert), "--policy", str(out)]) == 1
+    assert main(["verify", str(cert), "--policy", str(out), "--rim-dir", str(rims)]) == 1
