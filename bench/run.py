@@ -40,12 +40,13 @@ def main() -> int:
     print(f"   evidence: {verify['source']}")
     print(f"   {'case':32} {'median ms':>10} {'p99 ms':>10} {'vs uncached':>12}")
     for key in ("snp_verify_uncached", "snp_verify_cached", "ratls_cert_verify_cached", "tdx_quote_verify",
-                "sim_tdx_cert_verify"):
+                "sim_tdx_cert_verify", *verify_bench.GPU_CASES):
         if key not in verify:
             continue
         row = verify[key]
         ratio = row.get("ratio_vs_uncached", 1.0)
         print(f"   {key:32} {row['median_ms']:10.3f} {row['p99_ms']:10.3f} {ratio:12.2f}")
+    print(f"   GPU: {verify['gpu_source']}; CPU + 8 GPUs certificate {verify['cpu_8gpu_cert_bytes']} B DER")
     print("\n== model-manifest hashing")
     manifest = manifest_bench.run()
     results["manifest"] = manifest

@@ -74,6 +74,7 @@ def verify_rims(gpu: VerifiedGpu, device: DeviceEvidence, trust: Trust, rim_root
     from .abi import rim_ids
     from .measurements import compare_measurements
     from .rim_verify import verify_rim
+    from .verify_cache import cached_rim
     report = gpu.report
     if report is None or gpu.arch is None:
         return
@@ -86,8 +87,8 @@ def verify_rims(gpu: VerifiedGpu, device: DeviceEvidence, trust: Trust, rim_root
         if isinstance(xml, FetchFailed):
             verified[kind] = VerifiedRim(kind, None, [failed(f"gpu.{kind}-rim.fetch", xml.explain())])
         elif xml is not None:
-            verified[kind] = verify_rim(xml, kind, rim_roots, now, expected_version=version,
-                                        expected_product=gpu.chip)
+            verified[kind] = cached_rim(xml, kind, rim_roots, now, expected_version=version,
+                                        expected_product=gpu.chip, verify=verify_rim)
     if not verified:
         return
     for kind in RimKind:

@@ -234,21 +234,19 @@ def verify_chain(chain: Sequence[x509.Certificate], roots: Sequence[x509.Certifi
 
 def _issuing_root(cert: x509.Certificate, roots: Sequence[x509.Certificate]) -> x509.Certificate | None:
     """The root that signed *cert* (its CA flags are checked by the caller, with the path length)."""
+    from .verify_cache import signed_by
     for root in roots:
-        try:
-            cert.verify_directly_issued_by(root)
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        return root
+        # names first (free), then the signature, cached: the chain check asks again for the same pair
+        if cert.issuer == root.subject and signed_by(cert, root):
+            return root
     return None
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, below: int) -> str | None:
     """Why *issuer* did not issue *cert*, or None; *below* = CA certificates between them and the leaf."""
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature) as exc:
-        return f"not signed by {_cn(issuer)} ({str(exc) or type(exc).__name__})"
+    from .verify_cache import signed_by
+    if not signed_by(cert, issuer):
+        return f"not signed by {_cn(issuer)}"
     try:
         constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
