@@ -56,6 +56,10 @@ VECTOR_FILES = {
     "quote.bin": "tdx/v4_dcap-qvl/quote.bin",
     "collateral.json": "tdx/v4_dcap-qvl/collateral.json",
     "evidence.json": "azure/snp_genoa_trustee/evidence.json",
+    "gpu-report.txt": "nvidia/go-nvtrust/attestationReport.txt",
+    "gpu-chain.pem": "nvidia/go-nvtrust/gpuAkCertChain.txt",
+    "driver-rim.xml": "nvidia/nv-local-gpu-verifier-2.7.3/rims/Driver_RIM_test_no_gpu.swidtag",
+    "vbios-rim.xml": "nvidia/nv-local-gpu-verifier-2.7.3/rims/1010_0200_882_96005E0001_test_no_gpu.swidtag",
 }
 INSTALL_SECTION = "### Install"
 
