@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -94,6 +95,11 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
+def _pynvml() -> Any:
+    from ratls.platforms.nvidia.collect import PynvmlApi
+    return PynvmlApi()
+
+
 @dataclass
 class Host:
     root: Path = Path("/")  # device and kernel paths are looked up under it (tests: a fake tree)
@@ -112,6 +118,7 @@ class Host:
     amd_roots: Callable[[], dict[Product, ProductRoots]] = shipped_roots
     intel_root: Callable[[], x509.Certificate] = shipped_root
     group_name: Callable[[int], str] = _group_name
+    nvml: Callable[[], Any] = _pynvml  # the NVML interface GPU attestation uses (tests: a recording)
 
     def path(self, path: str | Path) -> Path:
         p = Path(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..config import GatewayConfig
 from .clock import check_clock, check_vendor_roots, clock_bounds, load_vendor_roots, measure_skew
 from .findings import Finding, ok
+from .gpus import gpu_findings
 from .host import Host
 from .limits import check_rate_limits
 from .ports import port_findings
@@ -17,6 +18,7 @@ def run_checks(cfg: GatewayConfig, host: Host, *, time_url: str | None = None) -
     findings = [ok("config", f"{cfg.source} loads (identity.platform {cfg.identity.platform}, "
                    f"triton.mode {cfg.triton.mode})")]
     findings += tee_findings(cfg, host)
+    findings += gpu_findings(cfg, host.nvml() if cfg.gpus.mode == "nvml" else None)
     triton, triton_user = triton_findings(cfg, host)
     findings += triton
     findings += repository_findings(cfg, host, triton_user)

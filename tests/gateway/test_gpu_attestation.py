@@ -80,3 +80,21 @@ def test_gpus_section_is_read_strictly_and_attested(tmp_path: Path) -> None:
         path.write_text(f"version: 1\n{bad}\n")
         with pytest.raises(ConfigError, match=words):
             load_config(path, environ={})
+
+
+def test_doctor_says_what_would_stop_gpu_attestation(tmp_path: Path) -> None:
+    from gateway.doctor.gpus import gpu_findings
+    gpu = load_or_create(sim_gpu_dir(tmp_path))
+    path = tmp_path / "g.yaml"
+    path.write_text("version: 1\ngpus: {mode: nvml, count: 2, rim_dir: /nonexistent}\n")
+    cfg = load_config(path, environ={})
+    report, chain = gpu.report(bytes(32)), gpu.chain_pem()
+    findings = {f.name: f for f in gpu_findings(cfg, RecordedNvml(_recording(report, chain)))}
+    assert findings["gpus.nvml"].status == "ok" and findings["gpus.cc"].status == "ok"
+    assert findings["gpus.count"].status == "fail"
+    assert "1 GPU(s) found, gpus.count is 2" in findings["gpus.count"].message
+    off = {f.name: f for f in gpu_findings(cfg, RecordedNvml(_recording(report, chain, cc=False)))}
+    assert off["gpus.cc"].status == "fail"
+    from ratls.platforms.nvidia.collect import PynvmlApi
+    no_driver = gpu_findings(cfg, PynvmlApi())  # the real NVML library: no driver on this machine
+    assert no_driver[0].name == "gpus.nvml" and no_driver[0].status == "fail"
