@@ -12,8 +12,6 @@ import re
 import warnings
 from collections.abc import Sequence
 from datetime import datetime
-from functools import cache
-from importlib import resources
 from typing import TypeVar
 
 from cryptography import x509
@@ -21,7 +19,8 @@ from cryptography.exceptions import InvalidSignature
 
 from ... import der
 from ...appraisal import Check, failed, passed
-from ...errors import ConfigError, EvidenceError, UsageError
+from ...errors import EvidenceError, UsageError
+from ...pinned import pinned_root
 from ...x509util import X509_ERRORS, fingerprint, force_parse
 from .types import DIGEST_LEN, GpuArch
 
@@ -66,15 +65,10 @@ def parse_chain_pem(data: bytes) -> list[x509.Certificate]:
         return [force_parse(c, f"GPU chain certificate {i}") for i, c in enumerate(certs)]
 
 
-@cache
 def device_identity_root() -> x509.Certificate:
     """NVIDIA's Device Identity CA from the package, checked against its pinned fingerprint."""
-    data = (resources.files("ratls.platforms.nvidia") / "roots" / "device_identity_root.pem").read_bytes()
-    certs = x509.load_pem_x509_certificates(data)
-    if len(certs) != 1 or fingerprint(certs[0]) != DEVICE_IDENTITY_ROOT_SHA256:
-        raise ConfigError("shipped NVIDIA Device Identity root does not match its pinned fingerprint",
-                          hint="the installation is damaged or was tampered with; reinstall ratls-gateway")
-    return certs[0]
+    return pinned_root(__package__, "roots/device_identity_root.pem", DEVICE_IDENTITY_ROOT_SHA256,
+                       "NVIDIA Device Identity root")
 
 
 def device_roots() -> list[x509.Certificate]:

@@ -12,14 +12,13 @@ import base64
 import binascii
 import json
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from ...errors import EvidenceError, RatlsError
 from ...evidence import FetchFailed
 from ...fileutil import write_atomic
+from ...httpget import bounded_get
 from .rim import MAX_RIM_SIZE, parse_rim
 
 DEFAULT_SERVICE_URL = "https://rim.attestation.nvidia.com/v1/rim/"
@@ -35,17 +34,8 @@ Fetch = Callable[[str], bytes]
 
 def http_fetch(url: str, timeout: float = 10.0) -> bytes:
     """GET *url*, at most ``MAX_RESPONSE`` bytes; every failure is an ``EvidenceError``."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - https by default, or a test loopback
-            body = resp.read(MAX_RESPONSE + 1)
-    except urllib.error.HTTPError as exc:
-        raise EvidenceError(f"NVIDIA RIM service answered {exc.code} for {url}",
-                            hint="the driver or VBIOS version may have no published RIM") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise EvidenceError(f"cannot reach the NVIDIA RIM service at {url}: {getattr(exc, 'reason', exc)}") from None
-    if len(body) > MAX_RESPONSE:
-        raise EvidenceError(f"RIM service response for {url} is larger than {MAX_RESPONSE} bytes")
-    return body
+    return bounded_get(url, service="the NVIDIA RIM service", max_bytes=MAX_RESPONSE, timeout=timeout,
+                       status_hint="the driver or VBIOS version may have no published RIM")
 
 
 class RimStore:

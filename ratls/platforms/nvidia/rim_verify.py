@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from importlib import resources
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -23,7 +22,8 @@ from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, Signatur
 from signxml.exceptions import SignXMLException
 
 from ...appraisal import Check, failed, passed
-from ...errors import ConfigError, EvidenceError
+from ...errors import EvidenceError
+from ...pinned import pinned_root
 from .rim import DS_NS, ds, hardened_parser, keyinfo_certificates, read_document, rim_from_element
 from .types import Rim, RimKind, VerifiedRim
 
@@ -42,12 +42,7 @@ _SIGNATURE_ERRORS = (SignXMLException, InvalidSignature, etree.LxmlError, ValueE
 
 def shipped_rim_root() -> x509.Certificate:
     """The bundled NVIDIA RIM root, refused unless it is byte for byte the pinned one."""
-    pem = resources.files(__package__).joinpath("roots/corim_signing_root.pem").read_bytes()
-    root = x509.load_pem_x509_certificate(pem)
-    if _sha256(root) != RIM_ROOT_SHA256:
-        raise ConfigError("the bundled NVIDIA RIM root does not match its pinned fingerprint",
-                          hint="the installation is damaged or was modified; reinstall ratls-gateway")
-    return root
+    return pinned_root(__package__, "roots/corim_signing_root.pem", RIM_ROOT_SHA256, "NVIDIA RIM root")
 
 
 def verify_rim(xml: bytes, kind: RimKind, roots: Sequence[x509.Certificate], now: datetime, *,

@@ -7,13 +7,12 @@ the cache then fails with a message saying how to supply the certificate instead
 from __future__ import annotations
 
 import hashlib
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import EvidenceError
 from ...fileutil import write_atomic
+from ...httpget import bounded_get
 from .abi import Product, SnpReport
 
 DEFAULT_BASE_URL = "https://kdsintf.amd.com"
@@ -55,16 +54,8 @@ class KdsClient:
         if self.offline:
             raise EvidenceError(f"offline mode: {url} is not in the KDS cache",
                                 hint="pass the certificate with --vcek/--chain, or allow fetching with --online")
-        try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as resp:  # noqa: S310 - https or test loopback
-                body = resp.read(MAX_RESPONSE + 1)
-        except urllib.error.HTTPError as exc:
-            raise EvidenceError(f"AMD KDS answered {exc.code} for {url}",
-                                hint="the chip ID or TCB may be wrong, or KDS is rate limiting (retry later)") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise EvidenceError(f"cannot reach AMD KDS at {url}: {getattr(exc, 'reason', exc)}") from None
-        if len(body) > MAX_RESPONSE:
-            raise EvidenceError(f"AMD KDS response for {url} is larger than {MAX_RESPONSE} bytes")
+        body = bounded_get(url, service="AMD KDS", max_bytes=MAX_RESPONSE, timeout=self.timeout,
+                           status_hint="the chip ID or TCB may be wrong, or KDS is rate limiting (retry later)")
         if cached is not None:
             write_atomic(cached, body)
         return body

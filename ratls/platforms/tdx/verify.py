@@ -14,7 +14,6 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import resources
 from typing import Any
 
 from cryptography import x509
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ...appraisal import Check, failed, passed
 from ...errors import EvidenceError
 from ...evidence import FetchFailed, VerifiedEvidence
+from ...pinned import pinned_root
 from ...x509util import X509_ERRORS, fingerprint, force_parse
 from .abi import INTEL_QE_VENDOR_ID, TdxQuote
 from .tcb_verdict import LEFT_TO_POLICY, verdict_without_attribute_rule
@@ -36,12 +36,7 @@ SGX_EXTENSION_OID = "1.2.840.113741.1.13.1"
 
 def shipped_root() -> x509.Certificate:
     """The Intel SGX Root CA shipped in the package, refused if its fingerprint changed."""
-    pem = resources.files(__package__).joinpath("roots/intel_sgx_root_ca.pem").read_bytes()
-    root = x509.load_pem_x509_certificate(pem)
-    if fingerprint(root) != INTEL_ROOT_SHA256:
-        raise EvidenceError("the shipped Intel SGX Root CA does not have the pinned fingerprint",
-                            hint="the package is damaged; reinstall ratls-gateway")
-    return root
+    return pinned_root(__package__, "roots/intel_sgx_root_ca.pem", INTEL_ROOT_SHA256, "Intel SGX Root CA")
 
 
 @dataclass
