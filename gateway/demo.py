@@ -187,24 +187,20 @@ class Demo:
 
     def wrong_models_refused(self, url: str, config_digest: str) -> None:
         _step("a policy pinning other model digests is refused before any request is sent")
-        wrong = self.write_policy({"add_sub": "sha256:" + "0" * 64}, config_digest)
-        try:
-            verify_server(url, wrong)
-            self.check(False, "wrong model digest refused")
-        except PolicyViolation as exc:
-            print(f"  refused: {exc}")
-            self.check(True, "wrong model digest refused")
-
+        self._refused(url, self.write_policy({"add_sub": "sha256:" + "0" * 64}, config_digest),
+                      "wrong model digest refused")
 
     def wrong_vbios_refused(self, url: str, models: dict[str, str], config_digest: str) -> None:
         _step("a policy pinning another GPU VBIOS is refused before any request is sent")
-        wrong = self.write_policy(models, config_digest, vbios="96.00.74.00.20")
+        self._refused(url, self.write_policy(models, config_digest, vbios="96.00.74.00.20"), "other VBIOS refused")
+
+    def _refused(self, url: str, policy: Path, what: str) -> None:
         try:
-            verify_server(url, wrong)
-            self.check(False, "other VBIOS refused")
+            verify_server(url, policy)
+            self.check(False, what)
         except PolicyViolation as exc:
             print(f"  refused: {exc}")
-            self.check(True, "other VBIOS refused")
+            self.check(True, what)
 
 
 def main() -> int:
