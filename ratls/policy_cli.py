@@ -13,7 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .cert import RatlsCertificate
-from .cli import EXIT_OK, EXIT_VERDICT, _common_verify, _is_server, _load_cert_arg, _now, _read, _trust
+from .cli import EXIT_OK, EXIT_VERDICT, _common_verify, _is_server, _load_cert_arg, _now, _read, _server_trust
 from .client.fetch import Target, parse_target
 from .client.pinning import context_trusting, origin
 from .errors import EvidenceError, UsageError
@@ -137,7 +137,8 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
     # (a file that is no certificate too, as for 'ratls verify').
     cert = _load_cert_arg(args.target)
     cert_der = cert if isinstance(cert, bytes) else cert.public_bytes(Encoding.DER)
-    appraisal, rc = verify_certificate(cert_der, policy=policy, now=_now(args), trust=_trust(args))
+    trust = _server_trust(args, args.target, cert_der)
+    appraisal, rc = verify_certificate(cert_der, policy=policy, now=_now(args), trust=trust)
     sources = _config_sources(args, policy, target, cert_der, rc, evidence_verified(appraisal))
     label = f"{target.host}:{target.port}" if target is not None else args.target
     diff = diff_policy(policy, appraisal, rc.claims if rc is not None else None, target=label, config=sources)

@@ -94,8 +94,11 @@ def _sections(policy: Policy) -> list[PolicySection[Any]]:
     simulated = [s for s in sections if any(t.simulated for t in registry.using(s))]
     written = [s for s in simulated if policy.section(s) != s.default]
     shown_simulated = (written or simulated[:1]) if policy.allow_simulated else []
+    # device sections (GPUs) apply to every platform, and are explained when written
+    devices = {s.key for d in registry.device_types() for s in d.policy_sections}
     return [s for s in sections
-            if s in shown_simulated or any(t.name in policy.platforms for t in registry.using(s) if not t.simulated)]
+            if s in shown_simulated or any(t.name in policy.platforms for t in registry.using(s) if not t.simulated)
+            or (s.key in devices and s.key in policy.sections)]
 
 
 def explain_policy(policy: Policy) -> Explanation:

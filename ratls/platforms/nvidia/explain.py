@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ...appraisal import Appraisal
-from ...policy_rules import Rule, one_of
+from ...policy import Policy
+from ...policy_rules import CheckSpec, Rule, one_of
 from .policy import GpuPolicy
+
+_PER_GPU = re.compile(r"policy\.nvidia-gpu\.(gpu\d+)\.(driver|vbios|architecture)")
+_KEYS = {"driver": ("driver_versions", "driver"), "vbios": ("vbios_versions", "vbios"),
+         "architecture": ("architectures", "architecture")}
+
+
+def gpu_check_spec(check: str) -> CheckSpec | None:
+    """Where a failed GPU version or architecture check's two sides live (``ratls policy diff``)."""
+    match = _PER_GPU.fullmatch(check)
+    if match is None:
+        return None
+    label, what = match.groups()
+    key, field = _KEYS[what]
+
+    def expected(policy: Policy) -> list[str]:
+        from .section import NVIDIA_GPU_POLICY
+        return [str(v) for v in getattr(NVIDIA_GPU_POLICY.of(policy), key)]
+
+    return CheckSpec(f"{label} {what}", ("nvidia-gpu", key), expected,
+                     lambda a: a.devices.get(label, {}).get(field), suggest=True)
 
 
 def explain_gpu(gpu: GpuPolicy) -> list[Rule]:

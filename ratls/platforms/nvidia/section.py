@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ...policy import PolicySection
-from .explain import explain_gpu, observed_gpu
+from .explain import explain_gpu, gpu_check_spec, observed_gpu
 from .policy import GpuPolicy, parse_gpu_policy
 
 NVIDIA_GPU_POLICY: PolicySection[GpuPolicy] = PolicySection("nvidia-gpu", "nvidia_gpu", parse_gpu_policy,
-                                                            GpuPolicy(), explain=explain_gpu, observe=observed_gpu)
+                                                            GpuPolicy(), explain=explain_gpu, observe=observed_gpu,
+                                                            check_spec=gpu_check_spec)

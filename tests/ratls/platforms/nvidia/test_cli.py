@@ -140,3 +140,25 @@ def test_simulated_gpu_through_the_cli(tmp_path: Path, sim_state: Path, capsys: 
     written["nvidia-gpu"]["driver_versions"] = ["550.90.07"]
     out.write_text(yaml.safe_dump(written))
     assert main(["verify", str(cert), "--policy", str(out), "--rim-dir", str(rims)]) == 1
+
+
+def test_policy_explain_and_diff_name_the_gpu_rules(tmp_path: Path, sim_state: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    cert, rims, out = tmp_path / "c.pem", tmp_path / "rims", tmp_path / "p.yaml"
+    assert main(["cert", "issue", "--platform", "sim", "--sim-dir", str(sim_state), "--sim-gpus", "1",
+                 "--out-cert", str(cert), "--out-key", str(tmp_path / "k.pem")]) == 0
+    assert main(["sim", "gpu", "--sim-dir", str(sim_state), "--rims-out", str(rims)]) == 0
+    assert main(["policy", "init", "--from", str(cert), "--sim-dir", str(sim_state), "--rim-dir", str(rims),
+                 "--out", str(out)]) == 0
+    written = yaml.safe_load(out.read_text())
+    written["nvidia-gpu"]["vbios_versions"] = ["96.00.74.00.20"]
+    out.write_text(yaml.safe_dump(written))
+    capsys.readouterr()
+    assert main(["policy", "explain", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "nvidia-gpu.vbios_versions: VBIOS 96.00.74.00.20" in text and "nvidia-gpu.required" in text
+    assert main(["policy", "diff", "--policy", str(out), str(cert), "--rim-dir", str(rims), "--json"]) == 1
+    diff = json.loads(capsys.readouterr().out)
+    row = next(d for d in diff["differences"] if d["check"] == "policy.nvidia-gpu.gpu0.vbios")
+    assert row["policy_key"] == "nvidia-gpu.vbios_versions" and row["actual"] == "96.00.9f.00.01"
+    assert row["expected"] == ["96.00.74.00.20"]
