@@ -77,8 +77,7 @@ def _tdx_cases(vectors: Path, repeat: int) -> dict[str, object]:
 
 def _clear_gpu_caches() -> None:
     from ratls.platforms.nvidia import verify_cache
-    verify_cache._RIMS.clear()
-    verify_cache._signed.cache_clear()
+    verify_cache.clear()
 
 
 def _gpu_cases(vectors: Path, repeat: int) -> dict[str, object]:

@@ -100,28 +100,41 @@ class GpuAttestation(Facts):
         return replace(trust, simulated_roots=(*trust.simulated_roots, gpu.root_sha256, gpu.rim_root_sha256))
 
     def attest_at_start(self, now: datetime) -> None:
-        """Before Triton starts: the GPUs are verified locally, and only then released for work
-        (NVML's CC ready state). Refuses to start, or stays unready, by config."""
+        """Before Triton starts: the GPUs are locked (their CC ready state cleared, whatever an
+        earlier run left), verified locally, and only then released for work. Refuses to start,
+        or stays unready with the GPUs locked, by config; anything unexpected fails the same way."""
         if not self.enabled:
             return
         try:
+            self._set_ready(False)
             appraisal = self.check(now, Trust())
             failures = [f"{c.name}: {c.detail}" for c in appraisal.failures]
             self.attested = len(appraisal.devices)
-        except RatlsError as exc:
-            failures = [str(exc)]
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the GPUs stay locked
+            failures = [str(exc) if isinstance(exc, RatlsError) else f"{type(exc).__name__}: {exc}"]
         if failures:
-            self.failure = "GPU attestation failed: " + "; ".join(failures)
-            log.error("%s", self.failure)
-            if self.section.on_failure is OnGpuFailure.REFUSE:
-                raise ConfigError(self.failure, hint="check the GPUs' CC mode, driver and firmware, and the RIMs in "
-                                                     "gpus.rim_dir (or set gpus.rim_online: true)")
+            self._fail("GPU attestation failed: " + "; ".join(failures))
             return
-        if self.section.mode is GpuMode.NVML:
-            from ratls.platforms.nvidia.collect import set_ready
-            set_ready(self._nvml, True)
+        try:
+            self._set_ready(True)
+        except RatlsError as exc:
+            self._fail(f"could not release the GPUs (CC ready state): {exc}")
+            return
         self.ready_set = True
         log.info("GPU attestation passed for %d GPU(s); GPUs released for work", self.attested)
+
+    def _set_ready(self, ready: bool) -> None:
+        if self.section.mode is GpuMode.NVML:
+            from ratls.platforms.nvidia.collect import set_ready
+            set_ready(self._nvml, ready)
+
+    def _fail(self, reason: str) -> None:
+        self.failure = reason
+        self.attested = 0
+        log.error("%s", reason)
+        if self.section.on_failure is OnGpuFailure.REFUSE:
+            raise ConfigError(reason, hint="check the GPUs' CC mode, driver and firmware, and the RIMs in "
+                                           "gpus.rim_dir (or set gpus.rim_online: true)")
 
     def metric_families(self) -> list[MetricFamily]:
         if not self.enabled:

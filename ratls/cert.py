@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from . import cmw
 from .claims import Claims, decode_claims
-from .devices import DeviceEvidence
+from .devices import DeviceEvidence, check_label
 from .errors import EvidenceError, UsageError
 from .evidence import Evidence
 from .x509util import X509_ERRORS, force_parse, looks_like_pem
@@ -48,6 +48,7 @@ def build_collection(claims_cbor: bytes, evidence: Evidence,
     endorsements: dict[str, cmw.CmwRecord | cmw.CmwCollection] = {
         k: cmw.CmwRecord(cmw.endorsement_media_type(k), v) for k, v in evidence.endorsements.items()}
     for device in devices:
+        check_label(device.label)
         if device.label in items or device.label in endorsements:
             raise UsageError(f"device label '{device.label}' collides with another entry of the collection")
         items[device.label] = cmw.CmwRecord(device.media_type, device.raw)
@@ -249,6 +250,7 @@ def devices_from_collection(collection: cmw.CmwCollection) -> tuple[DeviceEviden
             continue
         if not isinstance(item, cmw.CmwRecord):
             raise EvidenceError(f"CMW entry '{label}' is a collection where a device record was expected")
+        check_label(label)
         own = coll.collection(label) if coll is not None else None
         endorsements: dict[str, bytes] = {}
         for name, value in (own.items.items() if own is not None else ()):

@@ -29,7 +29,11 @@ def _verify_one(entry: Any, device: DeviceEvidence, base: bytes, trust: Trust, n
         appraisal.add(failed(f"{entry.label}.media-type", f"'{device.media_type}' is not what {kind.name} "
                                                           f"produces ({kind.media_type})"))
         return None
-    verified = kind.verify(device, device_nonce(base, entry.label), entry.state, trust, now)
+    try:
+        verified = kind.verify(device, device_nonce(base, entry.label), entry.state, trust, now)
+    except EvidenceError as exc:  # a verifier's own parse failure is a verdict on this device
+        appraisal.add(failed(f"{entry.label}.verify", str(exc)))
+        return None
     appraisal.add(verified.checks)
     appraisal.devices[entry.label] = kind.summary(verified)
     return kind, verified

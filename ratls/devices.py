@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +29,14 @@ from .errors import EvidenceError
 
 NONCE_PREFIX = b"ratls/1 device nonce\x00"
 MAX_DEVICES = 16
+# device labels: a short lower-case kind and an index ("gpu0"); they name checks ("gpu0.nonce"),
+# so nothing else (no dots, no "policy", no NUL in the nonce input) may be one
+LABEL = re.compile(r"[a-z]{2,8}[0-9]{1,2}")
+
+
+def check_label(label: str) -> None:
+    if not LABEL.fullmatch(label):
+        raise EvidenceError(f"'{label[:40]}' is not a device label (a kind and an index, like gpu0)")
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,7 @@ def read_entries(claims: Claims) -> list[DeviceEntry]:
     if len(raw) > MAX_DEVICES:
         raise EvidenceError(f"claims list {len(raw)} devices, more than the {MAX_DEVICES} this verifier reads")
     for label, entry in sorted(raw.items()):
+        check_label(label)
         kind, digest, state = entry.get("type"), entry.get("evidence-hash"), entry.get("state", {})
         if not isinstance(kind, str):
             raise EvidenceError(f"claims: devices.{label}.type must be a device type name")

@@ -44,18 +44,33 @@ def test_simulated_gpus_pass_and_go_into_every_certificate(tmp_path: Path, sim_c
 
 def test_nvml_gpus_that_fail_local_verification_are_never_released(tmp_path: Path) -> None:
     # A recorded GPU answers with a report made for another nonce (and a chain that is not
-    # NVIDIA's): local verification fails, so the CC ready state is never set.
+    # NVIDIA's): local verification fails. The GPUs were left released by an earlier run: they
+    # are locked first and stay locked.
     gpu = load_or_create(sim_gpu_dir(tmp_path))
-    nvml = RecordedNvml(_recording(gpu.report(b"\x00" * 32), gpu.chain_pem()))
+    recording = _recording(gpu.report(b"\x00" * 32), gpu.chain_pem())
+    nvml = RecordedNvml({**recording, "ready": True})
     gpus = GpuAttestation(GpuSection(mode=GpuMode.NVML, count=1, on_failure=OnGpuFailure.UNREADY), None, nvml=nvml)
     gpus.attest_at_start(NOW)
     assert gpus.failure is not None and "gpu0.nonce" in gpus.failure and "gpu0.chain" in gpus.failure
-    assert not gpus.ready_set and not any(call[0] == "set_ready_state" for call in nvml.calls)
-    assert gpus.readiness_reasons() == [gpus.failure]
+    assert [c for c in nvml.calls if c[0] == "set_ready_state"] == [("set_ready_state", False)]
+    assert not gpus.ready_set and gpus.readiness_reasons() == [gpus.failure]
     refusing = GpuAttestation(GpuSection(mode=GpuMode.NVML, count=1), None,
                               nvml=RecordedNvml(_recording(gpu.report(b"\x00" * 32), gpu.chain_pem())))
     with pytest.raises(ConfigError, match="GPU attestation failed"):
         refusing.attest_at_start(NOW)
+
+
+def test_an_unexpected_error_leaves_the_gpus_locked(tmp_path: Path) -> None:
+    class Broken(RecordedNvml):
+        def device_count(self) -> int:
+            raise ValueError("driver answered nonsense")
+
+    gpu = load_or_create(sim_gpu_dir(tmp_path))
+    nvml = Broken({**_recording(gpu.report(bytes(32)), gpu.chain_pem()), "ready": True})
+    gpus = GpuAttestation(GpuSection(mode=GpuMode.NVML, on_failure=OnGpuFailure.UNREADY), None, nvml=nvml)
+    gpus.attest_at_start(NOW)
+    assert gpus.failure is not None and "ValueError: driver answered nonsense" in gpus.failure
+    assert [c for c in nvml.calls if c[0] == "set_ready_state"] == [("set_ready_state", False)]
 
 
 def test_gpus_outside_cc_mode_refuse_the_start(tmp_path: Path) -> None:

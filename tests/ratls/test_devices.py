@@ -266,3 +266,34 @@ def test_unknown_device_type_in_claims_is_refused(sim_chain: SimChain, sim_gpu: 
     _, issued = issue(sim_chain, Renamed(gpu_dir, 1))
     appraisal, _ = verify_with_rims(issued.cert, policy=gpu_policy(sim_chain, sim_gpu), now=NOW)
     assert "gpu0.type" in failures(appraisal)
+
+
+def test_gpus_in_mixed_or_misreported_modes_are_refused(sim_chain: SimChain, sim_gpu: SimGpu, gpu_dir: Path) -> None:
+    from ratls.platforms.nvidia.abi import encode_report
+    from ratls.platforms.nvidia.types import MeasurementBlock, OpaqueType
+
+    class Mixed(SimGpuCollector):
+        def collect(self, nonce_for):
+            out = super().collect(nonce_for)
+            fields = {**sim_gpu.opaque_fields(), OpaqueType.FEATURE_FLAG: (1).to_bytes(2, "little")}
+            blocks = [MeasurementBlock(i + 1, 1, sim_gpu.measurement(i)) for i in range(64)]
+            multi = encode_report(nonce_for("gpu1"), blocks, fields, bytes(32), sim_gpu._sign)
+            out[1] = dataclasses.replace(out[1], evidence=dataclasses.replace(out[1].evidence, raw=multi))
+            return out
+
+    _, issued = issue(sim_chain, Mixed(gpu_dir, 2))
+    appraisal, _ = verify_with_rims(issued.cert, policy=gpu_policy(sim_chain, sim_gpu, {"count": 2}), now=NOW)
+    assert set(failures(appraisal)) == {"policy.nvidia-gpu.mode", "policy.nvidia-gpu.gpu1.mode"}
+
+
+@pytest.mark.parametrize("label", ["policy", "gpu0.x", "endorsements", "gpu\x000", "GPU0", "gpu123"])
+def test_device_labels_are_a_kind_and_an_index(sim_chain: SimChain, gpu_dir: Path, label: str) -> None:
+    from ratls.errors import EvidenceError
+
+    class Relabelled(SimGpuCollector):
+        def collect(self, nonce_for):
+            return [dataclasses.replace(d, evidence=dataclasses.replace(d.evidence, label=label))
+                    for d in super().collect(nonce_for)]
+
+    with pytest.raises(EvidenceError, match="not a device label"):
+        issue(sim_chain, Relabelled(gpu_dir, 1))

@@ -23,8 +23,31 @@ def appraise_gpus(gpus: list[VerifiedGpu], section: GpuPolicy | None, policy: Po
         ok = len(gpus) == section.count
         checks.append((passed if ok else failed)(f"{P}.count", f"{len(gpus)} GPU(s) attested"
                                                  + ("" if ok else f", the policy expects {section.count}")))
+    checks.extend(_modes(gpus))
     for gpu in gpus:
         checks.extend(_appraise_one(gpu, section))
+    return checks
+
+
+# the GPU-signed FEATURE_FLAG (opaque data version >= 1) and NVML's multi-GPU mode, in one vocabulary
+_FLAG_MODES = {0: "single", 1: "multi", 2: "protected-pcie"}
+
+
+def _modes(gpus: list[VerifiedGpu]) -> list[Check]:
+    """The GPUs run in one mode (NVIDIA refuses a set mixing single- and multi-GPU modes), and the
+    mode each GPU signed agrees with the mode the gateway read through NVML."""
+    signed = {g.label: _FLAG_MODES.get(g.report.opaque.feature_flag, f"flag {g.report.opaque.feature_flag}")
+              for g in gpus if g.report is not None and g.report.opaque.feature_flag is not None}
+    checks: list[Check] = []
+    for gpu in gpus:
+        said, flag = gpu.state.get("mode"), signed.get(gpu.label)
+        if flag is not None and said is not None and said != flag:
+            checks.append(failed(f"{P}.{gpu.label}.mode", f"the GPU signed mode {flag}, the gateway reported {said}"))
+    if len(set(signed.values())) > 1:
+        checks.append(failed(f"{P}.mode", "the GPUs run in different modes: " + ", ".join(
+            f"{label} {mode}" for label, mode in sorted(signed.items()))))
+    elif len(gpus) > 1 and signed:
+        checks.append(passed(f"{P}.mode", f"every GPU runs in {next(iter(signed.values()))} mode"))
     return checks
 
 

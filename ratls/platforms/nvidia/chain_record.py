@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ... import der
 from ...errors import EvidenceError
+from ...x509util import X509_ERRORS, force_parse
 from .certs import parse_chain_pem
 
 MAX_CERTS = 8
@@ -38,9 +39,11 @@ def read_chain(data: bytes) -> list[x509.Certificate]:
         if tlv.tag != 0x30:
             raise EvidenceError(f"device chain: byte {offset} does not start a DER certificate")
         try:
-            certs.append(x509.load_der_x509_certificate(data[offset:end]))
-        except ValueError as exc:
+            cert = x509.load_der_x509_certificate(data[offset:end])
+        except X509_ERRORS as exc:
             raise EvidenceError(f"device chain certificate {len(certs)} is not DER X.509: {exc}") from None
+        # every field decoded now: a malformed extension is a parse error here, never later
+        certs.append(force_parse(cert, f"device chain certificate {len(certs)}"))
         offset = end
     if not certs:
         raise EvidenceError("the device chain is empty")

@@ -17,6 +17,7 @@ from ...errors import EvidenceError
 from ...evidence import FetchFailed
 from ...policy import Policy
 from ...trust import Trust
+from ...x509util import X509_ERRORS
 from .appraise import appraise_gpus
 from .section import NVIDIA_GPU_POLICY
 from .types import RimKind, VerifiedGpu, VerifiedRim
@@ -46,16 +47,17 @@ def _renamed(checks: list[Check], label: str) -> list[Check]:
 
 
 def _rim_xml(device: DeviceEvidence, kind: RimKind, rim_id: str | None, trust: Trust) -> bytes | FetchFailed | None:
-    """Stapled with the evidence (``--driver-rim``), held by the verifier by ID (fetched from the
-    server, or a RIM directory), or from NVIDIA's RIM service when online - in that order."""
+    """Stapled with the evidence (``--driver-rim``), the verifier's RIM directory (or NVIDIA's RIM
+    service when online), or what the server handed out for that ID - in that order."""
     stapled = device.endorsements.get(Endorsement.RIM_LABELS[kind])
     if stapled is not None or rim_id is None:
         return stapled
-    held = trust.device_references.get(rim_id)
-    if held is not None:
-        return held
     store = rim_store(trust)
-    return store.get(rim_id) if store is not None else None
+    own = store.get(rim_id) if store is not None else None
+    if isinstance(own, bytes):
+        return own  # the verifier's own RIMs win over whatever the server handed out
+    held = trust.device_references.get(rim_id)
+    return held if held is not None else own
 
 
 def rim_store(trust: Trust) -> Any:
@@ -78,7 +80,11 @@ def verify_rims(gpu: VerifiedGpu, device: DeviceEvidence, trust: Trust, rim_root
     report = gpu.report
     if report is None or gpu.arch is None:
         return
-    driver_id, vbios_id = rim_ids(report, gpu.arch)
+    try:
+        driver_id, vbios_id = rim_ids(report, gpu.arch)
+    except EvidenceError as exc:
+        gpu.checks.append(failed("gpu.rim-ids", f"the report does not name its RIMs: {exc}"))
+        return
     expected = {RimKind.DRIVER: (driver_id, report.opaque.driver_version),
                 RimKind.VBIOS: (vbios_id, report.opaque.vbios_version)}
     verified: dict[RimKind, VerifiedRim] = {}
@@ -103,19 +109,29 @@ def verify_rims(gpu: VerifiedGpu, device: DeviceEvidence, trust: Trust, rim_root
     gpu.checks.extend(gpu.measurements.checks)
 
 
-def verify_ocsp(gpu: VerifiedGpu, device: DeviceEvidence, chain: Sequence[x509.Certificate], now: datetime) -> None:
-    """Stapled OCSP answers (``ocsp-<i>`` for chain certificate i, issuer i+1). Revoked is always
-    refused here; unknown and missing answers are for the policy to judge."""
+def verify_ocsp(gpu: VerifiedGpu, device: DeviceEvidence, chain: Sequence[x509.Certificate],
+                roots: Sequence[x509.Certificate], now: datetime) -> None:
+    """Stapled OCSP answers (``ocsp-<i>`` for chain certificate i, its issuer the next one, the
+    last one's the pinned root). NVIDIA checks certificates 1.. (not the leaf, not the root).
+    Revoked is always refused; unknown and missing answers are for the policy to judge; an
+    answer for no certificate of the chain is refused (it cannot be what it claims to be)."""
     from .types import OcspStatus
-    for i, cert in enumerate(chain[:-1]):
+    path = [c for c in chain if c.subject != c.issuer]
+    anchor = next((r for r in roots if path and r.subject == path[-1].issuer), None)
+    issuers = [*path[1:], anchor]
+    for label in sorted(k for k in device.endorsements if k.startswith(Endorsement.OCSP_PREFIX)):
+        index = label.removeprefix(Endorsement.OCSP_PREFIX)
+        if not index.isdigit() or not 0 < int(index) < len(path) or issuers[int(index)] is None:
+            gpu.checks.append(failed("gpu.ocsp", f"stapled OCSP answer '{label}' is for no certificate of the chain"))
+    for i in range(1, len(path)):
+        cert, issuer = path[i], issuers[i]
         answer = device.endorsements.get(f"{Endorsement.OCSP_PREFIX}{i}")
         subject = cert.subject.rfc4514_string()
-        if answer is None:
-            if 0 < i:  # NVIDIA checks certificates 1..3 (not the leaf, not the root)
-                gpu.ocsp[subject] = OcspStatus.NOT_CHECKED
+        if answer is None or issuer is None:
+            gpu.ocsp[subject] = OcspStatus.NOT_CHECKED
             continue
         from .ocsp import check_ocsp
-        status, check = check_ocsp(cert, chain[i + 1], answer, now, nonce=None)
+        status, check = check_ocsp(cert, issuer, answer, now, nonce=None)
         gpu.ocsp[subject] = status
         gpu.checks.append(check)
 
@@ -143,7 +159,7 @@ def verify_device(device: DeviceEvidence, expected_nonce: bytes | None, state: M
         gpu.checks[:0] = list(pre)
         gpu.state = dict(state)
         verify_rims(gpu, device, trust, rim_roots, now)
-        verify_ocsp(gpu, device, chain, now)
+        verify_ocsp(gpu, device, chain, roots, now)
     gpu.checks = _renamed(gpu.checks, device.label)
     return gpu
 
@@ -202,8 +218,8 @@ class NvidiaGpu:
                 return []
             arch = arch_of(chip_name(chain), leaf_fwid(chain[0])[1])
             return list(rim_ids(report, arch)) if arch is not None else []
-        except EvidenceError:
-            return []
+        except (EvidenceError, *X509_ERRORS):
+            return []  # nothing to fetch for evidence that does not parse; verification says why
 
     @classmethod
     def describe(cls, device: DeviceEvidence) -> dict[str, Any]:

@@ -90,7 +90,8 @@ def _status(single: ocsp.OCSPSingleResponse, subject: str, name: str,
             return OcspStatus.REVOKED, passed(name, f"{subject}: on hold since {when}, allowed by policy")
         why = reason.name if reason is not None else "no reason given"
         return OcspStatus.REVOKED, failed(name, f"{subject}: revoked at {when} ({why})")
-    return OcspStatus.UNKNOWN, failed(name, f"{subject}: the responder does not know this certificate")
+    # not a failure here: the policy decides (allow_unknown_ocsp), and refuses it by default
+    return OcspStatus.UNKNOWN, passed(name, f"{subject}: the responder does not know this certificate (UNKNOWN)")
 
 
 def _single_response(response: ocsp.OCSPResponse, cert: x509.Certificate,

@@ -66,7 +66,7 @@ def parse_gpu_policy(m: KeyedReader) -> GpuPolicy:
     archs = m.str_list("architectures", [a.value for a in GpuArch]) or []
     policy = GpuPolicy(
         required=bool(m.boolean("required", True)),  # writing the section means GPUs are expected
-        count=m.integer("count", lo=1, hi=64),
+        count=m.integer("count", lo=1, hi=16),  # a certificate carries at most 16 devices
         architectures=tuple(GpuArch(a) for a in archs),
         driver_versions=_versions(m, "driver_versions", _DRIVER, "550.90.07"),
         min_driver_version=_minimum(m, "min_driver_version", _DRIVER, "550.90.07"),

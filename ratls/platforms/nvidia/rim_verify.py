@@ -192,8 +192,8 @@ def _algorithm(element: etree._Element, expected: str) -> str | None:
 def verify_chain(chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate], now: datetime,
                  name: str) -> Check:
     """The KeyInfo chain, leaf first, up to one of *roots*. Certificates after the one a root
-    issued must be self-issued (the document's own copy of a root) and are ignored: trust comes
-    only from *roots*. Every certificate, the root included, must be valid at *now*."""
+    issued must be byte for byte that root (the document's own copy of it) and are ignored: trust
+    comes only from *roots*. Every certificate, the root included, must be valid at *now*."""
     now = _utc(now)
     if not chain:
         return failed(name, "KeyInfo has no certificates")
@@ -203,8 +203,9 @@ def verify_chain(chain: Sequence[x509.Certificate], roots: Sequence[x509.Certifi
     anchor = _issuing_root(chain[0], roots)
     for position, cert in enumerate(chain[1:], start=1):
         if anchor is not None:
-            if cert.subject != cert.issuer:
-                return failed(name, f"certificate {position} ({_cn(cert)}) follows the root but is not a root copy")
+            if cert.public_bytes(Encoding.DER) != anchor.public_bytes(Encoding.DER):
+                return failed(name, f"certificate {position} ({_cn(cert)}) follows the root but is not a copy of "
+                                    "the pinned root")
             continue
         problem = _issued_by(path[-1], cert, len(path) - 1)
         if problem:

@@ -9,10 +9,11 @@ its chain is still valid at the new ``now`` - so the cache never changes a verdi
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from functools import lru_cache
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -22,22 +23,39 @@ from ...appraisal import Check
 from .types import RimKind, VerifiedRim
 
 MAX_RIMS = 64
+MAX_SIGNATURES = 1024
 _RIMS: OrderedDict[tuple[object, ...], tuple[VerifiedRim, datetime, datetime]] = OrderedDict()
+_SIGNATURES: OrderedDict[tuple[bytes, bytes], bool] = OrderedDict()
+_LOCK = threading.Lock()  # the proxy verifies on worker threads
 
 
-@lru_cache(maxsize=1024)
-def _signed(cert_der: bytes, issuer_der: bytes) -> bool:
-    cert, issuer = x509.load_der_x509_certificate(cert_der), x509.load_der_x509_certificate(issuer_der)
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
+def clear() -> None:
+    with _LOCK:
+        _RIMS.clear()
+        _SIGNATURES.clear()
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    with _LOCK:
+        cache[key] = value
+        while len(cache) > limit:
+            cache.popitem(last=False)
 
 
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """Whether *issuer*'s key signed *cert* (and the names chain), cached."""
-    return _signed(cert.public_bytes(Encoding.DER), issuer.public_bytes(Encoding.DER))
+    """Whether *issuer*'s key signed *cert* (and the names chain), cached by the two DERs."""
+    key = (cert.public_bytes(Encoding.DER), issuer.public_bytes(Encoding.DER))
+    with _LOCK:
+        known = _SIGNATURES.get(key)
+    if known is not None:
+        return known
+    try:
+        cert.verify_directly_issued_by(issuer)
+        ok = True
+    except (ValueError, TypeError, InvalidSignature):
+        ok = False
+    _remember(_SIGNATURES, key, ok, MAX_SIGNATURES)
+    return ok
 
 
 def _window(rim: VerifiedRim, roots: Sequence[x509.Certificate]) -> tuple[datetime, datetime]:
@@ -50,16 +68,13 @@ def cached_rim(xml: bytes, kind: RimKind, roots: Sequence[x509.Certificate], now
                verify: Callable[..., VerifiedRim]) -> VerifiedRim:
     key = (hashlib.sha256(xml).digest(), kind, (expected_version or "").lower(), expected_product,
            tuple(r.public_bytes(Encoding.DER) for r in roots))
-    hit = _RIMS.get(key)
+    with _LOCK:
+        hit = _RIMS.get(key)
     if hit is not None and hit[1] <= now <= hit[2]:
-        _RIMS.move_to_end(key)
-        verified = hit[0]
-        return VerifiedRim(kind, verified.rim, [_restated(c, now) for c in verified.checks])
+        return VerifiedRim(kind, hit[0].rim, [_restated(c, now) for c in hit[0].checks])
     verified = verify(xml, kind, roots, now, expected_version=expected_version, expected_product=expected_product)
     if verified.ok:
-        _RIMS[key] = (verified, *_window(verified, roots))
-        while len(_RIMS) > MAX_RIMS:
-            _RIMS.popitem(last=False)
+        _remember(_RIMS, key, (verified, *_window(verified, roots)), MAX_RIMS)
     return verified
 
 

@@ -360,7 +360,8 @@ def test_chain_rules() -> None:
     assert chain_check([leaf, ca], [root])[0]
     assert chain_check([leaf, ca, root], [root])[0]  # the in-document root copy is ignored
     other_root = make_cert("other root")[1]
-    assert chain_check([leaf, ca, root, other_root], [root])[0]
+    # anything after the root copy, even another self-signed root, is refused: nothing is ignored
+    assert "not a copy of the pinned root" in chain_check([leaf, ca, root, other_root], [root])[1]
     assert "follows the root" in chain_check([leaf, ca, leaf], [root])[1]
     assert "not a trusted RIM root" in chain_check([leaf, ca, root], [other_root])[1]
     assert "no certificates" in chain_check([], [root])[1]
