@@ -88,7 +88,7 @@ class GpuSection:
     count: int | None = None  # expected number of GPUs (None: any; sim: 1)
     architectures: list[str] = field(default_factory=list)  # e.g. [hopper]; empty: any
     allow_devtools: bool = False
-    rim_dir: str | None = None  # RIMs (by RIM id) to staple into certificates
+    rim_dir: str | None = None  # NVIDIA RIMs (by RIM id) verified at start and served to clients
     rim_online: bool = False  # fetch missing RIMs from NVIDIA's RIM service (cached in rim_cache_dir)
     rim_cache_dir: str = "/var/cache/ratls/nvidia-rims"
     on_failure: OnGpuFailure = OnGpuFailure.REFUSE
@@ -267,7 +267,7 @@ def _gpus(r: KeyedReader) -> GpuSection:
     archs = r.str_list("architectures", ("hopper", "blackwell"))
     out = GpuSection(
         mode=r.enum("mode", GpuMode, d.mode),
-        count=r.integer("count", None, lo=1, hi=64),
+        count=r.integer("count", None, lo=1, hi=16),  # a certificate carries at most 16 devices
         architectures=d.architectures if archs is None else archs,
         allow_devtools=bool(r.boolean("allow_devtools", d.allow_devtools)),
         rim_dir=r.text("rim_dir", None, optional=True),

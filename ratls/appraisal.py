@@ -96,6 +96,8 @@ class Appraisal:
         head = f"verdict: {self.verdict.upper()}  platform: {self.platform or 'unknown'}"
         if banner:
             head += f"  [{banner}]"
+        if any(d.get("simulated") for d in self.devices.values()):
+            head += "  [SIMULATED GPU - not hardware evidence]"
         lines.append(head)
         if not self.policy_applied:
             lines.append("policy: none given - authenticity only (signature, chain, certificate extensions)")

@@ -455,7 +455,8 @@ def _starting_policy_accepts(text: str, cert: Any, now: datetime, trust: Trust) 
         print(f"[FAIL] {check.name}: {check.detail}", file=sys.stderr)
     if refused:
         print("ratls: refusing to write a policy: the server's evidence fails even the starting policy's platform "
-              "rules (a debuggable guest can be read by the host)", file=sys.stderr)
+              "rules (the [FAIL] lines above; a debuggable guest can be read by the host, a GPU whose RIMs are "
+              "missing was not measured - give --rim-dir)", file=sys.stderr)
         return False
     for rule in explain_policy(policy).warnings:
         if rule.topic != "trust_on_first_use":
@@ -518,8 +519,10 @@ def _common_verify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crl", action="append", metavar="FILE", help="AMD CRL (PEM or DER); repeatable")
     p.add_argument("--require-crl", action="store_true", help="fail unless a CRL for the product is supplied")
     p.add_argument("--online", action="store_true",
-                   help="allow fetching missing VCEKs from AMD KDS and missing TDX collateral from a PCCS")
-    p.add_argument("--kds-cache", metavar="DIR", help="on-disk cache for AMD KDS responses and TDX collateral")
+                   help="allow fetching missing VCEKs from AMD KDS, missing TDX collateral from a PCCS and missing "
+                        "NVIDIA RIMs from NVIDIA's RIM service")
+    p.add_argument("--kds-cache", metavar="DIR", help="on-disk cache for AMD KDS responses, TDX collateral and "
+                                                      "NVIDIA RIMs")
     p.add_argument("--pccs-url", metavar="URL", help="TDX collateral source for --online (default: Intel PCS)")
     p.add_argument("--rim-dir", metavar="DIR", help="NVIDIA RIMs named by RIM ID (<ID>.xml), used before asking "
                                                     "the server (and, with --online, NVIDIA's RIM service)")
@@ -612,8 +615,8 @@ def _add_cert_commands(sub: Any) -> None:
     ci.add_argument("--curve", default="p256", choices=["p256", "p384"])
     ci.add_argument("--key-passphrase-env", metavar="VAR", help="encrypt the key with the passphrase in $VAR")
     ci.add_argument("--sim-dir", metavar="DIR", help="simulated platform state directory")
-    ci.add_argument("--sim-gpus", type=int, default=0, metavar="N",
-                    help="also attest N simulated NVIDIA GPUs (their state lives in the --sim-dir)")
+    ci.add_argument("--sim-gpus", type=int, default=0, metavar="N", choices=range(0, 17),
+                    help="also attest N (1-16) simulated NVIDIA GPUs (their state lives in the --sim-dir)")
     ci.add_argument("--pccs-url", default="https://api.trustedservices.intel.com", metavar="URL",
                     help="TDX: where to fetch the collateral embedded in the certificate ('none': embed none)")
     ci.add_argument("--at", metavar="TIME", help=argparse.SUPPRESS)

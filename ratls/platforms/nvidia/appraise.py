@@ -24,9 +24,22 @@ def appraise_gpus(gpus: list[VerifiedGpu], section: GpuPolicy | None, policy: Po
         checks.append((passed if ok else failed)(f"{P}.count", f"{len(gpus)} GPU(s) attested"
                                                  + ("" if ok else f", the policy expects {section.count}")))
     checks.extend(_modes(gpus))
+    checks.extend(_distinct(gpus))
     for gpu in gpus:
         checks.extend(_appraise_one(gpu, section))
     return checks
+
+
+def _distinct(gpus: list[VerifiedGpu]) -> list[Check]:
+    """A count means that many GPUs: one GPU's evidence twice is refused (by its certificate's
+    UEID; the simulated GPUs share one simulated device, so they are not counted apart)."""
+    real = [g for g in gpus if not g.simulated and g.ueid is not None]
+    seen: dict[str, str] = {}
+    for gpu in real:
+        if gpu.ueid in seen:
+            return [failed(f"{P}.distinct", f"{gpu.label} is the same GPU as {seen[gpu.ueid]} (UEID {gpu.ueid})")]
+        seen[gpu.ueid] = gpu.label  # type: ignore[index]
+    return [passed(f"{P}.distinct", f"{len(real)} distinct GPUs")] if len(real) > 1 else []
 
 
 # the GPU-signed FEATURE_FLAG (opaque data version >= 1) and NVML's multi-GPU mode, in one vocabulary
@@ -99,8 +112,8 @@ def _rim_match(gpu: VerifiedGpu, name: str) -> Check:
     result = gpu.measurements
     if result is None:
         return failed(name, "no RIMs were available, so the GPU's firmware and driver measurements were not "
-                            "compared with NVIDIA's reference values (staple them, give --driver-rim/--vbios-rim "
-                            "or a RIM store, or set require_rim_match: false)")
+                            "compared with NVIDIA's reference values (give --rim-dir with NVIDIA's RIMs named by "
+                            "RIM ID, or --online; the server offers them at /.well-known/ratls/rims/<id>)")
     rims_ok = all(r is not None and r.ok for r in (gpu.driver_rim, gpu.vbios_rim))
     if result.ok and rims_ok:
         return passed(name, f"all {result.compared} active reference measurements match")

@@ -47,15 +47,15 @@ def _renamed(checks: list[Check], label: str) -> list[Check]:
 
 
 def _rim_xml(device: DeviceEvidence, kind: RimKind, rim_id: str | None, trust: Trust) -> bytes | FetchFailed | None:
-    """Stapled with the evidence (``--driver-rim``), the verifier's RIM directory (or NVIDIA's RIM
-    service when online), or what the server handed out for that ID - in that order."""
+    """The verifier's RIM directory (or NVIDIA's RIM service when online), else stapled with the
+    evidence (``--driver-rim``), else what the server handed out for that ID - in that order."""
+    store = rim_store(trust) if rim_id is not None else None
+    own = store.get(rim_id) if store is not None and rim_id is not None else None
+    if isinstance(own, bytes):
+        return own  # the verifier's own RIMs win over anything the evidence or the server hands out
     stapled = device.endorsements.get(Endorsement.RIM_LABELS[kind])
     if stapled is not None or rim_id is None:
         return stapled
-    store = rim_store(trust)
-    own = store.get(rim_id) if store is not None else None
-    if isinstance(own, bytes):
-        return own  # the verifier's own RIMs win over whatever the server handed out
     held = trust.device_references.get(rim_id)
     return held if held is not None else own
 
@@ -164,14 +164,21 @@ def verify_device(device: DeviceEvidence, expected_nonce: bytes | None, state: M
     return gpu
 
 
+def _measurement_word(gpu: VerifiedGpu) -> str:
+    if gpu.measurements is None:
+        return "not compared (no RIMs)"
+    if not any(r is not None and r.ok for r in (gpu.driver_rim, gpu.vbios_rim)):
+        return "not compared (no valid RIM)"
+    return "match" if gpu.measurements.ok else "mismatch"
+
+
 def summary(gpu: VerifiedGpu, kind: str) -> dict[str, Any]:
-    m = gpu.measurements
     return {
         "type": kind, "family": FAMILY, "simulated": gpu.simulated, "architecture": gpu.arch, "chip": gpu.chip,
         "ueid": gpu.ueid, "driver": gpu.driver_version, "vbios": gpu.vbios_version,
         "fwid": gpu.report.opaque.fwid.hex() if gpu.report and gpu.report.opaque.fwid else None,
         # said plainly when nothing was compared (no RIMs given or stapled)
-        "measurements": "not compared (no RIMs)" if m is None else ("match" if m.ok else "mismatch"),
+        "measurements": _measurement_word(gpu),
         "cc": gpu.state.get("cc"), "devtools": gpu.state.get("devtools"),
         "root_sha256": gpu.root_sha256 if gpu.simulated else None,
         "rim_root_sha256": gpu.rim_root_sha256 if gpu.simulated else None,

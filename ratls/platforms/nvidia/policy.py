@@ -42,7 +42,7 @@ def _quoted(m: KeyedReader, key: str) -> None:
     for value in raw if isinstance(raw, list) else [raw]:
         if value is not None and not isinstance(value, str):
             raise PolicyError(f"{m.path}.{key}: {value!r} must be a quoted string",
-                              hint=f"write {key}: \"{value}\" (YAML reads unquoted versions as numbers)")
+                              hint=f"quote it: \"{value}\" (YAML reads unquoted versions as numbers)")
 
 
 def _versions(m: KeyedReader, key: str, pattern: re.Pattern[str], example: str) -> tuple[str, ...]:

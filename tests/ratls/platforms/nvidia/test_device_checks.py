@@ -128,3 +128,32 @@ def test_an_unreadable_chain_is_a_parse_failure_and_names_no_rims(pki: dict) -> 
     assert NvidiaGpu.reference_ids(device) == []
     assert not _verify(pki, device).authentic
 
+
+
+def test_one_gpu_twice_is_not_two_gpus(pki: dict) -> None:
+    first, second = _verify(pki, _device(pki)), _verify(pki, _device(pki))
+    second.label = "gpu1"
+    checks = appraise_gpus([first, second], GpuPolicy(required=True, count=2, require_rim_match=False),
+                           Policy(platforms=["x"]))
+    assert [c.name for c in checks if not c.ok] == ["policy.nvidia-gpu.distinct"]
+
+
+def test_the_verifiers_own_rims_win_over_stapled_ones(tmp_path, pki: dict) -> None:
+    from ratls.platforms.nvidia.device import SimNvidiaGpu
+    from ratls.platforms.nvidia.types import RimKind
+    gpu: SimGpu = pki["gpu"]
+    rims = gpu.rims_by_id()
+    own = tmp_path / "rims"
+    own.mkdir()
+    for ref_id, xml in rims.items():
+        (own / f"{ref_id}.xml").write_bytes(xml)
+    device = DeviceEvidence("gpu0", "application/vnd.ratls.sim-nvidia-spdm-measurements", gpu.report(NONCE), {
+        "chain": gpu.chain_pem(), **gpu.endorsements(),
+        "driver-rim": gpu.rim(RimKind.DRIVER, version="550.90.07")})  # a stapled RIM for another version
+    trust = Trust(simulated_roots=(gpu.root_sha256, gpu.rim_root_sha256))
+    state = {"cc": True, "devtools": False}
+    stapled_only = SimNvidiaGpu.verify(device, NONCE, state, trust, NOW)
+    assert "gpu0.driver-rim.version" in names(stapled_only.checks)
+    assert SimNvidiaGpu.summary(stapled_only)["measurements"] in ("mismatch", "not compared (no valid RIM)")
+    mine = SimNvidiaGpu.verify(device, NONCE, state, dataclasses.replace(trust, nvidia_rim_dir=own), NOW)
+    assert mine.authentic and SimNvidiaGpu.summary(mine)["measurements"] == "match"
