@@ -95,8 +95,7 @@ class GpuAttestation(Facts):
 
     def _sim_trust(self, trust: Trust) -> Trust:
         # the simulator's own roots, from its state directory (never from the evidence itself)
-        from ratls.platforms.nvidia.sim import load_or_create
-        gpu = load_or_create(self.collector.state_dir)  # type: ignore[union-attr]
+        gpu = self.collector.gpu  # type: ignore[union-attr]
         return replace(trust, simulated_roots=(*trust.simulated_roots, gpu.root_sha256, gpu.rim_root_sha256))
 
     def attest_at_start(self, now: datetime) -> None:

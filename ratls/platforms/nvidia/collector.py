@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,14 @@ class SimGpuCollector:
     state_dir: Path
     count: int = 1
 
-    def collect(self, nonce_for: Callable[[str], bytes]) -> list[CollectedDevice]:
+    @cached_property
+    def gpu(self) -> Any:
+        """The simulated device, read (or made) once: every certificate and RIM request reuses it."""
         from .sim import load_or_create
-        gpu = load_or_create(self.state_dir)
+        return load_or_create(self.state_dir)
+
+    def collect(self, nonce_for: Callable[[str], bytes]) -> list[CollectedDevice]:
+        gpu = self.gpu
         endorsements = {Endorsement.CHAIN: compact_chain(gpu.chain_pem(), [gpu.root]), **gpu.endorsements()}
         state = {"cc": True, "devtools": False, "architecture": GpuArch.HOPPER.value, "mode": "single"}
         return [CollectedDevice(DeviceEvidence(label(i), SIM_MEDIA_TYPE, gpu.report(nonce_for(label(i))),
@@ -41,9 +47,7 @@ class SimGpuCollector:
                 for i in range(self.count)]
 
     def reference(self, ref_id: str) -> bytes | None:
-        from .sim import load_or_create
-        gpu = load_or_create(self.state_dir)
-        return gpu.rims_by_id().get(ref_id.upper())
+        return self.gpu.rims_by_id().get(ref_id.upper())
 
 
 @dataclass
