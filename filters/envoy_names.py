@@ -13,6 +13,7 @@ LISTENER_NAME = "ratls_public"
 ROUTE_CONFIG_NAME = "ratls_routes"
 VIRTUAL_HOST_NAME = "ratls"
 SECRET_NAME = "ratls_server_cert"  # noqa: S105 - a resource name
+SECRET_TICKET_KEYS = "ratls_session_ticket_keys"  # noqa: S105 - a resource name
 
 # Clusters. Both Triton ports have a second cluster of their own for streams: the same port,
 # another upstream budget (circuit breaker).

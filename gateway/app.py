@@ -32,6 +32,7 @@ from .operator_api import OperatorApi, reload_or_rotate
 from .ports import ports_free
 from .reflection import reflection_server
 from .run_dir import RunDir
+from .session_tickets import SessionTicketKeys
 from .signals import run_until_stopped
 from .snapshot_builder import SnapshotInputs, build_snapshot
 from .supervisor import EnvoySupervisor
@@ -58,6 +59,8 @@ class Gateway:
         self.access_log, self.servers, self.tasks = AccessLogRotation(), LocalServers(), BackgroundTasks()
         sim_dir = Path(config.identity.sim_state_dir) if config.identity.sim_state_dir else None
         self.gpus = GpuAttestation(config.gpus, sim_dir)  # GPU evidence beside the CPU's
+        listen = config.listen
+        self.tickets = SessionTicketKeys(listen.session_ticket_rotation) if listen.session_resumption else None
         self.identity: IdentityManager | None = None
         self.evidence_api: EvidenceApi | None = None
         self._reload: ModelReload | None = None
@@ -136,6 +139,8 @@ class Gateway:
         retry = self.config.identity.retry_interval.total_seconds()
         self.tasks.spawn(rotate_when_due(identity, self.rotate, retry), self.data_plane.watch_socket(),
                          self.upstream.supervise(triton.restart_backoff_max.total_seconds()))
+        if self.tickets is not None:
+            self.tasks.spawn(self.tickets.rotate_every(self.publish))
         if self.repository.watch is not None:
             interval = triton.watch_interval.total_seconds()
             self.tasks.spawn(self.repository.follow(interval, self.upstream, self.publish))
@@ -153,8 +158,9 @@ class Gateway:
 
     def _snapshot(self, version: str) -> Snapshot:
         assert self.identity is not None and self.identity.current is not None
-        return build_snapshot(version, SnapshotInputs(self.identity.current, self._upstreams(), self.listener_options,
-                                                      self.attested.plan, self.upstream.refusal()))
+        return build_snapshot(version, SnapshotInputs(
+            self.identity.current, self._upstreams(), self.listener_options, self.attested.plan,
+            self.upstream.refusal(), self.tickets.current.keys if self.tickets is not None else ()))
 
     async def publish(self) -> str:
         return await self.data_plane.push(self._snapshot)

@@ -16,6 +16,7 @@ from triton_backend.manifest import Manifest
 from . import envoy_config as ec
 from .config import GatewayConfig
 from .facts import Facts
+from .session_tickets import PREVIOUS_KEYS_KEPT
 
 
 class AttestedConfig(Facts):
@@ -27,8 +28,11 @@ class AttestedConfig(Facts):
         self.access_log_path: Path | None = None  # a file the gateway keeps under its size cap
         self.server_metadata: dict[str, Any] | None = None  # Triton's GET /v2, served filtered
         self.run_dir: Path | None = None
-        self.listener_options = ec.ListenerOptions(address=config.listen.address, port=config.listen.port,
-                                                   tls_min_version=config.listen.tls_min_version)
+        listen = config.listen
+        lifetime = (int((listen.session_ticket_rotation * (PREVIOUS_KEYS_KEPT + 1)).total_seconds())
+                    if listen.session_resumption else None)
+        self.listener_options = ec.ListenerOptions(address=listen.address, port=listen.port,
+                                                   tls_min_version=listen.tls_min_version, ticket_lifetime_s=lifetime)
 
     def configured_policy(self) -> FilterPolicy:
         policy = self.config.filter_policy

@@ -39,6 +39,10 @@ class ListenConfig:
     address: str = "0.0.0.0"  # noqa: S104 - the public TLS listener is meant to be reachable
     port: int = 8443
     tls_min_version: str = "1.3"
+    # TLS 1.3 session resumption with ticket keys made in the TEE and rotated on this interval
+    # (gateway/session_tickets.py); a ticket resumes for at most two intervals.
+    session_resumption: bool = True
+    session_ticket_rotation: timedelta = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,11 @@ class GatewayConfig:
     def security_view(self, effective_filters: dict[str, Any] | None = None) -> dict[str, Any]:
         """The security-relevant, effective configuration whose digest goes into the claims."""
         view: dict[str, Any] = {
-            "listen": {"port": self.listen.port, "tls_min_version": self.listen.tls_min_version},
+            "listen": {"port": self.listen.port, "tls_min_version": self.listen.tls_min_version,
+                       # a resumed connection shows no certificate: clients should know it can happen
+                       "session_resumption": ({"ticket_key_rotation_s": int(
+                           self.listen.session_ticket_rotation.total_seconds())}
+                           if self.listen.session_resumption else None)},
             "upstreams": self._upstreams_view(),
             "filters": effective_filters if effective_filters is not None else self.filters,
         }
@@ -188,10 +196,15 @@ def _dur(r: KeyedReader, key: str, default: timedelta) -> timedelta:
 def _listen(r: KeyedReader) -> ListenConfig:
     d = ListenConfig()
     out = ListenConfig(address=_ip(r, "address", d.address), port=r.port("port", d.port),
-                       tls_min_version=str(r.choice("tls_min_version", ("1.2", "1.3"), d.tls_min_version)))
+                       tls_min_version=str(r.choice("tls_min_version", ("1.2", "1.3"), d.tls_min_version)),
+                       session_resumption=bool(r.boolean("session_resumption", d.session_resumption)),
+                       session_ticket_rotation=_dur(r, "session_ticket_rotation", d.session_ticket_rotation))
     r.finish()
     if out.port == 0:
         raise ConfigError("listen.port: the public port must be set (e.g. 8443)")
+    if not timedelta(seconds=10) <= out.session_ticket_rotation <= timedelta(days=1):
+        raise ConfigError(f"listen.session_ticket_rotation: {out.session_ticket_rotation} is outside 10s..24h",
+                          hint="rotate ticket keys at least daily (e.g. 1h), or set listen.session_resumption: false")
     return out
 
 

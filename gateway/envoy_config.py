@@ -52,6 +52,7 @@ from filters.envoy_names import (
     ROUTE_TRITON_GRPC,
     ROUTE_TRITON_HTTP,
     SECRET_NAME,
+    SECRET_TICKET_KEYS,
     VIRTUAL_HOST_NAME,
 )
 from filters.route_facts import RouteKind, tagged
@@ -105,6 +106,9 @@ class ListenerOptions:
     network_filters: list[dict[str, Any]] = field(default_factory=list)  # before the HTTP connection manager
     filter_chain_extras: dict[str, Any] = field(default_factory=dict)
     listener_extras: dict[str, Any] = field(default_factory=dict)
+    # TLS 1.3 resumption with the gateway's own ticket keys over SDS (gateway/session_tickets.py);
+    # None: resumption off (every connection is a full handshake with the RA-TLS certificate).
+    ticket_lifetime_s: int | None = None
 
 
 def _socket_address(host: str, port: int) -> dict[str, Any]:
@@ -243,11 +247,27 @@ def listener(options: ListenerOptions) -> listener_pb2.Listener:
                     # Client certificates are requested, not required: verifying the gateway
                     # must stay possible without an account; ext_authz decides per request.
                     "require_client_certificate": False,
+                    **_resumption(options.ticket_lifetime_s),
                 },
             },
         }],
     }
     return json_format.ParseDict(spec, listener_pb2.Listener())
+
+
+def _resumption(ticket_lifetime_s: int | None) -> dict[str, Any]:
+    if ticket_lifetime_s is None:
+        return {"disable_stateless_session_resumption": True, "disable_stateful_session_resumption": True}
+    # Tickets only (no server-side session cache): a resumed session needs the key that sealed it.
+    return {"session_ticket_keys_sds_secret_config": {"name": SECRET_TICKET_KEYS,
+                                                      "sds_config": {"ads": {}, "resource_api_version": "V3"}},
+            "disable_stateful_session_resumption": True, "session_timeout": f"{ticket_lifetime_s}s"}
+
+
+def ticket_keys_secret(keys: tuple[bytes, ...]) -> secret_pb2.Secret:
+    """Session-ticket keys, first one sealing: like the private key, only over the 0600 xDS socket."""
+    return secret_pb2.Secret(name=SECRET_TICKET_KEYS, session_ticket_keys=common_pb2.TlsSessionTicketKeys(
+        keys=[base_pb2.DataSource(inline_bytes=k) for k in keys]))
 
 
 def secret(cert_pem: bytes, key_pem: bytes) -> secret_pb2.Secret:
@@ -285,7 +305,11 @@ def bootstrap(xds_socket: Path, admin_socket: Path, node_id: str = "ratls-gatewa
         # Route regexes list the allowed model names; RE2's default program-size cap (100) is
         # too small for more than a couple of models.
         "layered_runtime": {"layers": [{"name": "static", "static_layer": {
-            "re2.max_program_size.error_level": 100000, "re2.max_program_size.warn_level": 100000}}]},
+            "re2.max_program_size.error_level": 100000, "re2.max_program_size.warn_level": 100000,
+            # RFC 8879: the certificate goes out brotli-compressed to clients that offer it (a TDX
+            # certificate with its collateral then fits a first flight). Envoy's default, stated
+            # so that an Envoy upgrade cannot drop it silently.
+            "envoy.reloadable_features.tls_certificate_compression_brotli": True}}]},
         "overload_manager": overload or DEFAULT_OVERLOAD,
     }
     from envoy.config.bootstrap.v3 import bootstrap_pb2

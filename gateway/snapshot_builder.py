@@ -38,6 +38,7 @@ class SnapshotInputs:
     listener: ec.ListenerOptions  # the public listener, with the compiled filters and routes
     plan: FilterPlan | None  # the compiled policy: its upstream budgets for the clusters
     refusal: str | None = None  # why nothing may reach Triton now (fail closed), or None
+    ticket_keys: tuple[bytes, ...] = ()  # TLS session-ticket keys when the listener resumes sessions
 
 
 def build_snapshot(version: str, inputs: SnapshotInputs) -> Snapshot:
@@ -50,7 +51,9 @@ def build_snapshot(version: str, inputs: SnapshotInputs) -> Snapshot:
     snapshot = Snapshot(version, {
         ec.TYPE_CLUSTER: {c.name: c for c in ec.clusters(
             inputs.upstreams, plan.cluster_extras if plan else None, plan.stream_cluster_extras if plan else None)},
-        ec.TYPE_SECRET: {ec.SECRET_NAME: ec.secret(inputs.identity.cert_pem, inputs.identity.key_pem())},
+        ec.TYPE_SECRET: {ec.SECRET_NAME: ec.secret(inputs.identity.cert_pem, inputs.identity.key_pem()),
+                         **({ec.SECRET_TICKET_KEYS: ec.ticket_keys_secret(inputs.ticket_keys)}
+                            if inputs.ticket_keys else {})},
         ec.TYPE_ROUTE: {ec.ROUTE_NAME: ec.route_configuration(inputs.listener, routes)},
         ec.TYPE_LISTENER: {ec.LISTENER_NAME: ec.listener(inputs.listener)},
     })
@@ -92,6 +95,10 @@ def _listener_problems(name: str, listener: listener_pb2.Listener, clusters: set
             problems += [f"listener {name!r} serves the missing secret {sds.name!r}"
                          for sds in tls.common_tls_context.tls_certificate_sds_secret_configs
                          if sds.name not in secrets]
+            tickets = tls.session_ticket_keys_sds_secret_config.name if tls.HasField(
+                "session_ticket_keys_sds_secret_config") else ""
+            if tickets and tickets not in secrets:
+                problems.append(f"listener {name!r} resumes sessions with the missing secret {tickets!r}")
         for network_filter in chain.filters:
             hcm = _unpacked(network_filter.typed_config, http_connection_manager_pb2.HttpConnectionManager)
             if hcm is None:

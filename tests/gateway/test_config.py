@@ -47,6 +47,9 @@ def test_environment_overrides() -> None:
     ({"RATLS_GATEWAY__TRITON__MODE": "~", "RATLS_GATEWAY__TRITON__HOST": "10.0.0.5"}, "triton.mode: must not be"),
     ({"RATLS_GATEWAY__IDENTITY__TDX__EMBED": ""}, "identity.tdx.embed: must not be empty"),
     ({"RATLS_GATEWAY__TRITON__WATCH_INTERVAL": ""}, "triton.watch_interval: must not be empty"),
+    ({"RATLS_GATEWAY__LISTEN__SESSION_TICKET_ROTATION": "2s"}, "session_ticket_rotation: 0:00:02 is outside"),
+    ({"RATLS_GATEWAY__LISTEN__SESSION_TICKET_ROTATION": "7d"}, "session_ticket_rotation: 7 days, 0:00:00 is outside"),
+    ({"RATLS_GATEWAY__LISTEN__SESSION_RESUMPTION": "sometimes"}, "listen.session_resumption"),
 ])
 def test_invalid_settings_name_the_key(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

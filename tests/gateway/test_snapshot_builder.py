@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,12 @@ def test_dangling_listener_references_are_found(inputs: SnapshotInputs) -> None:
     assert any("missing route configuration 'ratls_routes'" in p for p in problems)
     assert any("missing secret 'ratls_server_cert'" in p for p in problems)
     assert "no Secret" in problems and "no RouteConfiguration" in problems
+
+
+def test_a_listener_without_its_ticket_keys_is_never_pushed(inputs: SnapshotInputs) -> None:
+    resuming = dc_replace(inputs, listener=dc_replace(inputs.listener, ticket_lifetime_s=7200))
+    with pytest.raises(InconsistentSnapshot, match="resumes sessions with the missing secret"):
+        build_snapshot("5", resuming)
+    snapshot = build_snapshot("6", dc_replace(resuming, ticket_keys=(b"k" * 80,)))
+    secret = snapshot.resources[ec.TYPE_SECRET][ec.SECRET_TICKET_KEYS]
+    assert [k.inline_bytes for k in secret.session_ticket_keys.keys] == [b"k" * 80]

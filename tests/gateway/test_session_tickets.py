@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import timedelta
+
+import pytest
+
+from gateway import envoy_config as ec
+from gateway.config import load_config
+from gateway.session_tickets import PREVIOUS_KEYS_KEPT, TICKET_KEY_BYTES, SessionTicketKeys
+
+
+def counting_bytes(n: int, _counter=itertools.count()) -> bytes:  # noqa: B008 - a deterministic source
+    return bytes([next(_counter) % 256]) * n
+
+
+def test_rotation_puts_a_new_sealing_key_first_and_forgets_the_oldest() -> None:
+    keys = SessionTicketKeys(timedelta(hours=1), counting_bytes)
+    first = keys.current.keys[0]
+    second = keys.rotate().keys
+    assert len(second) == 1 + PREVIOUS_KEYS_KEPT and second[1] == first and second[0] != first
+    third = keys.rotate().keys
+    assert first not in third and third[1] == second[0]  # a ticket sealed two rotations ago no longer resumes
+    assert all(len(k) == TICKET_KEY_BYTES for k in third) and keys.rotations == 2
+    assert keys.ticket_lifetime == timedelta(hours=1) * (PREVIOUS_KEYS_KEPT + 1)
+
+
+def test_keys_are_never_printed() -> None:
+    keys = SessionTicketKeys(timedelta(hours=1), lambda n: b"\xab" * n)
+    assert "ab" not in repr(keys.current).lower() and "171" not in repr(keys.current)
+
+
+def test_a_short_random_source_is_refused() -> None:
+    with pytest.raises(ValueError, match="80 bytes"):
+        SessionTicketKeys(timedelta(hours=1), lambda n: b"x" * (n - 1))
+    with pytest.raises(ValueError, match="positive"):
+        SessionTicketKeys(timedelta(0))
+
+
+def test_rotate_every_pushes_and_survives_a_failed_push() -> None:
+    keys = SessionTicketKeys(timedelta(seconds=0.01))
+    pushed: list[bytes] = []
+
+    async def publish() -> str:
+        pushed.append(keys.current.keys[0])
+        if len(pushed) == 1:
+            raise RuntimeError("Envoy is restarting")
+        return "v"
+
+    async def run() -> None:
+        task = asyncio.create_task(keys.rotate_every(publish))
+        while len(pushed) < 3:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(run())
+    assert len(set(pushed)) == len(pushed) >= 3  # each push a newer key, the loop went on after the failure
+
+
+def _listener(lifetime: int | None) -> dict:
+    return ec.to_json(ec.listener(ec.ListenerOptions(ticket_lifetime_s=lifetime)))
+
+
+def test_the_listener_resumes_only_with_our_keys_or_not_at_all() -> None:
+    tls = _listener(7200)["filter_chains"][0]["transport_socket"]["typed_config"]
+    assert tls["session_ticket_keys_sds_secret_config"]["name"] == ec.SECRET_TICKET_KEYS
+    assert tls["disable_stateful_session_resumption"] is True and tls["session_timeout"] == "7200s"
+    off = _listener(None)["filter_chains"][0]["transport_socket"]["typed_config"]
+    assert "session_ticket_keys_sds_secret_config" not in off
+    assert off["disable_stateless_session_resumption"] is True and off["disable_stateful_session_resumption"] is True
+
+
+def test_the_attested_view_says_whether_and_how_often_keys_rotate() -> None:
+    on = load_config(None, {"RATLS_GATEWAY__LISTEN__SESSION_TICKET_ROTATION": "30m"})
+    assert on.security_view()["listen"]["session_resumption"] == {"ticket_key_rotation_s": 1800}
+    off = load_config(None, {"RATLS_GATEWAY__LISTEN__SESSION_RESUMPTION": "false"})
+    assert off.security_view()["listen"]["session_resumption"] is None
