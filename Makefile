@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: all venv test lint demo demo-tdx demo-library serve bench bench-filters bench-hardening bench-tools \
+.PHONY: all venv test lint demo demo-tdx demo-library serve bench bench-hardening bench-tools \
         compose-tools e2e-compose clean
 
 all: test
@@ -63,7 +63,7 @@ bench-tools:
 ifeq ($(BENCH_TOOLS),missing)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client >/dev/null; \
-	else echo "make bench: install wrk and nghttp2-client (h2load) for the hardening-cost benchmark"; fi
+	else echo "make bench: install wrk and nghttp2-client (h2load) for the data-plane benchmarks"; fi
 endif
 
 bench: venv bench-tools
@@ -72,9 +72,6 @@ bench: venv bench-tools
 # Only the DoS-hardening cost: hardened vs unhardened gateway under wrk/h2load, interleaved.
 bench-hardening: venv bench-tools
 	$(BIN)/python bench/run.py --hardening
-
-bench-filters: venv
-	$(BIN)/python bench/run.py --filters
 
 # The compose deployment for real: a Docker engine (our own dockerd when none is running), local
 # stand-ins for the registry images (Debian base from mmdebstrap, Envoy and Triton from their

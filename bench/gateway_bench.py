@@ -1,13 +1,6 @@
-"""Data-plane benchmark, all in one run on the same Triton:
-
-  direct   plaintext HTTP/gRPC straight to Triton (loopback)
-  envoy    the same Envoy binary with a static config and an ordinary P-256 certificate
-  gateway  ratls-gateway (external mode on the same Triton): RA-TLS certificate via SDS
-
-Scenarios: small HTTP/1.1 infer, ~2 MiB binary-tensor HTTP/1.1 infer, small gRPC infer
-(keep-alive, several client processes), and new-connection TLS handshakes/s. Reported:
-requests/s, p50, p99, server CPU ms per request, and ratios against plain Envoy.
-"""
+"""The benchmark's building blocks: the request bodies, the Python clients of the latency view
+(one client at a time: what a script sees, never a throughput figure), plain Envoy's and
+nginx's configurations, and the gateway on its own event-loop thread."""
 
 from __future__ import annotations
 
@@ -15,13 +8,11 @@ import asyncio
 import datetime as dt
 import http.client
 import json
-import multiprocessing as mp
 import os
 import socket
 import ssl
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,9 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.supervisor import locate_envoy
 from triton_backend.demo import demo_repository
-from triton_backend.launch import TritonConfig, TritonProcess, free_port, wait_for_port
+from triton_backend.launch import TritonProcess, free_port, wait_for_port
 
 SMALL = json.dumps({"inputs": [
     {"name": "INPUT0", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]},
@@ -102,20 +92,6 @@ def _grpc_worker(args: tuple[str, int, str | None, float]) -> list[float]:
     return lat
 
 
-def _handshake_worker(args: tuple[str, int, float]) -> list[float]:
-    host, port, seconds = args
-    ctx = _ctx()
-    lat: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        with socket.create_connection((host, port), timeout=10) as sock:
-            with ctx.wrap_socket(sock) as tls:
-                tls.getpeercert(binary_form=True)
-        lat.append(time.perf_counter() - start)
-    return lat
-
-
 def _cpu_seconds(pids: list[int]) -> float:
     """utime + stime of each process (not of its children: the pool's clients are ours)."""
     total = 0.0
@@ -138,21 +114,6 @@ def _tree(pid: int) -> list[int]:
     for child in children:
         out += _tree(int(child))
     return out
-
-
-def run_scenario(pool: Any, worker: Any, args: tuple[Any, ...], procs: int,
-                 server_pids: list[tuple[int, bool]]) -> dict[str, float]:
-    """server_pids: (pid, with its children) - Triton's python stubs count, our client pool does not."""
-    pids = [p for root, tree in server_pids for p in (_tree(root) if tree else [root])]
-    cpu0 = _cpu_seconds(pids)
-    wall0 = time.perf_counter()
-    results = pool.map(worker, [args] * procs)
-    wall = time.perf_counter() - wall0
-    cpu = _cpu_seconds(pids) - cpu0
-    lat = sorted(x for r in results for x in r)
-    n = len(lat)
-    return {"requests": n, "rps": n / wall, "p50_ms": statistics.median(lat) * 1000,
-            "p99_ms": lat[max(0, int(n * 0.99) - 1)] * 1000, "server_cpu_ms_per_req": cpu * 1000 / max(n, 1)}
 
 
 def plain_envoy_bootstrap(port: int, admin: Path, triton_http: int, triton_grpc: int, cert: Path, key: Path) -> dict:
@@ -319,28 +280,6 @@ class GatewayThread:
         self.thread.join(10)
 
 
-def filters_cost(pool: Any, triton: TritonProcess, on: tuple[str, int, str, Any], off: tuple[str, int, str, Any],
-                 rounds: int = 6, seconds: float = 4.0) -> dict[str, dict[str, float]]:
-    """The default policy's cost, measured the steadier way: the same gateway with filters on
-    and off, alternated round by round, medians compared; plus Envoy's own CPU per request."""
-    out: dict[str, dict[str, float]] = {}
-    for scenario in ("http_small", "http_2mib", "grpc_small"):
-        samples: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
-        for _ in range(rounds):
-            for label, (host, port, pem, gw) in (("on", on), ("off", off)):
-                if scenario.startswith("http"):
-                    size = "small" if scenario == "http_small" else "large"
-                    row = run_scenario(pool, _http_worker, (host, port, True, size, seconds), 2,
-                                       [(gw.envoy_pid(), False)])
-                else:
-                    row = run_scenario(pool, _grpc_worker, (host, port, pem, seconds), 2, [(gw.envoy_pid(), False)])
-                samples[label].append((row["rps"], row["server_cpu_ms_per_req"]))
-        med = {k: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for k, v in samples.items()}
-        out[scenario] = {"rps_ratio": med["on"][0] / med["off"][0],
-                         "envoy_cpu_per_request_ratio": med["on"][1] / med["off"][1], "rounds": rounds}
-    return out
-
-
 def start_gateway(triton: TritonProcess, work: Path, label: str,
                   **options: Any) -> tuple[GatewayThread, int, Path, int]:
     """A gateway in front of *triton*: (thread, port, served certificate as PEM, its DER size)."""
@@ -351,135 +290,3 @@ def start_gateway(triton: TritonProcess, work: Path, label: str,
     pem = work / f"gw-{label}.pem"
     pem.write_text(ssl.DER_cert_to_PEM_cert(der))
     return gw, port, pem, len(der)
-
-
-def tdx_handshakes(pool: Any, triton: TritonProcess, work: Path, snp_port: int, rounds: int = 4,
-                   seconds: float = 4.0) -> dict[str, float]:
-    """What the larger TDX certificate (quote + embedded Intel collateral) costs a TLS handshake:
-    a gateway on sim-tdx against the SNP-format gateway, alternated, medians."""
-    gw, port, _pem, size = start_gateway(triton, work, "tdx", platform="sim-tdx")
-    try:
-        samples: dict[str, list[float]] = {"tdx": [], "snp": []}
-        for _ in range(rounds):
-            for label, p in (("tdx", port), ("snp", snp_port)):
-                row = run_scenario(pool, _handshake_worker, ("127.0.0.1", p, seconds), 2, [])
-                samples[label].append(row["rps"])
-        tdx, snp = statistics.median(samples["tdx"]), statistics.median(samples["snp"])
-        return {"tdx_cert_bytes": size, "tdx_handshakes_per_s": tdx, "snp_handshakes_per_s": snp,
-                "ratio": tdx / snp, "rounds": rounds}
-    finally:
-        gw.stop()
-
-
-def run(seconds: float = 5.0, procs: int = 2, rounds: int = 2) -> dict[str, Any]:
-    results: dict[str, Any] = {"seconds_per_run": seconds, "client_processes": procs, "rounds": rounds}
-    # Fork the client processes before this process starts any gRPC machinery (the gateway's
-    # xDS server): forking a process with live gRPC threads is unsafe.
-    pool = mp.get_context("fork").Pool(procs)
-    with pool, tempfile.TemporaryDirectory(prefix="ratls-bench-") as tmp:
-        work = Path(tmp)
-        triton = TritonProcess(TritonConfig(demo_repository()))
-        triton.start()
-        triton.wait_ready()
-        envoy_proc = None
-        nginx_proc = None
-        gw = None
-        gw_off = None
-        try:
-            cert, key = ordinary_cert(work)
-            plain_port = free_port()
-            boot = work / "plain-envoy.json"
-            boot.write_text(json.dumps(plain_envoy_bootstrap(plain_port, work / "plain-admin.sock",
-                                                             triton.config.http_port, triton.config.grpc_port, cert,
-                                                             key)))
-            envoy_proc = subprocess.Popen([str(locate_envoy()), "-c", str(boot), "--disable-hot-restart",
-                                           "--concurrency", "1", "--log-level", "error"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_for_port(plain_port)
-            nginx_port = free_port()
-            nginx_proc = start_nginx(work, nginx_port, triton, cert, key)
-            from ratls.platforms.sim.chain import load_or_create
-            load_or_create(work / "sim")
-            gw, gw_port, gw_cert, results["gateway_cert_bytes"] = start_gateway(triton, work, "on")
-            gw_off, gw_off_port, gw_off_cert, _ = start_gateway(triton, work, "off", filters={"enabled": False})
-            results["plain_cert_bytes"] = len(x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(
-                serialization.Encoding.DER))
-            targets = {
-                "direct": ("127.0.0.1", triton.config.http_port, triton.config.grpc_port, False, None,
-                           [(triton.pid, True)]),
-                "envoy": ("127.0.0.1", plain_port, plain_port, True, str(cert),
-                          [(triton.pid, True), (envoy_proc.pid, False)]),
-                **({"nginx": ("127.0.0.1", nginx_port, nginx_port, True, str(cert),
-                              [(triton.pid, True), (nginx_proc.pid, True)])} if nginx_proc else {}),
-                # the control plane runs in this process (no request passes through it)
-                "gateway": ("127.0.0.1", gw_port, gw_port, True, str(gw_cert),
-                            [(triton.pid, True), (gw.envoy_pid(), False), (os.getpid(), False)]),
-                # the same gateway with the request policy switched off (filters.enabled: false)
-                "gateway_nofilters": ("127.0.0.1", gw_off_port, gw_off_port, True, str(gw_off_cert),
-                                      [(triton.pid, True), (gw_off.envoy_pid(), False), (os.getpid(), False)]),
-            }
-            table: dict[str, dict[str, list[dict[str, float]]]] = {}
-            for _ in range(rounds):
-                for name, (host, hport, gport, tls, pem, pids) in targets.items():
-                    rows = table.setdefault(name, {})
-                    rows.setdefault("http_small", []).append(
-                        run_scenario(pool, _http_worker, (host, hport, tls, "small", seconds), procs, pids))
-                    rows.setdefault("http_2mib", []).append(
-                        run_scenario(pool, _http_worker, (host, hport, tls, "large", seconds), procs, pids))
-                    rows.setdefault("grpc_small", []).append(
-                        run_scenario(pool, _grpc_worker, (host, gport, pem, seconds), procs, pids))
-                    if tls:
-                        rows.setdefault("handshakes", []).append(
-                            run_scenario(pool, _handshake_worker, (host, hport, seconds), procs, pids))
-            # Best round per scenario: the least disturbed by other tenants of a shared machine.
-            best = {name: {sc: max(runs, key=lambda r: r["rps"]) for sc, runs in rows.items()}
-                    for name, rows in table.items()}
-            results["targets"] = best
-            ratios: dict[str, dict[str, float]] = {}
-            for name in best:
-                ratios[name] = {sc: best[name][sc]["rps"] / best["envoy"][sc]["rps"]
-                                for sc in best[name] if sc in best["envoy"]}
-            results["rps_ratio_vs_plain_envoy"] = ratios
-            results["filters_cost_ratio"] = {sc: best["gateway"][sc]["rps"] / best["gateway_nofilters"][sc]["rps"]
-                                             for sc in best["gateway"]}
-            results["filters_cost_interleaved"] = filters_cost(
-                pool, triton, ("127.0.0.1", gw_port, str(gw_cert), gw),
-                ("127.0.0.1", gw_off_port, str(gw_off_cert), gw_off))
-            results["rotation_seconds_median"] = gw.rotate_seconds()
-            results["tdx_handshakes"] = tdx_handshakes(pool, triton, work, gw_port)
-        finally:
-            for g in (gw, gw_off):
-                if g is not None:
-                    g.stop()
-            for proc in (envoy_proc, nginx_proc):
-                if proc is not None:
-                    proc.terminate()
-                    proc.wait(10)
-            triton.close()
-    return results
-
-
-def filters_only(rounds: int = 10, seconds: float = 4.0) -> dict[str, Any]:
-    """Only the filter-cost measurement (make bench-filters): one Triton, the gateway with the
-    default policy and the same gateway with filters off, alternated round by round."""
-    pool = mp.get_context("fork").Pool(2)
-    with pool, tempfile.TemporaryDirectory(prefix="ratls-bench-") as tmp:
-        work = Path(tmp)
-        triton = TritonProcess(TritonConfig(demo_repository()))
-        triton.start()
-        triton.wait_ready()
-        gateways: list[GatewayThread] = []
-        try:
-            from ratls.platforms.sim.chain import load_or_create
-            load_or_create(work / "sim")
-            ends = []
-            for label, filters in (("on", None), ("off", {"enabled": False})):
-                gw, port, pem, _ = start_gateway(triton, work, label, filters=filters)
-                gateways.append(gw)
-                ends.append(("127.0.0.1", port, str(pem), gw))
-            return {"filters_cost_interleaved": filters_cost(pool, triton, ends[0], ends[1], rounds=rounds,
-                                                             seconds=seconds)}
-        finally:
-            for g in gateways:
-                g.stop()
-            triton.close()

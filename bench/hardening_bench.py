@@ -12,17 +12,15 @@ inference statistics, not from h2load's status counts."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import statistics
-import struct
-import subprocess
 import tempfile
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench import loadgen
 from bench.gateway_bench import SMALL, GatewayThread, _cpu_seconds, large_body
+from bench.native_bench import GRPC_INFER, INFER, grpc_infer_body
 from gateway.app import Gateway
 from gateway.attested_config import AttestedConfig
 from gateway.config import GatewayConfig
@@ -77,65 +75,21 @@ class UnhardenedGateway(Gateway):
 
 def _wrk(port: int, body: Path, seconds: float, header_length: int | None = None) -> dict[str, float]:
     """wrk at CONNECTIONS connections; a binary-tensor body names its JSON header's length."""
-    headers = {"Content-Type": "application/json"} if header_length is None else {
-        "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)}
-    script = body.with_suffix(".lua")
-    script.write_text('wrk.method = "POST"\n' + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
-                      + f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
-                      'done = function(summary, latency, requests)\n'
-                      '  io.write(string.format("RESULT %d %d %d %f %f\\n", summary.requests,\n'
-                      '    summary.errors.status + summary.errors.connect + summary.errors.read +\n'
-                      '    summary.errors.write + summary.errors.timeout, summary.duration,\n'
-                      '    latency:percentile(50), latency:percentile(99)))\nend\n')
-    out = subprocess.run(["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{seconds:g}s", "-s", str(script),
-                          f"https://127.0.0.1:{port}/v2/models/add_sub/infer"], capture_output=True, text=True,
-                         timeout=seconds + 60)
-    m = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out.stdout)
-    if not m:
-        raise RuntimeError(f"wrk gave no result: {out.stdout[-500:]} {out.stderr[-500:]}")
-    requests, errors, duration_us = int(m.group(1)), int(m.group(2)), int(m.group(3))
-    if errors:
-        raise RuntimeError(f"wrk saw {errors} failed requests of {requests}")
-    return {"rps": requests / (duration_us / 1e6), "p50_ms": float(m.group(4)) / 1000,
-            "p99_ms": float(m.group(5)) / 1000}
-
-
-def _grpc_body() -> bytes:
-    from tritonclient.grpc import service_pb2
-
-    req = service_pb2.ModelInferRequest(model_name="add_sub")
-    for name in ("INPUT0", "INPUT1"):
-        t = req.inputs.add(name=name, datatype="FP32", shape=[4])
-        t.contents.fp32_contents.extend([1.0, 2.0, 3.0, 4.0])
-    data = req.SerializeToString()
-    return struct.pack(">?I", False, len(data)) + data
-
-
-def _triton_inferences(triton: TritonProcess) -> int:
-    with urllib.request.urlopen(f"{triton.http_url}/v2/models/add_sub/stats", timeout=10) as r:  # noqa: S310
-        stats = json.loads(r.read())["model_stats"][0]["inference_stats"]["success"]["count"]
-    return int(stats)
+    headers = (("Content-Type", "application/json"),) if header_length is None else (
+        ("Content-Type", "application/octet-stream"), ("Inference-Header-Content-Length", str(header_length)))
+    sample = loadgen.wrk(port, loadgen.HttpRequest(INFER, "POST", headers, body), CONNECTIONS, seconds, body.parent)
+    return {"rps": sample.rps, "p50_ms": sample.p50_ms, "p99_ms": sample.p99_ms, "requests": sample.requests}
 
 
 def _h2load(port: int, body: Path, seconds: float, triton: TritonProcess) -> dict[str, float]:
-    before = _triton_inferences(triton)
-    out = subprocess.run(["h2load", "-c", str(CONNECTIONS), "-m", "1", "-D", f"{seconds:g}", "-d", str(body),
-                          "-H", "content-type: application/grpc", "-H", "te: trailers",
-                          f"https://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"],
-                         capture_output=True, text=True, timeout=seconds + 60)
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out.stdout)
-    finished = re.search(r"finished in ([\d.]+)(m?s)", out.stdout)
-    lat = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", out.stdout)
-    if not (done and finished):
-        raise RuntimeError(f"h2load gave no result: {out.stdout[-800:]} {out.stderr[-300:]}")
-    executed = _triton_inferences(triton) - before
-    # every HTTP 200 must be an inference Triton ran (a gRPC refusal is an HTTP 200 too)
-    if executed < int(done.group(2)):
-        raise RuntimeError(f"h2load counted {done.group(2)} successes, Triton executed {executed}")
-    elapsed = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
-    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-    mean_ms = float(lat.group(5)) * unit[lat.group(6)] if lat else float("nan")
-    return {"rps": executed / elapsed, "mean_ms": mean_ms}
+    counter = loadgen.triton_success_counter(triton.http_url, "add_sub")
+    try:
+        sample = loadgen.h2load_grpc(port, GRPC_INFER, body, CONNECTIONS, seconds, body.parent, counter)
+    except loadgen.LoadError:
+        if not triton.running:
+            triton.check_alive()  # raises with Triton's last log lines: why the run failed
+        raise
+    return {"rps": sample.rps, "p50_ms": sample.p50_ms, "requests": sample.requests}
 
 
 def run(rounds: int = 8, seconds: float = 3.0) -> dict[str, Any]:
@@ -148,7 +102,7 @@ def run(rounds: int = 8, seconds: float = 3.0) -> dict[str, Any]:
         small.write_bytes(SMALL)
         large_bytes, header_length = large_body()
         large.write_bytes(large_bytes)
-        grpc_body.write_bytes(_grpc_body())
+        grpc_body.write_bytes(grpc_infer_body())
         triton = TritonProcess(TritonConfig(demo_repository()))
         triton.start()
         triton.wait_ready()
@@ -174,7 +128,7 @@ def run(rounds: int = 8, seconds: float = 3.0) -> dict[str, Any]:
                         row = measure(gw.gateway.config.listen.port)
                         # Envoy's own CPU per request: steadier than req/s on a shared machine,
                         # whose other tenants slow the load generator as much as the proxy
-                        row["envoy_cpu_us_per_req"] = (_cpu_seconds(envoy) - cpu) * 1e6 / (row["rps"] * seconds)
+                        row["envoy_cpu_us_per_req"] = (_cpu_seconds(envoy) - cpu) * 1e6 / row["requests"]
                         samples.setdefault(label, {}).setdefault(scenario, []).append(row)
             out: dict[str, Any] = {"rounds": rounds, "seconds": seconds, "connections": CONNECTIONS}
             for scenario in ("http_small", "http_2mib", "grpc_small"):

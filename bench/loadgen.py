@@ -68,7 +68,7 @@ def _wrk_script(req: HttpRequest, work: Path) -> Path:
 def wrk(port: int, req: HttpRequest, connections: int, seconds: float, work: Path) -> Sample:
     """wrk at *connections* connections (at most 2 threads: the machine has 2 cores)."""
     threads = max(1, min(2, connections))
-    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
+    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
                           "-s", str(_wrk_script(req, work)), f"https://127.0.0.1:{port}{req.path}"],
                          capture_output=True, text=True, timeout=seconds + 60, stdin=subprocess.DEVNULL)
     m = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out.stdout)

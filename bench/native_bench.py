@@ -56,6 +56,8 @@ class Target:
     pids: Callable[[], list[int]]  # the proxy's processes, for CPU per request
     tls_counters: Callable[[], dict[str, int]] | None = None  # Envoy's ssl.handshake / ssl.session_reused
     handshakes_only: bool = False
+    gateway: Any = None  # the GatewayThread of a gateway target
+    cert_pem: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ def measure(target: Target, scenario: Scenario, connections: int, cell: Cell, tr
     try:
         sample = scenario.run(target, connections)
     except loadgen.LoadError as exc:
-        if not triton.running():
+        if not triton.running:
             triton.check_alive()  # raises with Triton's own last log lines: why the run failed
         raise loadgen.LoadError(f"{target.name} {scenario.name} at {connections}: {exc}") from exc
     cell.samples.append(sample)
@@ -191,7 +193,7 @@ def _targets(work: Path, triton: TritonProcess) -> Iterator[list[Target]]:
     cert, key = ordinary_cert(work)
     with ExitStack() as stack:
         envoy = stack.enter_context(PlainEnvoy(work, triton, cert, key))
-        targets = [Target("envoy", envoy.port, lambda: [envoy.pid], envoy.tls_counters)]
+        targets = [Target("envoy", envoy.port, lambda: [envoy.pid], envoy.tls_counters, cert_pem=cert)]
         nginx_port = free_port()
         nginx = start_nginx(work, nginx_port, triton, cert, key)
         if nginx is not None:
@@ -200,10 +202,10 @@ def _targets(work: Path, triton: TritonProcess) -> Iterator[list[Target]]:
         for label, options, handshakes_only in (("gateway", {}, False),
                                                 ("gateway_nofilters", {"filters": {"enabled": False}}, False),
                                                 ("gateway_tdx", {"platform": "sim-tdx"}, True)):
-            gw, port, _pem, _size = start_gateway(triton, work, label, **options)
+            gw, port, pem, _size = start_gateway(triton, work, label, **options)
             stack.callback(gw.stop)
             targets.append(Target(label, port, lambda gw=gw: [gw.envoy_pid()],
-                                  lambda gw=gw: gateway_tls_counters(gw), handshakes_only))
+                                  lambda gw=gw: gateway_tls_counters(gw), handshakes_only, gw, pem))
         yield targets
 
 
@@ -222,25 +224,47 @@ def run(rounds: int | None = None, seconds: float | None = None) -> dict[str, An
     if missing:
         return {"skipped": f"{', '.join(missing)} not installed (Debian: wrk, nghttp2-client)"}
     rounds = rounds or int(os.environ.get("BENCH_ROUNDS", "3"))
-    seconds = seconds or float(os.environ.get("BENCH_SECONDS", "2.5"))
+    seconds = seconds or int(os.environ.get("BENCH_SECONDS", "2"))
     with tempfile.TemporaryDirectory(prefix="ratls-native-") as tmp:
         work = Path(tmp)
         with TritonProcess(TritonConfig(demo_repository())) as triton:
             triton.wait_ready()
             with _targets(work, triton) as targets:
                 plan = scenarios(work, seconds, triton)
-                interleaved(targets, plan, 1, triton)  # warm-up: caches, connection pools, JIT-free but fair
+                # warm-up, not recorded: connection pools, caches, and each gRPC target's rate estimate
+                interleaved(targets, scenarios(work, 1.0, triton), 1, triton)
                 rows = summarise(interleaved(targets, plan, rounds, triton))
-                sizes = {t.name: cert_size(t.port) for t in targets}
-    return {"rounds": rounds, "seconds": seconds, "sweep": list(SWEEP), "rows": rows, "cert_bytes": sizes}
+                certificates = {t.name: certificate_sizes(t.port) for t in targets if t.name != "nginx"}
+                latency = latency_view([t for t in targets if t.name in ("envoy", "gateway")])
+                rotation = next(t.gateway for t in targets if t.name == "gateway").rotate_seconds()
+    return {"rounds": rounds, "seconds": seconds, "sweep": list(SWEEP), "rows": rows, "certificates": certificates,
+            "latency_view": latency, "rotation_seconds_median": rotation}
 
 
-def cert_size(port: int) -> int:
+def latency_view(targets: list[Target], seconds: float = 2.0) -> dict[str, dict[str, float]]:
+    """One Python client at a time (http.client, tritonclient gRPC): the latency a script sees,
+    not a throughput figure (the client, not the proxy, sets the pace)."""
+    from bench.gateway_bench import _grpc_worker, _http_worker
+
+    out: dict[str, dict[str, float]] = {}
+    for target in targets:
+        http = sorted(_http_worker(("127.0.0.1", target.port, True, "small", seconds)))
+        grpc = sorted(_grpc_worker(("127.0.0.1", target.port, str(target.cert_pem), seconds)))
+        out[target.name] = {"http_small_p50_ms": statistics.median(http) * 1000,
+                            "grpc_small_p50_ms": statistics.median(grpc) * 1000}
+    return out
+
+
+def certificate_sizes(port: int) -> dict[str, int]:
+    """The served certificate's DER size and its brotli size (RFC 8879 compresses the
+    Certificate message with brotli; its few bytes of framing aside, this is what goes out)."""
     import socket
     import ssl
+
+    import brotli
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     with socket.create_connection(("127.0.0.1", port)) as s, ctx.wrap_socket(s) as t:
-        der = t.getpeercert(binary_form=True)
-    return len(der or b"")
+        der = t.getpeercert(binary_form=True) or b""
+    return {"der_bytes": len(der), "brotli_bytes": len(brotli.compress(der))}

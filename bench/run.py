@@ -13,21 +13,50 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import gateway_bench, hardening_bench, manifest_bench, verify_bench  # noqa: E402
+from bench import hardening_bench, manifest_bench, native_bench, verify_bench  # noqa: E402
+
+SCENARIO_TEXT = {"health": "GET /v2/health/ready", "http_small": "small infer, HTTP/1.1",
+                 "http_2mib": "2 MiB infer, HTTP/1.1", "grpc_small": "small infer, gRPC",
+                 "handshake_full": "full TLS handshakes", "conn_per_request": "new connection per request"}
 
 
-def filters_main() -> int:
-    """`make bench-filters`: only the filter cost, with more interleaved rounds."""
-    result = gateway_bench.filters_only()["filters_cost_interleaved"]
-    for scenario, row in result.items():
-        print(f"{scenario}: filters on/off over {row['rounds']} interleaved rounds (medians): req/s "
-              f"{row['rps_ratio']:.3f}, Envoy CPU per request {row['envoy_cpu_per_request_ratio']:.3f}")
-    return 0
+def _ratio(row: dict[str, object], key: str) -> str:
+    value = row.get(key)
+    return f"{value:.3f}" if isinstance(value, float) else "-"
+
+
+def data_plane_report(dp: dict) -> list[str]:
+    """Print the native data-plane table; return it as Markdown for latest.md."""
+    print(f"\n== data plane (wrk / h2load / openssl s_time at saturation; {dp['rounds']} interleaved rounds of "
+          f"{dp['seconds']:g} s, medians; ratios against plain Envoy TLS and nginx from this run)")
+    head = (f"   {'target':17} {'scenario':16} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+            f"{'CPU us/req':>10} {'vs envoy':>8} {'vs nginx':>8} {'p50 vs envoy':>12}")
+    print(head)
+    lines = ["| target | scenario | connections | req/s | p50 ms | p99 ms | proxy CPU µs/req | vs plain Envoy | "
+             "vs nginx | p50 vs Envoy | resumed |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in sorted(dp["rows"], key=lambda r: (list(SCENARIO_TEXT).index(r["scenario"]), r["connections"])):
+        resumed = f"{row['resumed_share']:.2f}" if "resumed_share" in row else "-"
+        print(f"   {row['target']:17} {row['scenario']:16} {row['connections']:5d} {row['rps']:8.0f} "
+              f"{row['p50_ms']:7.2f} {row['p99_ms']:7.2f} {row['server_cpu_us_per_req']:10.0f} "
+              f"{_ratio(row, 'vs_envoy'):>8} {_ratio(row, 'vs_nginx'):>8} {_ratio(row, 'p50_vs_envoy'):>12}")
+        lines.append(f"| {row['target']} | {SCENARIO_TEXT[row['scenario']]} | {row['connections']} | "
+                     f"{row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+                     f"{row['server_cpu_us_per_req']:.0f} | "
+                     f"{_ratio(row, 'vs_envoy')} | {_ratio(row, 'vs_nginx')} | {_ratio(row, 'p50_vs_envoy')} | "
+                     f"{resumed} |")
+    certs = "; ".join(f"{name} {c['der_bytes']} B ({c['brotli_bytes']} B brotli)"
+                      for name, c in dp["certificates"].items())
+    print(f"   certificates (DER, and brotli-compressed as RFC 8879 sends them): {certs}")
+    lat = "; ".join(f"{name}: HTTP {v['http_small_p50_ms']:.2f} ms, gRPC {v['grpc_small_p50_ms']:.2f} ms"
+                    for name, v in dp["latency_view"].items())
+    print(f"   latency view (one Python client, p50): {lat}")
+    print(f"   rotation (new evidence + certificate + SDS push + Envoy ACK): "
+          f"{dp['rotation_seconds_median'] * 1000:.0f} ms median")
+    return lines + ["", f"Certificates (DER, and brotli as RFC 8879 sends them): {certs}", "",
+                    f"Latency view (one Python client at a time, p50): {lat}"]
 
 
 def main() -> int:
-    if "--filters" in sys.argv[1:]:
-        return filters_main()
     if "--hardening" in sys.argv[1:]:
         return hardening_bench.main()
     out_dir = Path(__file__).resolve().parent / "results"
@@ -52,54 +81,13 @@ def main() -> int:
     results["manifest"] = manifest
     print(f"   {manifest['size_mb']} MiB: manifest {manifest['manifest_mb_per_s']:.0f} MB/s, raw sha256 "
           f"{manifest['raw_sha256_mb_per_s']:.0f} MB/s, ratio {manifest['ratio_vs_raw_sha256']:.2f}")
-    print("\n== data plane (same Triton; best of rounds; ratios against plain Envoy TLS)")
-    gw = gateway_bench.run()
-    results["data_plane"] = gw
-    print(f"   certificate: gateway {gw['gateway_cert_bytes']} B vs plain {gw['plain_cert_bytes']} B DER")
-    print(f"   {'target':8} {'scenario':11} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>11} "
-          f"{'vs envoy':>9}")
-    lines = ["| target | scenario | req/s | p50 ms | p99 ms | server CPU ms/req | ratio vs plain Envoy |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for target, rows in gw["targets"].items():
-        for scenario, row in rows.items():
-            ratio = gw["rps_ratio_vs_plain_envoy"][target].get(scenario, float("nan"))
-            print(f"   {target:8} {scenario:11} {row['rps']:9.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} "
-                  f"{row['server_cpu_ms_per_req']:11.3f} {ratio:9.3f}")
-            lines.append(f"| {target} | {scenario} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
-                         f"{row['server_cpu_ms_per_req']:.3f} | {ratio:.3f} |")
-    print("   default filters vs filters off (req/s ratio): " + ", ".join(
-        f"{k} {v:.3f}" for k, v in gw["filters_cost_ratio"].items()))
-    lines.append("")
-    lines.append("Default filter policy vs the same gateway with filters off (req/s ratio): " + ", ".join(
-        f"{k} {v:.3f}" for k, v in gw["filters_cost_ratio"].items()))
-    inter = gw["filters_cost_interleaved"]
-    text = "; ".join(f"{k}: req/s {v['rps_ratio']:.3f}, Envoy CPU per request {v['envoy_cpu_per_request_ratio']:.3f}"
-                     for k, v in inter.items())
-    print(f"   filters on/off, {inter['http_small']['rounds']} interleaved rounds, medians: {text}")
-    lines.append("")
-    lines.append(f"Filters on/off, interleaved rounds, medians: {text}")
-    print(f"   rotation (new evidence + certificate + SDS push + Envoy ACK): "
-          f"{gw['rotation_seconds_median'] * 1000:.0f} ms median")
-    tdx = gw["tdx_handshakes"]
-    text = (f"TDX certificate ({tdx['tdx_cert_bytes']} B, quote + collateral) handshakes/s vs the SNP-format one "
-            f"({gw['gateway_cert_bytes']} B): {tdx['ratio']:.3f} (medians of {tdx['rounds']} interleaved rounds)")
-    print(f"   {text}")
-    lines.append("")
-    lines.append(text)
-    print()
-    hardening = hardening_bench.run()
-    results["hardening"] = hardening
-    if "skipped" in hardening:
-        print(f"== hardening cost: skipped ({hardening['skipped']})")
+    data_plane = native_bench.run()
+    results["data_plane"] = data_plane
+    if "skipped" in data_plane:
+        print(f"\n== data plane: skipped ({data_plane['skipped']})")
+        lines: list[str] = []
     else:
-        text = "; ".join(f"{sc} {hardening[sc]['ratio']:.3f} ({hardening[sc]['hardened_rps']:.0f} vs "
-                         f"{hardening[sc]['unhardened_rps']:.0f} req/s)"
-                         for sc in ("http_small", "http_2mib", "grpc_small"))
-        print(f"== hardening cost (wrk/h2load, {hardening['connections']} connections, {hardening['rounds']} "
-              f"interleaved rounds, medians; hardened / unhardened req/s): {text}")
-        lines.append("")
-        lines.append(f"DoS hardening, hardened / unhardened gateway req/s (wrk, h2load at {hardening['connections']} "
-                     f"connections, {hardening['rounds']} interleaved rounds, medians): {text}")
+        lines = data_plane_report(data_plane)
     (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
     path = out_dir / "latest.json"
     path.write_text(json.dumps(results, indent=2))
