@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: all venv test lint demo demo-tdx demo-library serve bench bench-hardening bench-tools \
+.PHONY: all venv test lint demo demo-tdx demo-library serve bench bench-hardening bench-attribution bench-tools \
         compose-tools e2e-compose clean
 
 all: test
@@ -68,6 +68,10 @@ endif
 
 bench: venv bench-tools
 	$(BIN)/python bench/run.py
+
+# Where the default policy's per-request cost goes: one piece taken out at a time, Envoy CPU per request.
+bench-attribution: venv bench-tools
+	$(BIN)/python bench/run.py --attribution
 
 # Only the DoS-hardening cost: hardened vs unhardened gateway under wrk/h2load, interleaved.
 bench-hardening: venv bench-tools

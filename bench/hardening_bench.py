@@ -119,6 +119,8 @@ def run(rounds: int = 8, seconds: float = 3.0) -> dict[str, Any]:
                     "grpc_small": lambda port: _h2load(port, grpc_body, seconds, triton)}
             labels = list(gateways)
             for scenario, measure in load.items():
+                for label in labels:  # warm-up, not recorded (and the gRPC runs' rate estimates)
+                    measure(gateways[label].gateway.config.listen.port)
                 for i in range(rounds):
                     # A B, B A, ...: neither gateway always runs on the warmer (or the noisier) slot
                     for label in labels if i % 2 == 0 else labels[::-1]:

@@ -48,8 +48,8 @@ class HttpRequest:
 
 _WRK_DONE = """
 done = function(summary, latency, requests)
-  io.write(string.format("RESULT %d %d %d %d %f %f\\n", summary.requests, summary.errors.status,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+  io.write(string.format("RESULT %d %d %d %d %d %d %f %f\\n", summary.requests, summary.errors.status,
+    summary.errors.connect, summary.errors.read, summary.errors.write + summary.errors.timeout,
     summary.duration, latency:percentile(50), latency:percentile(99)))
 end
 """
@@ -68,22 +68,23 @@ def _wrk_script(req: HttpRequest, work: Path) -> Path:
 def wrk(port: int, req: HttpRequest, connections: int, seconds: float, work: Path) -> Sample:
     """wrk at *connections* connections (at most 2 threads: the machine has 2 cores)."""
     threads = max(1, min(2, connections))
-    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
-                          "-s", str(_wrk_script(req, work)), f"https://127.0.0.1:{port}{req.path}"],
-                         capture_output=True, text=True, timeout=seconds + 60, stdin=subprocess.DEVNULL)
-    m = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out.stdout)
+    out = _run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+                "-s", str(_wrk_script(req, work)), f"https://127.0.0.1:{port}{req.path}"], seconds + 60)
+    m = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out.stdout)
     if not m:
         raise LoadError(f"wrk gave no result: {out.stdout[-500:]} {out.stderr[-500:]}")
-    requests, bad_status, socket_errors, duration_us = (int(m.group(i)) for i in range(1, 5))
+    requests, bad_status, connect, read, write_or_timeout, duration_us = (int(m.group(i)) for i in range(1, 7))
     if bad_status:
         raise LoadError(f"wrk saw {bad_status} non-2xx/3xx answers of {requests}")
-    # With a new connection per request, wrk counts the server's close after the answer as a read
-    # error on some runs; those requests were answered and count. Anything else is a failure.
+    # With a new connection per request, wrk counts the server's close after an answer as a read
+    # error on some runs (at most one per request); those requests were answered and count.
+    # A failed connect or handshake, a write error or a timeout is a failed run, always.
     closing = any(k.lower() == "connection" and v == "close" for k, v in req.headers)
-    if socket_errors and not closing:
-        raise LoadError(f"wrk saw {socket_errors} socket errors in {requests} requests")
-    return Sample(rps=requests / (duration_us / 1e6), p50_ms=float(m.group(5)) / 1000,
-                  p99_ms=float(m.group(6)) / 1000, requests=requests)
+    if connect or write_or_timeout or (read and not closing) or read > requests:
+        raise LoadError(f"wrk saw socket errors in {requests} requests: connect {connect}, read {read}, "
+                        f"write/timeout {write_or_timeout}")
+    return Sample(rps=requests / (duration_us / 1e6), p50_ms=float(m.group(7)) / 1000,
+                  p99_ms=float(m.group(8)) / 1000, requests=requests)
 
 
 class Counter(Protocol):
@@ -113,7 +114,7 @@ def _percentiles(log: Path) -> tuple[float, float]:
 # Requests per h2load run, from the rate the same target reached before. A run is a request count,
 # not a duration: at the end of a timed run h2load drops the calls in flight, which Envoy passes
 # on to Triton as cancellations, and a cancellation storm is not what is being measured.
-_estimates: dict[tuple[int, int], float] = {}
+_estimates: dict[tuple[int, int, str, str], float] = {}
 
 
 def h2load_grpc(port: int, path: str, body: Path, connections: int, seconds: float, work: Path,
@@ -122,27 +123,39 @@ def h2load_grpc(port: int, path: str, body: Path, connections: int, seconds: flo
     *executed* (Triton's statistics) says ran, and h2load may not claim more."""
     log = work / "h2load.log"
     log.unlink(missing_ok=True)
-    count = max(connections * 20, round(_estimates.get((port, connections), connections * 50 / seconds) * seconds))
+    key = (port, connections, path, str(body))
+    # no estimate yet (a warm-up round gives one): a short run of 50 calls per connection
+    count = max(connections * 20, round(_estimates[key] * seconds) if key in _estimates else connections * 50)
     before = executed()
-    out = subprocess.run(["h2load", "-c", str(connections), "-t", str(max(1, min(2, connections))), "-m", "1",
+    out = _run(["h2load", "-c", str(connections), "-t", str(max(1, min(2, connections))), "-m", "1",
                           "-n", str(count), "-d", str(body), "--log-file", str(log),
-                          "-H", "content-type: application/grpc", "-H", "te: trailers",
-                          f"https://127.0.0.1:{port}{path}"],
-                         capture_output=True, text=True, timeout=seconds * 4 + 60, stdin=subprocess.DEVNULL)
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out.stdout)
+                "-H", "content-type: application/grpc", "-H", "te: trailers", f"https://127.0.0.1:{port}{path}"],
+               seconds * 4 + 60)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, "
+                     r"(\d+) timeout", out.stdout)
     finished = re.search(r"finished in ([\d.]+)(m?s)", out.stdout)
     if not (done and finished):
         raise LoadError(f"h2load gave no result: {out.stdout[-800:]} {out.stderr[-300:]}")
     ran = executed() - before
-    claimed = int(done.group(2))
+    finished_calls, claimed, failed, errored, timed_out = (int(g) for g in done.groups())
+    if finished_calls != count or claimed != count:
+        raise LoadError(f"h2load: {claimed} of {count} calls answered 2xx ({failed} failed, {errored} errored, "
+                        f"{timed_out} timed out)")
     # every HTTP 200 must be an inference Triton ran (a gRPC refusal is an HTTP 200 too)
     if ran < claimed:
         raise LoadError(f"h2load counted {claimed} HTTP successes, Triton executed {ran}: "
                         f"{claimed - ran} calls were refused with a grpc-status")
     elapsed = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
     p50, p99 = _percentiles(log)
-    _estimates[(port, connections)] = claimed / elapsed
+    _estimates[key] = claimed / elapsed
     return Sample(rps=claimed / elapsed, p50_ms=p50, p99_ms=p99, requests=claimed)
+
+
+def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise LoadError(f"{cmd[0]} did not finish within {timeout:.0f} s") from exc
 
 
 def grpc_frame(message: bytes) -> bytes:

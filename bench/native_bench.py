@@ -132,17 +132,18 @@ def grpc_infer_body() -> bytes:
 
 
 def measure(target: Target, scenario: Scenario, connections: int, cell: Cell, triton: TritonProcess) -> None:
+    # the admin call for Envoy's counters goes before the CPU window: it is not request work
+    tls0 = target.tls_counters() if target.tls_counters else None
     pids = target.pids()
     cpu0 = _cpu_seconds(pids)
-    tls0 = target.tls_counters() if target.tls_counters else None
     try:
         sample = scenario.run(target, connections)
     except loadgen.LoadError as exc:
         if not triton.running:
             triton.check_alive()  # raises with Triton's own last log lines: why the run failed
         raise loadgen.LoadError(f"{target.name} {scenario.name} at {connections}: {exc}") from exc
-    cell.samples.append(sample)
     cell.cpu_us.append((_cpu_seconds(pids) - cpu0) * 1e6 / max(sample.requests, 1))
+    cell.samples.append(sample)
     if tls0 is not None and target.tls_counters is not None:
         tls1 = target.tls_counters()
         handshakes = tls1["handshake"] - tls0["handshake"]

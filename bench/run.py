@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import hardening_bench, manifest_bench, native_bench, verify_bench  # noqa: E402
+from bench import attribution_bench, hardening_bench, manifest_bench, native_bench, verify_bench  # noqa: E402
 
 SCENARIO_TEXT = {"health": "GET /v2/health/ready", "http_small": "small infer, HTTP/1.1",
                  "http_2mib": "2 MiB infer, HTTP/1.1", "grpc_small": "small infer, gRPC",
@@ -59,6 +59,8 @@ def data_plane_report(dp: dict) -> list[str]:
 def main() -> int:
     if "--hardening" in sys.argv[1:]:
         return hardening_bench.main()
+    if "--attribution" in sys.argv[1:]:
+        return attribution_bench.main()
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(exist_ok=True)
     results: dict[str, object] = {"when": datetime.now(UTC).isoformat(), "python": platform.python_version(),

@@ -46,7 +46,6 @@ def test_make_bench_runs_as_written() -> None:
         for target in ("envoy", "gateway", "gateway_nofilters"):
             row = rows[(target, scenario, connections)]
             assert row["rps"] > 0 and len(row["rounds"]) == doc["rounds"] and row["server_cpu_us_per_req"] > 0
-            assert row["vs_envoy"] == pytest.approx(row["rps"] / rows[("envoy", scenario, connections)]["rps"])
             assert f"   {target:17} {scenario:16} {connections:5d} " in result.stdout
     for target in ("envoy", "gateway", "gateway_tdx"):
         # what the server did, from its own counters: s_time makes full handshakes, wrk's

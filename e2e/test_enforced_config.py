@@ -448,7 +448,31 @@ def probe_repository_change(stack: Stack, value: str) -> None:
         "test_model_update.py").read_text()
 
 
+def probe_ticket_rotation(stack: Stack, value: int) -> None:
+    assert stack.status()["session_tickets"]["rotation_s"] == value
+
+
+def probe_session_age(stack: Stack, value: int) -> None:
+    from .test_tls_handshakes import resumed, s_client
+
+    ticket = stack.workdir / "probe-ticket.pem"
+    text = s_client(stack.port, "-sess_out", str(ticket))
+    assert f"TLS session ticket lifetime hint: {value} (seconds)" in text, text[-1500:]
+    assert resumed(stack.port, ticket)
+
+
+def probe_per_certificate(stack: Stack, value: bool) -> None:
+    # Rotating the walk's certificate would disturb the other probes: e2e/test_tls_handshakes.py
+    # rotates its own stack's and shows the old certificate's tickets refused.
+    assert value is True
+    assert "test_a_new_certificate_ends_every_session_of_the_old_one" in Path(__file__).with_name(
+        "test_tls_handshakes.py").read_text()
+
+
 PROBES: dict[str, Callable[[Stack, Any], None]] = {
+    "listen.session_resumption.ticket_key_rotation_s": probe_ticket_rotation,
+    "listen.session_resumption.max_session_age_s": probe_session_age,
+    "listen.session_resumption.per_certificate": probe_per_certificate,
     "listen.port": probe_listen_port, "listen.tls_min_version": probe_tls_version,
     "upstreams.mode": probe_upstream_mode, "upstreams.host": probe_upstream_host,
     "upstreams.on_repository_change": probe_repository_change,

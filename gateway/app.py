@@ -160,7 +160,8 @@ class Gateway:
         assert self.identity is not None and self.identity.current is not None
         return build_snapshot(version, SnapshotInputs(
             self.identity.current, self._upstreams(), self.listener_options, self.attested.plan,
-            self.upstream.refusal(), self.tickets.current.keys if self.tickets is not None else ()))
+            self.upstream.refusal(),
+            self.tickets.for_certificate(self.identity.current.serial).keys if self.tickets is not None else ()))
 
     async def publish(self) -> str:
         return await self.data_plane.push(self._snapshot)
@@ -177,7 +178,8 @@ class Gateway:
     # ---- health: each component's own facts, in this order ----
     def _facts(self) -> list[facts.Facts]:
         return [IdentityFacts(self.identity, lambda: self.platform), self.data_plane, self.access_log, self.upstream,
-                self.repository, self.attested, self.gpus, *([self.evidence_api] if self.evidence_api else [])]
+                self.repository, self.attested, self.gpus, *([self.tickets] if self.tickets else []),
+                *([self.evidence_api] if self.evidence_api else [])]
 
     def readiness(self) -> list[str]:
         return facts.readiness(self._facts())

@@ -4,6 +4,7 @@ failure_mode_allow: false, so an unreachable service denies)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import urllib.parse
@@ -45,13 +46,17 @@ def _model_from(request: external_auth_pb2.CheckRequest) -> str | None:
     return found[1].groupdict().get("model")
 
 
-def _subject(request: external_auth_pb2.CheckRequest) -> str | None:
+def _subject(request: external_auth_pb2.CheckRequest, now: dt.datetime) -> str | None:
     pem = request.attributes.source.certificate
     if not pem:
         return None
     try:
         cert = x509.load_pem_x509_certificate(urllib.parse.unquote(pem).encode())
     except ValueError:
+        return None
+    # Envoy checked the certificate at the handshake; a resumed TLS session brings it back
+    # without a new check, so one that has expired since identifies nobody.
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         return None
     return cert.subject.rfc4514_string()
 
@@ -65,7 +70,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
     async def Check(self, request: external_auth_pb2.CheckRequest,  # noqa: N802 - gRPC method name
                     context: grpc.aio.ServicerContext) -> external_auth_pb2.CheckResponse:
         headers = {k.lower(): v for k, v in request.attributes.request.http.headers.items()}
-        decision = decide(self.policy, headers, _model_from(request), _subject(request), utcnow())
+        now = utcnow()
+        decision = decide(self.policy, headers, _model_from(request), _subject(request, now), now)
         if decision.allowed:
             self.allowed += 1
             return external_auth_pb2.CheckResponse(

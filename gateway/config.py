@@ -154,14 +154,21 @@ class GatewayConfig:
             view["on_exposed"] = self.triton.on_exposed
         return view
 
+    def _resumption_view(self) -> dict[str, int] | None:
+        from .session_tickets import ticket_lifetime
+
+        if not self.listen.session_resumption:
+            return None
+        rotation = self.listen.session_ticket_rotation
+        return {"ticket_key_rotation_s": int(rotation.total_seconds()),
+                "max_session_age_s": int(ticket_lifetime(rotation).total_seconds()), "per_certificate": True}
+
     def security_view(self, effective_filters: dict[str, Any] | None = None) -> dict[str, Any]:
         """The security-relevant, effective configuration whose digest goes into the claims."""
         view: dict[str, Any] = {
             "listen": {"port": self.listen.port, "tls_min_version": self.listen.tls_min_version,
                        # a resumed connection shows no certificate: clients should know it can happen
-                       "session_resumption": ({"ticket_key_rotation_s": int(
-                           self.listen.session_ticket_rotation.total_seconds())}
-                           if self.listen.session_resumption else None)},
+                       "session_resumption": self._resumption_view()},
             "upstreams": self._upstreams_view(),
             "filters": effective_filters if effective_filters is not None else self.filters,
         }
@@ -202,6 +209,12 @@ def _listen(r: KeyedReader) -> ListenConfig:
     r.finish()
     if out.port == 0:
         raise ConfigError("listen.port: the public port must be set (e.g. 8443)")
+    if out.session_resumption and out.tls_min_version != "1.3":
+        # A TLS 1.2 ticket carries the master secret and resumes without a fresh key exchange:
+        # whoever later learns a ticket key could decrypt the resumed sessions it sealed.
+        raise ConfigError("listen.session_resumption needs listen.tls_min_version: \"1.3\" (TLS 1.2 resumption "
+                          "has no forward secrecy)", hint="keep tls_min_version: \"1.3\", or set "
+                                                         "listen.session_resumption: false to serve TLS 1.2 clients")
     if not timedelta(seconds=10) <= out.session_ticket_rotation <= timedelta(days=1):
         raise ConfigError(f"listen.session_ticket_rotation: {out.session_ticket_rotation} is outside 10s..24h",
                           hint="rotate ticket keys at least daily (e.g. 1h), or set listen.session_resumption: false")

@@ -306,9 +306,10 @@ def bootstrap(xds_socket: Path, admin_socket: Path, node_id: str = "ratls-gatewa
         # too small for more than a couple of models.
         "layered_runtime": {"layers": [{"name": "static", "static_layer": {
             "re2.max_program_size.error_level": 100000, "re2.max_program_size.warn_level": 100000,
-            # RFC 8879: the certificate goes out brotli-compressed to clients that offer it (a TDX
-            # certificate with its collateral then fits a first flight). Envoy's default, stated
-            # so that an Envoy upgrade cannot drop it silently.
+            # RFC 8879: the certificate goes out compressed (brotli, or zlib) to clients that offer
+            # it, so a TDX certificate with its collateral fits a first flight. Off by default in
+            # this Envoy; a reloadable feature can vanish in a later release, so the e2e relay
+            # test (test_the_certificate_goes_out_compressed_...) is what catches a regression.
             "envoy.reloadable_features.tls_certificate_compression_brotli": True}}]},
         "overload_manager": overload or DEFAULT_OVERLOAD,
     }

@@ -1,11 +1,12 @@
 """TLS 1.3 session-ticket keys, made inside the TEE and handed to Envoy over SDS (the same
-0600 unix socket as the certificate's private key), rotated on a timer.
+0600 unix socket as the certificate's private key), rotated on a timer and replaced outright
+whenever the certificate changes.
 
 Why our own keys rather than Envoy's built-in ones: Envoy's keys die with its process, so every
-Envoy restart (a crash, a hot reload of the bootstrap) sends every client back to a full
-handshake with the large RA-TLS certificate at once; ours outlive Envoy restarts and rotate on a
-schedule the attested configuration states. The keys never leave this process and Envoy: never
-logged, never written to disk, never in the attested configuration (only the rotation is)."""
+Envoy restart (a crash, a supervisor restart) sends every client back to a full handshake with the
+large RA-TLS certificate at once; ours outlive Envoy restarts and rotate on a schedule the attested
+configuration states. The keys never leave this process and Envoy: never logged, never written to
+disk, never in the attested configuration (only the rotation is)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
+
+from ratls.errors import ConfigError
+from ratls.timeutil import utcnow
+
+from .facts import Facts
+from .metrics import MetricFamily
 
 log = logging.getLogger("ratls.gateway")
 
@@ -22,6 +30,12 @@ log = logging.getLogger("ratls.gateway")
 TICKET_KEY_BYTES = 80
 # Keys kept besides the newest: tickets issued under them still resume until they age out.
 PREVIOUS_KEYS_KEPT = 1
+
+
+def ticket_lifetime(rotation: timedelta) -> timedelta:
+    """How long a ticket can resume: until the key that sealed it is dropped (Envoy's
+    session_timeout, so clients are told the same)."""
+    return rotation * (PREVIOUS_KEYS_KEPT + 1)
 
 
 @dataclass(frozen=True)
@@ -32,30 +46,48 @@ class TicketKeys:
         return f"TicketKeys({len(self.keys)} keys)"
 
 
-class SessionTicketKeys:
+class SessionTicketKeys(Facts):
     def __init__(self, rotation: timedelta, random_bytes: Callable[[int], bytes] = os.urandom) -> None:
         if rotation <= timedelta(0):
-            raise ValueError("the ticket-key rotation interval must be positive")
+            raise ConfigError("listen.session_ticket_rotation must be positive", hint="e.g. 1h")
         self.rotation = rotation
         self._random = random_bytes
         self.rotations = 0
+        self.replaced_for_certificates = 0
+        self.failed_pushes = 0
+        self.last_rotation: datetime | None = None
+        self._serial: int | None = None
         self.current = TicketKeys((self._new_key(),))
 
     def _new_key(self) -> bytes:
         key = self._random(TICKET_KEY_BYTES)
         if len(key) != TICKET_KEY_BYTES:
-            raise ValueError(f"a session-ticket key is {TICKET_KEY_BYTES} bytes, got {len(key)}")
+            raise ConfigError(f"a session-ticket key is {TICKET_KEY_BYTES} bytes, the random source gave {len(key)}",
+                              hint="a gateway bug: report it")
         return key
 
     @property
     def ticket_lifetime(self) -> timedelta:
-        """How long a ticket can resume: until the key that sealed it is dropped."""
-        return self.rotation * (PREVIOUS_KEYS_KEPT + 1)
+        return ticket_lifetime(self.rotation)
 
-    def rotate(self) -> TicketKeys:
+    def for_certificate(self, serial: int) -> TicketKeys:
+        """The keys to push with certificate *serial*. A new certificate carries new evidence and
+        claims (models, config digest): no session authenticated under an older one may resume,
+        and Envoy's session context hashes only the certificate's names, not its key or evidence,
+        so the old tickets must become undecryptable. The price: one full handshake per client
+        per certificate rotation, as with Envoy's own keys."""
+        if serial != self._serial:
+            if self._serial is not None:
+                self.current = TicketKeys((self._new_key(),))
+                self.replaced_for_certificates += 1
+            self._serial = serial
+        return self.current
+
+    def rotate(self, now: datetime | None = None) -> TicketKeys:
         """A new sealing key in front; the oldest beyond PREVIOUS_KEYS_KEPT is forgotten."""
         self.current = TicketKeys((self._new_key(), *self.current.keys[:PREVIOUS_KEYS_KEPT]))
         self.rotations += 1
+        self.last_rotation = now or utcnow()
         return self.current
 
     async def rotate_every(self, publish: Callable[[], Awaitable[str]]) -> None:
@@ -67,5 +99,20 @@ class SessionTicketKeys:
             try:
                 await publish()
             except Exception as exc:  # noqa: BLE001 - a failed push must not end the rotation loop
-                log.warning("session-ticket key rotation: push failed (%s); the next push carries the keys",
-                            type(exc).__name__)
+                self.failed_pushes += 1
+                log.warning("session-ticket key rotation: push failed (%s: %s); the next push carries the keys",
+                            type(exc).__name__, exc)
+
+    def status(self) -> dict[str, Any]:
+        return {"session_tickets": {
+            "rotation_s": self.rotation.total_seconds(), "ticket_lifetime_s": self.ticket_lifetime.total_seconds(),
+            "rotations": self.rotations, "replaced_for_new_certificates": self.replaced_for_certificates,
+            "failed_pushes": self.failed_pushes,
+            "last_rotation": self.last_rotation.isoformat() if self.last_rotation else None}}
+
+    def metric_families(self) -> list[MetricFamily]:
+        return [MetricFamily("ratls_session_ticket_key_rotations_total", "counter",
+                             "session-ticket key rotations on the timer").add(self.rotations),
+                MetricFamily("ratls_session_ticket_key_push_failures_total", "counter",
+                             "rotated ticket keys whose push to Envoy failed (retried with the next push)")
+                .add(self.failed_pushes)]

@@ -5,7 +5,7 @@ worse, accepted and warming forever) by Envoy."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from envoy.config.listener.v3 import listener_pb2
@@ -38,7 +38,8 @@ class SnapshotInputs:
     listener: ec.ListenerOptions  # the public listener, with the compiled filters and routes
     plan: FilterPlan | None  # the compiled policy: its upstream budgets for the clusters
     refusal: str | None = None  # why nothing may reach Triton now (fail closed), or None
-    ticket_keys: tuple[bytes, ...] = ()  # TLS session-ticket keys when the listener resumes sessions
+    # TLS session-ticket keys when the listener resumes sessions (never in a repr or a traceback)
+    ticket_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
 
 def build_snapshot(version: str, inputs: SnapshotInputs) -> Snapshot:

@@ -9,6 +9,7 @@ import pytest
 from gateway import envoy_config as ec
 from gateway.config import load_config
 from gateway.session_tickets import PREVIOUS_KEYS_KEPT, TICKET_KEY_BYTES, SessionTicketKeys
+from ratls.errors import ConfigError
 
 
 def counting_bytes(n: int, _counter=itertools.count()) -> bytes:  # noqa: B008 - a deterministic source
@@ -32,10 +33,21 @@ def test_keys_are_never_printed() -> None:
 
 
 def test_a_short_random_source_is_refused() -> None:
-    with pytest.raises(ValueError, match="80 bytes"):
+    with pytest.raises(ConfigError, match="80 bytes"):
         SessionTicketKeys(timedelta(hours=1), lambda n: b"x" * (n - 1))
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ConfigError, match="positive"):
         SessionTicketKeys(timedelta(0))
+
+
+def test_a_new_certificate_gets_a_whole_new_key_set() -> None:
+    keys = SessionTicketKeys(timedelta(hours=1), counting_bytes)
+    first = keys.for_certificate(1)
+    assert keys.for_certificate(1) == first  # every push for the same certificate: the same keys
+    keys.rotate()
+    rotated = keys.for_certificate(1).keys
+    fresh = keys.for_certificate(2).keys  # no key that sealed a ticket of certificate 1 survives
+    assert len(fresh) == 1 and not set(fresh) & set(rotated) and keys.replaced_for_certificates == 1
+    assert keys.status()["session_tickets"]["replaced_for_new_certificates"] == 1
 
 
 def test_rotate_every_pushes_and_survives_a_failed_push() -> None:
@@ -56,6 +68,7 @@ def test_rotate_every_pushes_and_survives_a_failed_push() -> None:
 
     asyncio.run(run())
     assert len(set(pushed)) == len(pushed) >= 3  # each push a newer key, the loop went on after the failure
+    assert keys.failed_pushes == 1 and keys.status()["session_tickets"]["failed_pushes"] == 1
 
 
 def _listener(lifetime: int | None) -> dict:
@@ -73,6 +86,15 @@ def test_the_listener_resumes_only_with_our_keys_or_not_at_all() -> None:
 
 def test_the_attested_view_says_whether_and_how_often_keys_rotate() -> None:
     on = load_config(None, {"RATLS_GATEWAY__LISTEN__SESSION_TICKET_ROTATION": "30m"})
-    assert on.security_view()["listen"]["session_resumption"] == {"ticket_key_rotation_s": 1800}
+    assert on.security_view()["listen"]["session_resumption"] == {
+        "ticket_key_rotation_s": 1800, "max_session_age_s": 3600, "per_certificate": True}
     off = load_config(None, {"RATLS_GATEWAY__LISTEN__SESSION_RESUMPTION": "false"})
     assert off.security_view()["listen"]["session_resumption"] is None
+
+
+def test_tls_1_2_resumption_is_refused() -> None:
+    with pytest.raises(ConfigError, match="no forward secrecy") as err:
+        load_config(None, {"RATLS_GATEWAY__LISTEN__TLS_MIN_VERSION": '"1.2"'})
+    assert "session_resumption: false" in err.value.hint
+    both = {"RATLS_GATEWAY__LISTEN__TLS_MIN_VERSION": '"1.2"', "RATLS_GATEWAY__LISTEN__SESSION_RESUMPTION": "false"}
+    assert load_config(None, both).listen.tls_min_version == "1.2"
