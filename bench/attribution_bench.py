@@ -101,8 +101,8 @@ def run(rounds: int | None = None, seconds: int | None = None) -> dict[str, Any]
     missing = loadgen.missing_tools()
     if missing:
         return {"skipped": f"{', '.join(missing)} not installed (Debian: wrk, nghttp2-client)"}
-    rounds = rounds or int(os.environ.get("BENCH_ROUNDS", "4"))
-    seconds = seconds or int(os.environ.get("BENCH_SECONDS", "3"))
+    rounds = rounds or int(os.environ.get("BENCH_ROUNDS", "3"))
+    seconds = seconds or int(os.environ.get("BENCH_SECONDS", "2"))
     with tempfile.TemporaryDirectory(prefix="ratls-attribution-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         from ratls.platforms.sim.chain import load_or_create

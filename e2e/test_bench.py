@@ -57,3 +57,23 @@ def test_make_bench_runs_as_written() -> None:
     assert all(0 < c["brotli_bytes"] < c["der_bytes"] for name, c in certs.items() if name != "envoy")
     assert set(doc["latency_view"]) == {"envoy", "gateway"} and doc["rotation_seconds_median"] > 0
     assert (PROJECT / "bench" / "results" / "latest.md").read_text().startswith("| target | scenario |")
+
+
+def test_make_bench_attribution_runs_as_written() -> None:
+    if not (shutil.which("wrk") and shutil.which("h2load")):
+        pytest.skip("wrk and h2load (Debian: wrk, nghttp2-client) are not installed; .ci/run installs them")
+    result = subprocess.run(["make", "bench-attribution"], cwd=PROJECT, capture_output=True, text=True,
+                            timeout=1200, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    from bench.attribution_bench import VARIANTS
+
+    doc = json.loads((PROJECT / "bench" / "results" / "latest.attribution.json").read_text())
+    names = [row["variant"] for row in doc["rows"]]
+    assert names == ["plain Envoy", "default policy", "filters off", *VARIANTS]
+    for row in doc["rows"]:
+        for scenario in ("health", "http_small"):
+            assert row[scenario]["rps"] > 0 and row[scenario]["cpu_us_per_req"] > 0
+        assert re.search(rf"^\s+{re.escape(row['variant'])}\s+\d+\s+[+-][\d.]+\s+\d+\s+[+-][\d.]+$", result.stdout,
+                         re.M), result.stdout
+    default = next(r for r in doc["rows"] if r["variant"] == "default policy")
+    assert default["health"]["cpu_vs_default"] == 0 and default["http_small"]["cpu_vs_default"] == 0

@@ -36,6 +36,7 @@ ELSEWHERE: dict[str, tuple[str, str]] = {
     "make test": (".ci/run", "make test"),
     # minutes of saturating load: run as written, and its output checked, by its own test
     "make bench": ("e2e/test_bench.py", '["make", "bench"]'),
+    "make bench-attribution": ("e2e/test_bench.py", '["make", "bench-attribution"]'),
 }
 ELSEWHERE_SECTIONS: dict[str, tuple[str, str]] = {
     # the compose deployment needs a Docker engine: make e2e-compose checks these command by command

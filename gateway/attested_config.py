@@ -16,7 +16,6 @@ from triton_backend.manifest import Manifest
 from . import envoy_config as ec
 from .config import GatewayConfig
 from .facts import Facts
-from .session_tickets import ticket_lifetime
 
 
 class AttestedConfig(Facts):
@@ -29,10 +28,9 @@ class AttestedConfig(Facts):
         self.server_metadata: dict[str, Any] | None = None  # Triton's GET /v2, served filtered
         self.run_dir: Path | None = None
         listen = config.listen
-        lifetime = (int(ticket_lifetime(listen.session_ticket_rotation).total_seconds())
-                    if listen.session_resumption else None)
         self.listener_options = ec.ListenerOptions(address=listen.address, port=listen.port,
-                                                   tls_min_version=listen.tls_min_version, ticket_lifetime_s=lifetime)
+                                                   tls_min_version=listen.tls_min_version,
+                                                   session_tickets=listen.session_resumption)
 
     def configured_policy(self) -> FilterPolicy:
         policy = self.config.filter_policy

@@ -107,8 +107,8 @@ class ListenerOptions:
     filter_chain_extras: dict[str, Any] = field(default_factory=dict)
     listener_extras: dict[str, Any] = field(default_factory=dict)
     # TLS 1.3 resumption with the gateway's own ticket keys over SDS (gateway/session_tickets.py);
-    # None: resumption off (every connection is a full handshake with the RA-TLS certificate).
-    ticket_lifetime_s: int | None = None
+    # False: resumption off (every connection is a full handshake with the RA-TLS certificate).
+    session_tickets: bool = False
 
 
 def _socket_address(host: str, port: int) -> dict[str, Any]:
@@ -247,7 +247,7 @@ def listener(options: ListenerOptions) -> listener_pb2.Listener:
                     # Client certificates are requested, not required: verifying the gateway
                     # must stay possible without an account; ext_authz decides per request.
                     "require_client_certificate": False,
-                    **_resumption(options.ticket_lifetime_s),
+                    **_resumption(options.session_tickets),
                 },
             },
         }],
@@ -255,13 +255,15 @@ def listener(options: ListenerOptions) -> listener_pb2.Listener:
     return json_format.ParseDict(spec, listener_pb2.Listener())
 
 
-def _resumption(ticket_lifetime_s: int | None) -> dict[str, Any]:
-    if ticket_lifetime_s is None:
+def _resumption(session_tickets: bool) -> dict[str, Any]:
+    if not session_tickets:
         return {"disable_stateless_session_resumption": True, "disable_stateful_session_resumption": True}
-    # Tickets only (no server-side session cache): a resumed session needs the key that sealed it.
+    # Tickets only (no server-side session cache): a resumed session needs the key that sealed it,
+    # so dropping the key ends it. (session_timeout would not: BoringSSL gives TLS 1.3 tickets its
+    # own two-day PSK lifetime; the key rotation is what bounds a session's age.)
     return {"session_ticket_keys_sds_secret_config": {"name": SECRET_TICKET_KEYS,
                                                       "sds_config": {"ads": {}, "resource_api_version": "V3"}},
-            "disable_stateful_session_resumption": True, "session_timeout": f"{ticket_lifetime_s}s"}
+            "disable_stateful_session_resumption": True}
 
 
 def ticket_keys_secret(keys: tuple[bytes, ...]) -> secret_pb2.Secret:

@@ -75,7 +75,7 @@ def test_dangling_listener_references_are_found(inputs: SnapshotInputs) -> None:
 
 
 def test_a_listener_without_its_ticket_keys_is_never_pushed(inputs: SnapshotInputs) -> None:
-    resuming = dc_replace(inputs, listener=dc_replace(inputs.listener, ticket_lifetime_s=7200))
+    resuming = dc_replace(inputs, listener=dc_replace(inputs.listener, session_tickets=True))
     with pytest.raises(InconsistentSnapshot, match="resumes sessions with the missing secret"):
         build_snapshot("5", resuming)
     snapshot = build_snapshot("6", dc_replace(resuming, ticket_keys=(b"k" * 80,)))
