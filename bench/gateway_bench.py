@@ -173,6 +173,10 @@ http {{
     client_body_buffer_size 16m;
     proxy_buffering off;
     proxy_max_temp_file_size 0;
+    # nginx closes a client connection after 1,000 requests (HTTP/2: GOAWAY) by default; Envoy
+    # never does, and a load tool that does not reconnect would count the rest as failures
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
     upstream triton_http {{ server 127.0.0.1:{http}; keepalive 32; }}
     upstream triton_grpc {{ server 127.0.0.1:{grpc}; keepalive 32; }}
     server {{
