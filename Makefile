@@ -62,8 +62,8 @@ BENCH_TOOLS := $(shell command -v wrk >/dev/null && command -v h2load >/dev/null
 bench-tools:
 ifeq ($(BENCH_TOOLS),missing)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client >/dev/null; \
-	else echo "make bench: install wrk and nghttp2-client (h2load) for the data-plane benchmarks"; fi
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client >/dev/null; \
+	else echo "make bench: install wrk and nghttp2-client (h2load) for the data-plane benchmarks"; exit 2; fi
 endif
 
 bench: venv bench-tools

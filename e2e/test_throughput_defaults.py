@@ -20,7 +20,7 @@ from .load import BODY
 from .stack import Stack, start_stack
 from .test_enforced_config import envoy_admin
 from .test_filters import get
-from .test_hardening import add_sub_request, grpc_channel, infer_code, metric
+from .test_hardening import add_sub_request, grpc_channel, infer_code
 
 pytestmark = pytest.mark.slow
 REQUESTS = 15_000  # from one address: 7.5 s of the old 2,000 req/s per-client default
@@ -49,7 +49,6 @@ def test_one_client_at_full_speed_gets_no_429(stack: Stack) -> None:
     configured = "type.googleapis.com/envoy.extensions.filters.{}.{}"
     assert configured.format("http", "router") in dump
     assert all(configured.format(kind, "local_ratelimit") not in dump for kind in ("http", "network", "listener"))
-    limited = metric(stack, "envoy_http_local_rate_limit_rate_limited")
     rates = {}
     # /v2 is answered by Envoy itself (Triton's metadata, filtered): the rate is the proxy's, not
     # Triton's; /v2/health/ready goes through to Triton. Both cross the whole default policy.
@@ -57,7 +56,6 @@ def test_one_client_at_full_speed_gets_no_429(stack: Stack) -> None:
         counts, rates[path] = run_h2load(f"https://127.0.0.1:{stack.port}{path}", "--h1", "-c", "16",
                                          "-n", str(REQUESTS))
         assert counts["done"] == REQUESTS and counts["2xx"] == REQUESTS, (path, counts)
-    assert metric(stack, "envoy_http_local_rate_limit_rate_limited") == limited == 0
     print("\none client address, " + ", ".join(f"{REQUESTS} requests to {p} at {r:.0f} req/s" for p, r in
                                                rates.items()) + ": no 429, no refusal")
 
@@ -84,10 +82,17 @@ def test_overload_is_shed_with_a_clear_status_and_the_gateway_stays_up(tight: St
             grpc_codes.add(infer_code(channel, add_sub_request()))
 
     bodies = _body_files(tight)
-    grpc_load: dict[str, dict[str, int]] = {}
-    grpc_thread = threading.Thread(target=lambda: grpc_load.update(counts=run_h2load(
-        f"https://127.0.0.1:{tight.port}/inference.GRPCInferenceService/ModelInfer", "-c", "48", "-n", "6000",
-        "-d", str(bodies["grpc"]), "-H", "content-type: application/grpc", "-H", "te: trailers")[0]), daemon=True)
+    grpc_load: dict[str, object] = {}
+
+    def grpc_flood() -> None:
+        try:
+            grpc_load["counts"] = run_h2load(
+                f"https://127.0.0.1:{tight.port}/inference.GRPCInferenceService/ModelInfer", "-c", "48", "-n", "6000",
+                "-d", str(bodies["grpc"]), "-H", "content-type: application/grpc", "-H", "te: trailers")[0]
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below, not lost in the thread
+            grpc_load["error"] = exc
+
+    grpc_thread = threading.Thread(target=grpc_flood, daemon=True)
     prober = threading.Thread(target=probe, daemon=True)
     prober.start()
     grpc_thread.start()
@@ -103,7 +108,9 @@ def test_overload_is_shed_with_a_clear_status_and_the_gateway_stays_up(tight: St
     assert shed_http and all(json.loads(b) == {"error": "the model server is unavailable or overloaded; retry later"}
                              for b in shed_http), shed_http[:3]
     # gRPC: every answer is an HTTP 200; the refusal is in the trailers, and says UNAVAILABLE
-    assert grpc_load["counts"]["done"] == 6000 and grpc_load["counts"]["2xx"] == 6000, grpc_load
+    assert "error" not in grpc_load, grpc_load
+    grpc_counts = grpc_load["counts"]
+    assert isinstance(grpc_counts, dict) and grpc_counts["done"] == grpc_counts["2xx"] == 6000, grpc_load
     assert grpc.StatusCode.UNAVAILABLE in grpc_codes, grpc_codes
     assert sum_metric(tight, "envoy_cluster_upstream_rq_pending_overflow") > 0
     time.sleep(0.5)

@@ -89,7 +89,7 @@ def test_a_ticket_resumes_across_an_envoy_restart(tstack: Stack, tmp_path: Path)
 def test_rotation_keeps_the_previous_key_then_drops_it_before_the_ticket_expires(tstack: Stack,
                                                                                 tmp_path: Path) -> None:
     # Line up with the rotation timer: take the ticket just before a rotation, so its key is
-    # dropped one interval later, while the ticket's own lifetime (two intervals) still runs.
+    # dropped one interval later, before the two intervals a ticket could otherwise last.
     start = tickets_status(tstack)["rotations"]
     while tickets_status(tstack)["rotations"] == start:
         time.sleep(0.1)
@@ -103,7 +103,7 @@ def test_rotation_keeps_the_previous_key_then_drops_it_before_the_ticket_expires
     fresh = new_ticket(tstack.port, tmp_path / "fresh.pem")
     assert ticket_key_name(fresh) != ticket_key_name(ticket), "new tickets must be sealed by the new key"
     time.sleep(max(0.0, rotated + 2 * ROTATION_S + 1.5 - time.monotonic()))
-    assert time.monotonic() - issued < 2 * ROTATION_S - 3  # the ticket itself has not expired
+    assert time.monotonic() - issued < 2 * ROTATION_S - 3  # younger than any ticket's maximum age
     assert not resumed(tstack.port, ticket), "a key two rotations old must be gone"
     assert resumed(tstack.port, fresh)
 

@@ -40,7 +40,8 @@ class ListenConfig:
     port: int = 8443
     tls_min_version: str = "1.3"
     # TLS 1.3 session resumption with ticket keys made in the TEE and rotated on this interval
-    # (gateway/session_tickets.py); a ticket resumes for at most two intervals.
+    # (gateway/session_tickets.py); a ticket resumes for at most two intervals, a session ends
+    # with the certificate it was verified against.
     session_resumption: bool = True
     session_ticket_rotation: timedelta = timedelta(hours=1)
 
@@ -161,7 +162,7 @@ class GatewayConfig:
             return None
         rotation = self.listen.session_ticket_rotation
         return {"ticket_key_rotation_s": int(rotation.total_seconds()),
-                "max_session_age_s": int(ticket_lifetime(rotation).total_seconds()), "per_certificate": True}
+                "max_ticket_age_s": int(ticket_lifetime(rotation).total_seconds()), "per_certificate": True}
 
     def security_view(self, effective_filters: dict[str, Any] | None = None) -> dict[str, Any]:
         """The security-relevant, effective configuration whose digest goes into the claims."""

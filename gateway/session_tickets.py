@@ -33,8 +33,10 @@ PREVIOUS_KEYS_KEPT = 1
 
 
 def ticket_lifetime(rotation: timedelta) -> timedelta:
-    """How long a ticket can resume: until the key that sealed it is dropped (Envoy's
-    session_timeout, so clients are told the same)."""
+    """How long one ticket can resume: until the key that sealed it is dropped. A session is
+    longer: each resumption gets a fresh ticket under the current key (BoringSSL renews it), so a
+    client that resumes within every interval keeps its session until the certificate changes,
+    which replaces every key (for_certificate)."""
     return rotation * (PREVIOUS_KEYS_KEPT + 1)
 
 
@@ -105,7 +107,7 @@ class SessionTicketKeys(Facts):
 
     def status(self) -> dict[str, Any]:
         return {"session_tickets": {
-            "rotation_s": self.rotation.total_seconds(), "ticket_lifetime_s": self.ticket_lifetime.total_seconds(),
+            "rotation_s": self.rotation.total_seconds(), "max_ticket_age_s": self.ticket_lifetime.total_seconds(),
             "rotations": self.rotations, "replaced_for_new_certificates": self.replaced_for_certificates,
             "failed_pushes": self.failed_pushes,
             "last_rotation": self.last_rotation.isoformat() if self.last_rotation else None}}

@@ -87,7 +87,7 @@ def test_the_listener_resumes_only_with_our_keys_or_not_at_all() -> None:
 def test_the_attested_view_says_whether_and_how_often_keys_rotate() -> None:
     on = load_config(None, {"RATLS_GATEWAY__LISTEN__SESSION_TICKET_ROTATION": "30m"})
     assert on.security_view()["listen"]["session_resumption"] == {
-        "ticket_key_rotation_s": 1800, "max_session_age_s": 3600, "per_certificate": True}
+        "ticket_key_rotation_s": 1800, "max_ticket_age_s": 3600, "per_certificate": True}
     off = load_config(None, {"RATLS_GATEWAY__LISTEN__SESSION_RESUMPTION": "false"})
     assert off.security_view()["listen"]["session_resumption"] is None
 
